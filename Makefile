@@ -1,0 +1,50 @@
+# shopstream: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+UV := .cache/uv/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv .cache/uv
+	.cache/uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+venv: $(VENV)/.synced  ## Create .venv with the locked dependencies.
+
+system: venv  ## Install redis-server (apt) and fetch the Kafka broker jars (mvn).
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing Java 17 and Maven with apt-get"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven; }
+	$(BIN)/shopstream services install
+
+up: system  ## Start Kafka and Redis and create the topics.
+	$(BIN)/shopstream services up
+
+down:  ## Stop Kafka and Redis (data is kept).
+	$(BIN)/shopstream services down
+
+demo: up  ## Run a worker and a burst of shop events, with live progress.
+	$(BIN)/shopstream demo --events 20000 --rate 2000
+
+test: system  ## Run the whole test suite (it starts its own Kafka and Redis).
+	$(BIN)/pytest; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+
+unit: venv  ## Run only the tests that need no services.
+	$(BIN)/pytest -m "not integration"
+
+lint: venv  ## Check style with ruff.
+	$(BIN)/ruff check .
+
+clean:  ## Remove the venv, caches and local service data.
+	rm -rf $(VENV) .cache .shopstream .pytest_cache
+
+.PHONY: help venv system up down demo test unit lint clean

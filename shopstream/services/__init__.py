@@ -1,0 +1,29 @@
+"""Local Kafka and Redis for development, tests and the demo: ``shopstream services``.
+
+``up`` is idempotent: it starts what is not running, waits until Kafka answers metadata
+requests and Redis answers PING, and creates the topics. ``down`` stops both; their data
+stays under ``<home>`` for the next ``up``.
+"""
+
+from __future__ import annotations
+
+from shopstream.services import kafka, redis
+from shopstream.settings import Settings
+from shopstream.topics import ensure_topics
+
+
+def up(settings: Settings) -> dict[str, float]:
+    """Start Redis and Kafka and create the topics; return each start-up time in seconds."""
+    timings = {"redis": redis.start(settings), "kafka": kafka.start(settings)}
+    ensure_topics(settings)
+    return timings
+
+
+def down(settings: Settings) -> dict[str, bool]:
+    """Stop Kafka and Redis; return which of them were running."""
+    return {"kafka": kafka.stop(settings), "redis": redis.stop(settings)}
+
+
+def status(settings: Settings) -> list[dict]:
+    """Status of each service."""
+    return [kafka.status(settings), redis.status(settings)]

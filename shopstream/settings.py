@@ -1,0 +1,230 @@
+"""Runtime settings for every shopstream process, read from ``SHOPSTREAM_*`` variables.
+
+One pydantic-settings model covers brokers, Redis, topics, paths and thresholds. Nested
+groups use ``__`` in variable names, for example ``SHOPSTREAM_TOPICS__ORDERS=acme.orders``
+or ``SHOPSTREAM_KAFKA__SASL_PASSWORD=...``. An optional ``.env`` file in the working
+directory is read too. Secrets are ``SecretStr``: they print as ``**********``.
+
+Run ``python -m shopstream.settings`` to print the settings in effect.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class KafkaSettings(BaseModel):
+    """How to reach Kafka, and how the local single-node broker is run."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    brokers: str = "127.0.0.1:9092"
+    """Comma-separated bootstrap servers."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Protocol to talk to the brokers; production clusters use SASL_SSL."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism, when the protocol is SASL_*."""
+    sasl_username: str | None = None
+    """SASL user name."""
+    sasl_password: SecretStr | None = None
+    """SASL password; never logged."""
+    ssl_cafile: Path | None = None
+    """CA bundle that signed the brokers' certificates."""
+    ssl_certfile: Path | None = None
+    """Client certificate, for mutual TLS."""
+    ssl_keyfile: Path | None = None
+    """Client private key, for mutual TLS."""
+    max_message_bytes: int = 16 * MiB
+    """Largest record the broker, producers and the dead-letter topic accept. It is larger
+    than ``limits.max_event_bytes`` so that an oversized event still fits, whole, in its
+    dead letter."""
+
+    # The local broker started by `shopstream services up`.
+    version: str = "4.1.1"
+    """Apache Kafka version whose jars Maven resolves for the local broker."""
+    controller_port: int = 9093
+    """Port of the local KRaft controller listener."""
+    heap: str = "512m"
+    """Maximum Java heap of the local broker."""
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) settings for these brokers, secrets included."""
+        config = {"bootstrap.servers": self.brokers, "security.protocol": self.security_protocol}
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_cafile,
+            "ssl.certificate.location": self.ssl_certfile,
+            "ssl.key.location": self.ssl_keyfile,
+        }
+        config.update({key: str(value) for key, value in optional.items() if value is not None})
+        return config
+
+    @property
+    def port(self) -> int:
+        """Port of the first bootstrap server, used by the local broker."""
+        return int(self.brokers.split(",")[0].rsplit(":", 1)[1])
+
+
+class RedisSettings(BaseModel):
+    """How to reach Redis, the Feast online store."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    host: str = "127.0.0.1"
+    """Redis host."""
+    port: int = 6379
+    """Redis port; the local server listens here too."""
+    db: int = 0
+    """Database number."""
+    password: SecretStr | None = None
+    """Password (``requirepass`` or an ACL user's); never logged."""
+    username: str | None = None
+    """ACL user name, for Redis 6+ ACLs."""
+    tls: bool = False
+    """Connect with TLS (``rediss://``)."""
+
+    def url(self, *, reveal: bool = False) -> str:
+        """The connection URL; the password is masked unless ``reveal`` is set."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if self.password is not None:
+            secret = self.password.get_secret_value() if reveal else "**********"
+            auth = f"{self.username or ''}:{secret}@"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+
+class Topics(BaseModel):
+    """Topic names. Inputs come from shops, outputs go to downstream services."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    clicks: str = "shop.clicks"
+    carts: str = "shop.carts"
+    orders: str = "shop.orders"
+    order_labels: str = "shop.order-labels"
+    fraud_scores: str = "scores.fraud"
+    session_recs: str = "recs.session"
+    drift: str = "signals.drift"
+    dlq: str = "shop.dlq"
+    """Dead letters: every input record that could not be processed, with its origin."""
+    partitions: int = 4
+    """Partitions of each topic created on start-up; existing topics are left alone."""
+    replication_factor: int = 1
+    """Replication factor of created topics; 3 on a production cluster."""
+
+    def inputs(self) -> dict[str, str]:
+        """Input topics by event kind."""
+        return {
+            "click": self.clicks,
+            "cart": self.carts,
+            "order": self.orders,
+            "order_label": self.order_labels,
+        }
+
+    def outputs(self) -> dict[str, str]:
+        """Output topics by output kind."""
+        return {"fraud_score": self.fraud_scores, "session_recs": self.session_recs,
+                "drift": self.drift}
+
+    def all(self) -> list[str]:
+        """Every topic shopstream reads or writes."""
+        return [*self.inputs().values(), *self.outputs().values(), self.dlq]
+
+
+class Limits(BaseModel):
+    """What an input event may be before it is dead-lettered."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    max_event_bytes: int = 1 * MiB
+    """Events larger than this are dead-lettered without being parsed."""
+    max_future_skew_s: float = 300.0
+    """Events stamped more than this many seconds after the worker's clock are
+    dead-lettered: a clock that far ahead would corrupt event-time windows."""
+
+
+class Thresholds(BaseModel):
+    """Decision thresholds on the fraud probability."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    fraud_review: float = Field(0.5, ge=0, le=1)
+    """At or above this probability an order goes to manual review."""
+    fraud_block: float = Field(0.9, ge=0, le=1)
+    """At or above this probability an order is blocked."""
+
+
+class Settings(BaseSettings):
+    """Everything a shopstream process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPSTREAM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    topics: Topics = Topics()
+    limits: Limits = Limits()
+    thresholds: Thresholds = Thresholds()
+
+    app_id: str = "shopstream"
+    """Faust application id: the consumer group and the prefix of changelog topics."""
+    web_port: int = 6066
+    """Port of the worker's web server (``/health`` and ``/metrics``)."""
+    home: Path = Path(".shopstream")
+    """Folder for local state: broker and Redis data, logs, worker tables, caches."""
+    cache: Path = Path(".cache")
+    """Folder for downloads that can be rebuilt, such as the Kafka broker jars."""
+    feature_repo: Path = Path("feature_repo")
+    """The Feast feature repository."""
+    registry_uri: str = "sqlite:///.shopstream/mlflow.db"
+    """MLflow tracking and model-registry URI."""
+    log_level: str = "INFO"
+    """Log level of workers and commands."""
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """``SHOPSTREAM_*`` variables that recreate ``settings`` in a child process.
+
+    Secrets are revealed, so the result must only be passed to a process's environment.
+    """
+    env: dict[str, str] = {}
+
+    def flatten(prefix: str, value: object) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                flatten(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
+        elif value is not None:
+            secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"SHOPSTREAM_{prefix}"] = str(secret)
+
+    flatten("", settings)
+    return env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()
+
+
+def main() -> None:
+    """Print the settings in effect, secrets masked."""
+    print(Settings().model_dump_json(indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Creates shopstream's topics on start-up when they do not exist yet.
+
+Existing topics are left as they are: partition counts are only set at creation. Every
+topic allows records of ``kafka.max_message_bytes``, so that an oversized event can be
+dead-lettered whole.
+
+Run ``shopstream topics`` to create them by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shopstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(
+    settings: Settings, names: Iterable[str] | None = None, *, timeout: float = 30.0
+) -> list[str]:
+    """Create the missing topics among ``names`` (default: all of them); return those created."""
+    names = list(names) if names is not None else settings.topics.all()
+    admin = AdminClient(settings.kafka.client_config())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [name for name in dict.fromkeys(names) if name not in existing]
+    if not missing:
+        return []
+    config = {"max.message.bytes": str(settings.kafka.max_message_bytes)}
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=settings.topics.partitions,
+                replication_factor=settings.topics.replication_factor,
+                config=config,
+            )
+            for name in missing
+        ],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another worker won the race
+                raise
+    log.info("created topics %s", created)
+    return created
+
+
+def delete_topics(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> None:
+    """Delete topics, ignoring those that do not exist (used by tests)."""
+    admin = AdminClient(settings.kafka.client_config())
+    for future in admin.delete_topics(list(names), operation_timeout=timeout).values():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise

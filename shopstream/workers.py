@@ -1,0 +1,109 @@
+"""Starting local workers as child processes and reading their ``/metrics``.
+
+Used by ``shopstream demo`` and the integration tests, which both need a real worker
+running beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass
+class WorkerMetrics:
+    """A snapshot of one worker's counters."""
+
+    events_in: dict[str, float] = field(default_factory=dict)  # by topic
+    events_out: dict[str, float] = field(default_factory=dict)  # by topic
+    dead_letters: dict[str, float] = field(default_factory=dict)  # by reason
+    lag: float = 0.0
+
+    @property
+    def total_in(self) -> float:
+        return sum(self.events_in.values())
+
+    @property
+    def total_out(self) -> float:
+        return sum(self.events_out.values())
+
+    @property
+    def total_dead(self) -> float:
+        return sum(self.dead_letters.values())
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
+    """The worker's metrics, or ``None`` if it does not answer."""
+    try:
+        text = httpx.get(f"http://{host}:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    lag = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "shopstream_events_in_total":
+                sums["in"][sample.labels["topic"]] += sample.value
+            elif sample.name == "shopstream_events_out_total":
+                sums["out"][sample.labels["topic"]] += sample.value
+            elif sample.name == "shopstream_dead_letters_total":
+                sums["dead"][sample.labels["reason"]] += sample.value
+            elif sample.name == "shopstream_consumer_lag":
+                lag += sample.value
+    return WorkerMetrics(dict(sums["in"]), dict(sums["out"]), dict(sums["dead"]), lag)
+
+
+def ready(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether the worker's ``/health`` answers and it owns partitions."""
+    try:
+        health = httpx.get(f"http://{host}:{port}/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return bool(health.get("assigned"))
+
+
+def start(env: dict[str, str], log_file: Path) -> subprocess.Popen:
+    """Start ``python -m streams.worker`` with extra environment ``env``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.worker"],
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def wait_ready(process: subprocess.Popen, port: int, log_file: Path, timeout: float = 90) -> float:
+    """Wait until the worker is ready; return the seconds waited or raise with its log."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited with {process.returncode}:\n{_tail(log_file)}")
+        if ready(port):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise TimeoutError(f"the worker was not ready within {timeout:.0f}s:\n{_tail(log_file)}")
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> int:
+    """Stop a worker cleanly (SIGTERM), killing it after ``timeout``; return its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

@@ -1,0 +1,89 @@
+"""The shopstream Faust application: its broker settings, topics and web pages.
+
+The agents live in ``streams.agents``; ``shopstream worker`` (or
+``python -m streams.worker``) imports both and starts a worker. Settings come from
+``shopstream.settings``.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import faust
+from prometheus_client import generate_latest
+
+from shopstream.settings import Settings, get_settings
+from streams import metrics
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's view of the SASL and SSL settings, or ``None`` for plaintext."""
+    kafka = settings.kafka
+    context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if kafka.ssl_certfile:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context) if context else None
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app configured from ``settings``."""
+    brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka.brokers.split(","))
+    return faust.App(
+        settings.app_id,
+        broker=brokers,
+        broker_credentials=broker_credentials(settings),
+        value_serializer="raw",  # agents decode and validate themselves, see streams.agents
+        key_serializer="raw",
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        producer_max_request_size=settings.kafka.max_message_bytes,
+        consumer_max_fetch_size=settings.kafka.max_message_bytes,
+        datadir=str(settings.home.resolve() / "faust" / settings.app_id),
+        web_port=settings.web_port,
+        web_host="0.0.0.0",
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+    )
+
+
+settings = get_settings()
+app = create_app(settings)
+dlq_topic = app.topic(settings.topics.dlq, value_type=bytes, key_type=bytes)
+
+
+@app.page("/metrics")
+async def prometheus_metrics(web, request):
+    """Prometheus text exposition of the worker's metrics."""
+    # aiohttp sets the charset itself and refuses one inside content_type.
+    return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
+
+
+@app.page("/health")
+async def health(web, request):
+    """Liveness and readiness: the worker is up, and which partitions it owns."""
+    assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+    return web.json({"status": "ok", "app_id": settings.app_id, "assigned": assigned})
+
+
+@app.timer(interval=2.0)
+async def update_lag() -> None:
+    """Refresh the consumer-lag gauge from the highwater marks and committed offsets."""
+    consumer = app.consumer
+    committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
+    for tp in consumer.assignment():
+        if tp.topic.startswith(settings.app_id):  # changelog topics are not input
+            continue
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = committed.get(tp) or 0  # Kafka-style: the next offset to read
+        metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(max(highwater - position, 0))

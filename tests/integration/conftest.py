@@ -1,0 +1,79 @@
+"""Integration fixtures: a real worker process on the test's own topics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from shopstream import workers
+from shopstream.settings import Settings, to_env
+from shopstream.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A running worker on the test's topics; its log is printed if the test fails."""
+    ensure_topics(settings)
+    log_file = tmp_path / "worker.log"
+    process = workers.start(to_env(settings), log_file)
+    try:
+        workers.wait_ready(process, settings.web_port, log_file)
+        yield settings
+    finally:
+        code = workers.stop(process)
+        print(f"--- worker exited with {code}; log tail:\n" + log_file.read_text()[-5000:])
+
+
+def read_all(settings: Settings, topic: str, *, expect: int, timeout: float = 60.0) -> list:
+    """Every record on ``topic`` from the start, waiting until ``expect`` have arrived."""
+    import time
+
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"reader-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.message.max.bytes": settings.kafka.max_message_bytes})
+    consumer.subscribe([topic])
+    records, deadline = [], time.monotonic() + timeout
+    try:
+        while len(records) < expect and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                records.append(message)
+        # A little longer, so that extra records would be seen too.
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                records.append(message)
+    finally:
+        consumer.close()
+    return records
+
+
+def committed_and_end_offsets(settings: Settings, topics: list[str]) -> dict:
+    """``{(topic, partition): (committed offset of the app's group, end offset)}``."""
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": settings.app_id})
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in range(settings.topics.partitions)]
+        committed = consumer.committed(partitions, timeout=10)
+        return {(tp.topic, tp.partition): (tp.offset, consumer.get_watermark_offsets(tp, timeout=10)[1])
+                for tp in committed}
+    finally:
+        consumer.close()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``check`` until it holds, or fail the test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")

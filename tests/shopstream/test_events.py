@@ -1,0 +1,164 @@
+"""The event contract: what is accepted, what is dead-lettered, and why."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shopstream.client import event_key
+from shopstream.events import (
+    INPUTS,
+    OUTPUTS,
+    CartEvent,
+    Click,
+    DeadLetter,
+    FraudScore,
+    InvalidEvent,
+    Order,
+    OrderLabel,
+    parse_event,
+)
+from shopstream.schema import schemas
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+ORDER = {
+    "order_id": "o1", "user_id": "u1", "session_id": "s1",
+    "items": [{"item_id": "i1", "price": 10.0, "qty": 2}], "amount": 20.0, "currency": "EUR",
+    "payment_fingerprint": "pf1", "device_id": "d1", "ip": "192.0.2.1", "country": "DE",
+    "ts": "2026-06-01T11:59:00Z",
+}
+
+
+def raw(**changes) -> bytes:
+    order = {**ORDER, **changes}
+    return json.dumps({k: v for k, v in order.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe\x00", "invalid_json"),
+        (b"[1, 2, 3]", "invalid_json"),
+        (b'"a string"', "invalid_json"),
+        (raw(user_id=...), "schema"),  # a required field is missing
+        (raw(items=[]), "schema"),  # an order needs a line
+        (raw(items="three socks"), "schema"),  # wrong type
+        (raw(amount="twenty"), "schema"),  # wrong type
+        (raw(amount=-20.0), "schema"),  # negative amount
+        (raw(items=[{"item_id": "i1", "price": -1, "qty": 1}]), "schema"),
+        (raw(items=[{"item_id": "i1", "price": 1, "qty": 0}]), "schema"),
+        (raw(amount=float("nan")), "schema"),  # Python reads the non-standard NaN; the schema refuses it
+        (raw(currency="euro"), "schema"),
+        (raw(country="Germany"), "schema"),
+        (raw(ip="999.1.1.1"), "schema"),
+        (raw(ts="yesterday"), "schema"),
+        (raw(schema_version=2), "schema"),  # a contract from the future
+        (raw(ts=(NOW + timedelta(days=400)).isoformat()), "future_ts"),
+        (raw(note="x" * (2 * 1024 * 1024)), "too_large"),
+    ],
+)
+def test_bad_orders_are_rejected_with_a_reason(payload, reason):
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(Order, payload, now=NOW)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("changes", "check"),
+    [
+        ({}, lambda o: o.amount == 20.0 and o.items[0].qty == 2),
+        ({"user_id": 42}, lambda o: o.user_id == "42"),  # integer ids are accepted as strings
+        ({"ts": 1780315140}, lambda o: o.ts == datetime(2026, 6, 1, 11, 59, tzinfo=UTC)),
+        ({"ts": "2026-06-01T11:59:00"}, lambda o: o.ts.tzinfo is UTC),  # naive is UTC
+        ({"ts": "2026-06-01T13:59:00+02:00"}, lambda o: o.ts == datetime(2026, 6, 1, 11, 59, tzinfo=UTC)),
+        ({"ts": (NOW + timedelta(minutes=4)).isoformat()}, lambda o: o.ts > NOW),  # within skew
+        ({"ts": "2016-01-03T00:00:00Z"}, lambda o: o.ts.year == 2016),  # replays of old logs
+        ({"coupon": "SUMMER"}, lambda o: o.model_extra == {"coupon": "SUMMER"}),  # kept
+        ({"ip": "2001:db8::1"}, lambda o: str(o.ip) == "2001:db8::1"),
+        ({"session_id": None, "device_id": None, "ip": None}, lambda o: o.session_id is None),
+    ],
+)
+def test_good_orders_are_accepted(changes, check):
+    assert check(parse_event(Order, raw(**changes), now=NOW))
+
+
+def test_unknown_fields_survive_a_round_trip():
+    order = parse_event(Order, raw(coupon="SUMMER"), now=NOW)
+    assert json.loads(order.to_bytes())["coupon"] == "SUMMER"
+    assert Order.model_validate_json(order.to_bytes()) == order
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        (Click, {"user_id": "u", "session_id": "s", "item_id": "i", "ts": 0}),
+        (CartEvent, {"user_id": "u", "session_id": "s", "action": "add", "item_id": "i",
+                     "price": 1.5, "ts": 0}),
+        (OrderLabel, {"order_id": "o", "is_fraud": True, "chargeback": True, "ts": 0}),
+    ],
+)
+def test_every_input_round_trips_through_json(model, data):
+    event = parse_event(model, json.dumps(data).encode(), now=NOW)
+    assert event.schema_version == 1
+    assert model.model_validate_json(event.to_bytes()) == event
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "field"),
+    [
+        (CartEvent, {"user_id": "u", "session_id": "s", "action": "wishlist", "item_id": "i",
+                     "price": 1.5, "ts": 0}, "action"),
+        (CartEvent, {"user_id": "u", "session_id": "s", "action": "add", "item_id": "i",
+                     "price": -1, "ts": 0}, "price"),
+        (Click, {"user_id": "", "session_id": "s", "item_id": "i", "ts": 0}, "user_id"),
+        (OrderLabel, {"order_id": "o", "is_fraud": "perhaps", "ts": 0}, "is_fraud"),
+    ],
+)
+def test_invalid_inputs_name_the_field(model, data, field):
+    with pytest.raises(InvalidEvent, match=field):
+        parse_event(model, json.dumps(data).encode(), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("event", "key"),
+    [
+        (Click(user_id="u", session_id="s", item_id="i", ts=NOW), "s"),
+        (CartEvent(user_id="u", session_id="s", action="add", item_id="i", price=1, ts=NOW), "s"),
+        (Order.model_validate_json(raw()), "u1"),
+        (OrderLabel(order_id="o9", is_fraud=False, ts=NOW), "o9"),
+    ],
+)
+def test_events_are_keyed_by_session_user_or_order(event, key):
+    assert event_key(event) == key
+
+
+def test_outputs_carry_model_version_and_latency():
+    score = FraudScore(order_id="o", user_id="u", score=0.7, decision="review",
+                       model_version="3", latency_ms=4.2, ts=NOW)
+    assert {"model_version", "latency_ms", "schema_version"} <= set(json.loads(score.to_bytes()))
+    with pytest.raises(ValueError):
+        FraudScore(order_id="o", user_id="u", score=1.5, decision="allow", model_version="3",
+                   latency_ms=1, ts=NOW)
+
+
+def test_dead_letter_keeps_the_original_bytes_and_origin():
+    payload = b"\x00\x01 not json \xff"
+    letter = DeadLetter.of(value=payload, key=b"k", topic="shop.orders", partition=3, offset=41,
+                           reason="invalid_json", error="boom", failed_at=NOW, worker="w@h")
+    again = DeadLetter.model_validate_json(letter.model_dump_json())
+    assert again.payload() == payload
+    assert (again.topic, again.partition, again.offset, again.payload_bytes) == ("shop.orders", 3, 41, len(payload))
+
+
+def test_json_schema_covers_every_event():
+    found = schemas()
+    assert set(found) == {m.__name__ for m in [*INPUTS.values(), *OUTPUTS.values()]} | {"DeadLetter"}
+    order = found["Order"]
+    assert {"order_id", "items", "amount", "payment_fingerprint"} <= set(order["required"])
+    assert order["properties"]["amount"]["minimum"] == 0
+    assert order.get("additionalProperties", True) is True  # unknown fields are accepted
