@@ -1,0 +1,67 @@
+"""The shop producer and the downstream consumer against the real broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from shopstream.client import OutputConsumer, ShopProducer
+from shopstream.events import Click, FraudScore, Order
+from shopstream.topics import ensure_topics
+from tests.integration.conftest import read_all
+
+pytestmark = pytest.mark.integration
+NOW = datetime.now(UTC)
+
+
+def test_producer_keys_sessions_onto_one_partition_and_reports_delivery(settings):
+    ensure_topics(settings)
+    reports = []
+    with ShopProducer(settings, on_delivery=lambda err, msg: reports.append(err)) as producer:
+        for i in range(40):
+            producer.send(Click(user_id="u1", session_id=f"s{i % 4}", item_id=f"i{i}", ts=NOW))
+    assert producer.stats.delivered == 40 and reports == [None] * 40
+
+    messages = read_all(settings, settings.topics.clicks, expect=40)
+    partitions = {}
+    for message in messages:
+        click = Click.model_validate_json(message.value())
+        assert message.key() == click.session_id.encode()
+        partitions.setdefault(click.session_id, set()).add(message.partition())
+    assert all(len(p) == 1 for p in partitions.values())  # a session stays on one partition
+
+
+def test_producer_refuses_invalid_events_before_sending(settings):
+    producer = ShopProducer(settings)
+    broken = Order.model_construct(order_id="o", user_id="u", items=[], amount=-1, ts=NOW)
+    with pytest.raises(ValidationError):
+        producer.send(broken)
+    assert producer.stats.sent == 0
+
+
+def test_output_consumer_yields_typed_scores(settings):
+    ensure_topics(settings)
+    consumer = OutputConsumer(f"{settings.app_id}-downstream", ["fraud_score"], settings,
+                              from_beginning=True)
+    scores = [FraudScore(order_id=f"o{i}", user_id="u", score=i / 10, decision="allow",
+                         model_version="rules", latency_ms=1.0, ts=NOW) for i in range(5)]
+    producer = ShopProducer(settings)
+    for score in scores:
+        producer.send_raw(settings.topics.fraud_scores, score.to_bytes())
+    producer.close()
+    got = []
+    with consumer:
+        for _ in range(60):
+            if (output := consumer.poll(1.0)) is not None:
+                got.append(output)
+            if len(got) == len(scores):
+                break
+    assert sorted(got, key=lambda s: s.order_id) == scores
+    assert all(isinstance(score, FraudScore) for score in got)
+
+
+def test_output_consumer_refuses_unknown_kinds(settings):
+    with pytest.raises(ValueError, match="unknown output kinds"):
+        OutputConsumer("g", ["fraud", "recs"], settings)

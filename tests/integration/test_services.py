@@ -1,0 +1,58 @@
+"""The local Kafka and Redis: idempotent start, status, and data that survives a restart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from shopstream import services as local_services
+from shopstream.services import kafka, redis
+from shopstream.topics import ensure_topics
+from tests.integration.conftest import read_all
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_is_idempotent_and_status_reports_both(services):
+    settings = services
+    pids = {row["service"]: row["pid"] for row in local_services.status(settings)}
+    assert local_services.up(settings) == {"redis": 0.0, "kafka": 0.0}  # already running
+    rows = local_services.status(settings)
+    assert all(row["answers"] for row in rows)
+    assert {row["service"]: row["pid"] for row in rows} == pids
+
+
+def test_topics_are_created_from_settings(settings):
+    assert sorted(ensure_topics(settings)) == sorted(settings.topics.all())
+    assert ensure_topics(settings) == []  # a second call creates nothing
+    metadata = AdminClient(settings.kafka.client_config()).list_topics(timeout=10)
+    for name in settings.topics.all():
+        assert len(metadata.topics[name].partitions) == settings.topics.partitions
+
+
+def test_kafka_keeps_its_records_across_a_restart(settings):
+    ensure_topics(settings, [settings.topics.clicks])
+    producer = Producer(settings.kafka.client_config())
+    for i in range(50):
+        producer.produce(settings.topics.clicks, value=f"record-{i}".encode())
+    assert producer.flush(30) == 0
+
+    assert kafka.stop(settings)
+    assert not kafka.answers(settings)
+    started = time.monotonic()
+    kafka.start(settings)
+    print(f"broker restart took {time.monotonic() - started:.1f}s")
+
+    values = {m.value() for m in read_all(settings, settings.topics.clicks, expect=50)}
+    assert values == {f"record-{i}".encode() for i in range(50)}
+
+
+def test_redis_keeps_its_data_across_a_restart(settings):
+    client = redis.client(settings)
+    client.set(f"{settings.app_id}:probe", "kept")
+    assert redis.stop(settings)
+    redis.start(settings)
+    assert redis.client(settings).get(f"{settings.app_id}:probe") == b"kept"
