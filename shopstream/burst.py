@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from shopstream.events import CartEvent, Click, Event, Order, OrderItem, OrderLabel
 
 BAD_KINDS = ("invalid_json", "schema", "wrong_type", "negative_amount", "too_large", "future_ts")
+SMALL_BAD_KINDS = tuple(kind for kind in BAD_KINDS if kind != "too_large")
 
 
 @dataclass(frozen=True)
@@ -68,19 +69,25 @@ def burst(n: int, *, seed: int = 7, bad_share: float = 0.02, now: datetime | Non
           spread: timedelta = timedelta(minutes=10)) -> Iterator[Record]:
     """``n`` records: mostly clicks, some carts, orders and labels, ``bad_share`` broken.
 
+    Broken records cycle through ``BAD_KINDS``, with a single 5 MB ``too_large`` record
+    per burst, so that a long burst does not fill the disk.
+
     >>> records = list(burst(200, seed=1))
     >>> len(records), sum(r.bad is not None for r in records) > 0
     (200, True)
     """
     rng = random.Random(seed)
     end = now or datetime.now(UTC)
+    bad = 0
     for i in range(n):
         ts = end - spread * (1 - i / max(n, 1))  # event time moves forward across the burst
         user = rng.randrange(200)
         session = f"session-{user}-{i // 50}"
         roll = rng.random()
         if roll < bad_share:
-            yield bad_record(BAD_KINDS[i % len(BAD_KINDS)], end, rng)
+            kinds = BAD_KINDS if bad < len(BAD_KINDS) else SMALL_BAD_KINDS
+            yield bad_record(kinds[bad % len(kinds)], end, rng)
+            bad += 1
         elif roll < 0.80:
             yield Record("click", Click(user_id=f"user-{user}", session_id=session,
                                         item_id=f"item-{int(rng.paretovariate(1.2)) % 500}",

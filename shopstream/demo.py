@@ -91,6 +91,7 @@ def run(settings: Settings, *, events: int = 5000, rate: float = 1000, seed: int
     progress = Progress(TextColumn("produced"), BarColumn(), MofNCompleteColumn())
     task = progress.add_task("produced", total=events)
     rates = Rates()
+    started = time.monotonic()
     last_change, last_handled = time.monotonic(), -1.0
     sender.start()
     try:
@@ -111,10 +112,11 @@ def run(settings: Settings, *, events: int = 5000, rate: float = 1000, seed: int
     finally:
         if worker is not None:
             workers.stop(worker)
+    elapsed = time.monotonic() - started
     console.print()
     console.print(
-        f"[green]done[/]: {events:,} records sent, {producer.stats.delivered:,} delivered; the worker "
-        f"processed {m.total_out - before.total_out:,.0f} and dead-lettered "
-        f"{m.total_dead - before.total_dead:,.0f}."
+        f"[green]done[/] in {elapsed:.1f}s ({events / elapsed:,.0f} records/s): {events:,} sent, "
+        f"{producer.stats.delivered:,} delivered; the worker processed "
+        f"{m.total_out - before.total_out:,.0f} and dead-lettered {m.total_dead - before.total_dead:,.0f}."
     )
     return m
