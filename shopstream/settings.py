@@ -163,6 +163,25 @@ class Thresholds(BaseModel):
     """At or above this probability an order is blocked."""
 
 
+class FeatureSettings(BaseModel):
+    """How workers compute features and write them out."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    batch_rows: int = Field(2000, ge=1)
+    """A micro-batch closes after this many records ..."""
+    batch_ms: float = Field(100.0, gt=0)
+    """... or after this many milliseconds, whichever comes first. Online writes and
+    offline log files happen once per micro-batch, which bounds feature freshness."""
+    lateness_s: float = Field(300.0, ge=0)
+    """Events up to this many seconds older than the newest event of their entity still
+    count in their window; older ones are counted as late and ignored."""
+    online: bool = True
+    """Write features to the online store."""
+    offline: bool = True
+    """Append features and raw events to the offline log."""
+
+
 class Settings(BaseSettings):
     """Everything a shopstream process needs to know about its surroundings."""
 
@@ -179,6 +198,7 @@ class Settings(BaseSettings):
     topics: Topics = Topics()
     limits: Limits = Limits()
     thresholds: Thresholds = Thresholds()
+    features: FeatureSettings = FeatureSettings()
 
     app_id: str = "shopstream"
     """Faust application id: the consumer group and the prefix of changelog topics."""

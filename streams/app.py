@@ -7,13 +7,41 @@ The agents live in ``streams.agents``; ``shopstream worker`` (or
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import ssl
+import time
+import zlib
+from collections.abc import Callable
 
 import faust
 from prometheus_client import generate_latest
 
+from shopstream.featurestore import offline_root
+from shopstream.offline import OfflineLog
 from shopstream.settings import Settings, get_settings
 from streams import metrics
+
+log = logging.getLogger(__name__)
+
+
+def updates_topic_name(settings: Settings) -> str:
+    """The internal topic that carries entity updates between the two stages."""
+    return f"{settings.app_id}-entity-updates"
+
+
+def owner_partition(key: bytes, partitions: int) -> int:
+    """The partition that owns ``key``: entity updates are sent there, and the entity's
+    state is kept in the same partition of the state table's changelog."""
+    return zlib.crc32(key) % partitions
+
+
+def partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """The producer partitioner of the app, consistent with ``owner_partition``."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return sorted(all_partitions)[owner_partition(key, len(all_partitions))]
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -52,12 +80,38 @@ def create_app(settings: Settings) -> faust.App:
         web_host="0.0.0.0",
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        producer_partitioner=partitioner,
     )
 
 
 settings = get_settings()
 app = create_app(settings)
 dlq_topic = app.topic(settings.topics.dlq, value_type=bytes, key_type=bytes)
+# Internal: entity updates, each on the partition that owns its entity (streams.agents).
+updates_topic = app.topic(updates_topic_name(settings), value_type=bytes, key_type=bytes,
+                          partitions=settings.topics.partitions, internal=True)
+offline_log = OfflineLog(offline_root(settings))
+
+
+async def retrying(sink: str, write: Callable, *args):
+    """Run the blocking ``write(*args)`` in a thread until it succeeds, backing off.
+
+    A worker whose Redis or disk is unavailable waits instead of dropping or skipping:
+    the batch is not acknowledged, so its offsets are not committed, until it is written.
+    """
+    delay = 0.1
+    while True:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(write, *args)
+        except Exception as exc:  # noqa: BLE001 - any failure of a sink is retried
+            metrics.WRITE_RETRIES.labels(sink).inc()
+            log.warning("%s write failed (%r); retrying in %.1fs", sink, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        metrics.WRITE_SECONDS.labels(sink).observe(time.perf_counter() - started)
+        return result
 
 
 @app.page("/metrics")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("shopstream_events_in", "Input records consumed.", ["topic"])
 EVENTS_OUT = Counter("shopstream_events_out", "Input events processed successfully.", ["topic"])
@@ -12,3 +12,17 @@ OUTPUTS = Counter("shopstream_outputs", "Records emitted on output topics.", ["t
 CONSUMER_LAG = Gauge("shopstream_consumer_lag",
                      "Records between the committed offset and the end of the partition.",
                      ["topic", "partition"])
+LATE_UPDATES = Counter("shopstream_late_updates",
+                      "Entity updates ignored because their event was later than the allowed lateness.",
+                      ["entity"])
+WRITE_RETRIES = Counter("shopstream_write_retries", "Failed writes to a sink, retried.", ["sink"])
+WRITE_SECONDS = Histogram("shopstream_write_seconds", "Time of one micro-batch write to a sink.",
+                          ["sink"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+BATCH_ROWS = Histogram("shopstream_online_batch_rows", "Rows per online micro-batch write.",
+                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000))
+FRESHNESS = Histogram("shopstream_feature_freshness_seconds",
+                      "From the oldest input record of a batch reaching Kafka to its features "
+                      "being written online.",
+                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+UNMATCHED_LABELS = Counter("shopstream_unmatched_labels",
+                           "Labels for orders this worker never saw.")

@@ -16,6 +16,7 @@ def up(settings: Settings) -> dict[str, float]:
     """Start Redis and Kafka and create the topics; return each start-up time in seconds."""
     timings = {"redis": redis.start(settings), "kafka": kafka.start(settings)}
     ensure_topics(settings)
+    (settings.home / "feast").mkdir(parents=True, exist_ok=True)  # the `feast` CLI's registry
     return timings
 
 

@@ -1,0 +1,389 @@
+"""Streaming features: which entity each event updates, their state, and their feature rows.
+
+Pure code, no I/O. A worker turns every valid event into ``Update``s with ``route``, sends
+each update to the partition that owns its entity, and there calls ``apply`` on the
+entity's state, which returns the feature rows that changed. The feature views and
+their columns are defined once, in ``VIEWS``; the Feast repo builds its views from it.
+
+Names are mechanical: ``{what}_{stat}_{window}``, for example ``order_amount_mean_7d``.
+
+Updates are idempotent: a state remembers, per source partition, the last update it
+applied, and ignores one it has already seen. That is what makes redelivery after a
+crash harmless (at-least-once delivery, exactly-once effect on the features).
+
+>>> from shopstream.events import Click
+>>> click = Click(user_id="u1", session_id="s1", item_id="i1", device_id="d1", ts=60)
+>>> [(u.kind, u.entity_id, u.op) for u in route(click, "shop.clicks:0", 17)]
+[('user', 'u1', 'click'), ('session', 's1', 'click'), ('item', 'i1', 'view')]
+>>> state = new_state("user")
+>>> rows = apply(state, route(click, "shop.clicks:0", 17)[0])
+>>> rows["user_activity"][:4]
+('u1', 60.0, 1, 1)
+>>> apply(state, route(click, "shop.clicks:0", 17)[0])   # the same update again: no effect
+{}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from scorers.windows import LastN, WindowedDistinct, WindowedStats
+from shopstream.events import CartEvent, Click, Event, Order, OrderLabel
+
+
+@dataclass(frozen=True)
+class View:
+    """A feature view: the entity it describes, its feature columns and its TTL."""
+
+    name: str
+    entity: str
+    features: tuple[str, ...]
+    ttl_days: int
+    lists: tuple[str, ...] = ()  # features holding lists of item ids; the rest are numbers
+
+
+def _names(what: str, stats: tuple[str, ...], windows: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{what}_{stat}_{window}" for stat in stats for window in windows)
+
+
+USER_WINDOWS = ("10m", "1h", "24h", "7d")
+AMOUNT_WINDOWS = ("1d", "7d", "30d")
+VELOCITY_WINDOWS = ("10m", "1h", "24h")
+ITEM_WINDOWS = ("1h", "24h")
+
+VIEWS: dict[str, View] = {
+    view.name: view
+    for view in [
+        View("user_activity", "user",
+             _names("clicks", ("count",), USER_WINDOWS) + _names("carts", ("count",), USER_WINDOWS)
+             + _names("orders", ("count",), USER_WINDOWS)
+             + ("devices_distinct_24h", "ips_distinct_24h", "account_age_days"), ttl_days=30),
+        View("user_orders", "user",
+             _names("order_amount", ("count", "sum", "mean", "std"), AMOUNT_WINDOWS)
+             + ("seconds_since_last_order",), ttl_days=60),
+        View("instrument_velocity", "instrument",
+             _names("orders", ("count",), VELOCITY_WINDOWS) + ("users_distinct_24h",), ttl_days=7),
+        View("device_velocity", "device",
+             _names("orders", ("count",), VELOCITY_WINDOWS) + ("users_distinct_24h",), ttl_days=7),
+        View("ip_velocity", "ip",
+             _names("orders", ("count",), VELOCITY_WINDOWS) + ("users_distinct_24h",), ttl_days=7),
+        View("terminal_risk", "terminal",
+             _names("tx", ("count",), AMOUNT_WINDOWS) + _names("fraud", ("risk",), AMOUNT_WINDOWS),
+             ttl_days=60),
+        View("item_popularity", "item",
+             _names("views", ("count",), ITEM_WINDOWS) + _names("carts", ("count",), ITEM_WINDOWS)
+             + _names("purchases", ("count",), ITEM_WINDOWS), ttl_days=7),
+        View("session_state", "session",
+             ("clicks_count", "session_start", "session_length_s", "last_items", "cart_items"),
+             ttl_days=1, lists=("last_items", "cart_items")),
+    ]
+}
+"""Every feature view, by name."""
+
+ENTITY_VIEWS: dict[str, tuple[str, ...]] = {}
+for _view in VIEWS.values():
+    ENTITY_VIEWS.setdefault(_view.entity, ())
+    ENTITY_VIEWS[_view.entity] += (_view.name,)
+
+SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
+NO_PREVIOUS_ORDER = -1.0  # seconds_since_last_order for a user's first order
+
+
+class Update(NamedTuple):
+    """One change to one entity, caused by one event.
+
+    ``source`` and ``seq`` identify where it came from (input partition, and offset with
+    the update's index), so that a state can ignore a redelivered update.
+    """
+
+    kind: str  # user | session | item | instrument | device | ip | terminal | order
+    entity_id: str
+    op: str
+    ts: float  # event time, epoch seconds
+    source: str
+    seq: tuple[int, int]
+    data: tuple = ()
+
+
+def route(event: Event, source: str, offset: int) -> list[Update]:
+    """The updates that ``event`` causes, one per entity it touches."""
+    ts = event.ts.timestamp()
+    match event:
+        case Click():
+            targets = [("user", event.user_id, "click", (event.device_id, _str(event.ip))),
+                       ("session", event.session_id, "click", (event.item_id,)),
+                       ("item", event.item_id, "view", ())]
+        case CartEvent():
+            targets = [("user", event.user_id, "cart", ()),
+                       ("session", event.session_id, event.action, (event.item_id,)),
+                       ("item", event.item_id, "cart", ())]
+        case Order():
+            targets = [("user", event.user_id, "order", (event.amount, event.device_id, _str(event.ip))),
+                       ("instrument", event.payment_fingerprint, "order", (event.user_id,)),
+                       ("order", event.order_id, "index",
+                        (event.terminal_id, event.payment_fingerprint, event.user_id))]
+            if event.device_id:
+                targets.append(("device", event.device_id, "order", (event.user_id,)))
+            if event.ip is not None:
+                targets.append(("ip", str(event.ip), "order", (event.user_id,)))
+            if event.terminal_id:
+                targets.append(("terminal", event.terminal_id, "order", ()))
+            if event.session_id:
+                targets.append(("session", event.session_id, "order", ()))
+            targets += [("item", line.item_id, "purchase", ()) for line in event.items]
+        case OrderLabel():
+            targets = [("order", event.order_id, "label", (event.is_fraud,))]
+        case _:
+            raise TypeError(f"cannot route {type(event).__name__}")
+    return [Update(kind, entity, op, ts, source, (offset, i), data)
+            for i, (kind, entity, op, data) in enumerate(targets)]
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(value)
+
+
+# --- entity states --------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """Base of every entity state: the last update applied from each source."""
+
+    entity_id: str = ""
+    applied: dict[str, tuple[int, int]] = field(default_factory=dict)
+    late: int = 0  # updates refused as later than the allowed lateness
+
+
+@dataclass
+class UserState(State):
+    lateness_s: float = 0.0
+    clicks: WindowedStats = None
+    carts: WindowedStats = None
+    orders: WindowedStats = None
+    amounts: WindowedStats = None
+    devices: WindowedDistinct = None
+    ips: WindowedDistinct = None
+    first_seen: float | None = None
+    last_order: float | None = None
+
+    def __post_init__(self):
+        self.clicks = self.clicks or WindowedStats(USER_WINDOWS, self.lateness_s)
+        self.carts = self.carts or WindowedStats(USER_WINDOWS, self.lateness_s)
+        self.orders = self.orders or WindowedStats(USER_WINDOWS, self.lateness_s)
+        self.amounts = self.amounts or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
+        self.devices = self.devices or WindowedDistinct(("24h",), self.lateness_s)
+        self.ips = self.ips or WindowedDistinct(("24h",), self.lateness_s)
+
+
+@dataclass
+class VelocityState(State):
+    """An instrument, device or IP: its orders and the distinct users behind them."""
+
+    lateness_s: float = 0.0
+    orders: WindowedStats = None
+    users: WindowedDistinct = None
+
+    def __post_init__(self):
+        self.orders = self.orders or WindowedStats(VELOCITY_WINDOWS, self.lateness_s)
+        self.users = self.users or WindowedDistinct(("24h",), self.lateness_s)
+
+
+@dataclass
+class TerminalState(State):
+    """A terminal or merchant: its transactions, and the labels that have arrived for them."""
+
+    lateness_s: float = 0.0
+    tx: WindowedStats = None
+    labels: WindowedStats = None  # by label arrival time; value 1 for fraud, 0 for genuine
+
+    def __post_init__(self):
+        self.tx = self.tx or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
+        self.labels = self.labels or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
+
+
+@dataclass
+class ItemState(State):
+    lateness_s: float = 0.0
+    views: WindowedStats = None
+    carts: WindowedStats = None
+    purchases: WindowedStats = None
+
+    def __post_init__(self):
+        self.views = self.views or WindowedStats(ITEM_WINDOWS, self.lateness_s)
+        self.carts = self.carts or WindowedStats(ITEM_WINDOWS, self.lateness_s)
+        self.purchases = self.purchases or WindowedStats(ITEM_WINDOWS, self.lateness_s)
+
+
+@dataclass
+class SessionState(State):
+    clicks: int = 0
+    start: float | None = None
+    end: float | None = None
+    items: LastN = field(default_factory=lambda: LastN(SESSION_ITEMS))
+    cart: dict[str, int] = field(default_factory=dict)  # item -> quantity lines
+
+
+@dataclass
+class OrderState(State):
+    """What a later label needs to know about its order."""
+
+    terminal: str | None = None
+    instrument: str | None = None
+    user: str | None = None
+    ts: float | None = None
+
+
+STATES = {"user": UserState, "session": SessionState, "item": ItemState, "order": OrderState,
+          "instrument": VelocityState, "device": VelocityState, "ip": VelocityState,
+          "terminal": TerminalState}
+
+
+def new_state(kind: str, entity_id: str = "", lateness_s: float = 0.0) -> State:
+    """A fresh state for an entity of ``kind``."""
+    cls = STATES[kind]
+    if "lateness_s" in cls.__dataclass_fields__:
+        return cls(entity_id=entity_id, lateness_s=lateness_s)
+    return cls(entity_id=entity_id)
+
+
+# --- applying updates -----------------------------------------------------------------
+
+Rows = dict[str, tuple]  # view name -> (entity id, event time, *feature values)
+
+
+def apply(state: State, update: Update) -> Rows:
+    """Apply ``update`` to ``state``; return the feature rows it changed.
+
+    An update already applied returns no rows and changes nothing. An update later than
+    the allowed lateness is counted in ``state.late`` and changes nothing else.
+    """
+    seen = state.applied.get(update.source)
+    if seen is not None and update.seq <= seen:
+        return {}
+    state.applied[update.source] = update.seq
+    state.entity_id = update.entity_id
+    rows = _APPLY[update.kind](state, update)
+    if rows is None:
+        state.late += 1
+        return {}
+    return rows
+
+
+def _user(state: UserState, u: Update) -> Rows | None:
+    ts = u.ts
+    counter = {"click": state.clicks, "cart": state.carts, "order": state.orders}[u.op]
+    if not counter.update(ts):
+        return None
+    state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
+    device = ip = None
+    if u.op in ("click", "order"):
+        device, ip = u.data[-2:]
+    if device:
+        state.devices.update(ts, device)
+    if ip:
+        state.ips.update(ts, ip)
+    rows = {"user_activity": _user_activity(state, ts)}
+    if u.op == "order":
+        amount = u.data[0]
+        state.amounts.update(ts, amount)
+        since = NO_PREVIOUS_ORDER if state.last_order is None else max(ts - state.last_order, 0.0)
+        state.last_order = ts if state.last_order is None else max(state.last_order, ts)
+        rows["user_orders"] = (
+            state.entity_id, ts,
+            *(state.amounts.count(w, ts) for w in AMOUNT_WINDOWS),
+            *(state.amounts.sum(w, ts) for w in AMOUNT_WINDOWS),
+            *(state.amounts.mean(w, ts) for w in AMOUNT_WINDOWS),
+            *(state.amounts.std(w, ts) for w in AMOUNT_WINDOWS),
+            since,
+        )
+    return rows
+
+
+def _user_activity(state: UserState, ts: float) -> tuple:
+    return (
+        state.entity_id, ts,
+        *(state.clicks.count(w, ts) for w in USER_WINDOWS),
+        *(state.carts.count(w, ts) for w in USER_WINDOWS),
+        *(state.orders.count(w, ts) for w in USER_WINDOWS),
+        state.devices.count("24h", ts), state.ips.count("24h", ts),
+        (ts - state.first_seen) / 86_400,
+    )
+
+
+def _velocity(state: VelocityState, u: Update) -> Rows | None:
+    if not state.orders.update(u.ts):
+        return None
+    state.users.update(u.ts, u.data[0])
+    return {f"{u.kind}_velocity": (
+        state.entity_id, u.ts, *(state.orders.count(w, u.ts) for w in VELOCITY_WINDOWS),
+        state.users.count("24h", u.ts))}
+
+
+def _terminal(state: TerminalState, u: Update) -> Rows | None:
+    accepted = state.tx.update(u.ts) if u.op == "order" else state.labels.update(u.ts, float(u.data[0]))
+    if not accepted:
+        return None
+    risks = []
+    for window in AMOUNT_WINDOWS:
+        labelled = state.labels.count(window, u.ts)
+        risks.append(state.labels.sum(window, u.ts) / labelled if labelled else 0.0)
+    return {"terminal_risk": (state.entity_id, u.ts,
+                              *(state.tx.count(w, u.ts) for w in AMOUNT_WINDOWS), *risks)}
+
+
+def _item(state: ItemState, u: Update) -> Rows | None:
+    counter = {"view": state.views, "cart": state.carts, "purchase": state.purchases}[u.op]
+    if not counter.update(u.ts):
+        return None
+    return {"item_popularity": (
+        state.entity_id, u.ts,
+        *(state.views.count(w, u.ts) for w in ITEM_WINDOWS),
+        *(state.carts.count(w, u.ts) for w in ITEM_WINDOWS),
+        *(state.purchases.count(w, u.ts) for w in ITEM_WINDOWS))}
+
+
+def _session(state: SessionState, u: Update) -> Rows:
+    state.start = u.ts if state.start is None else min(state.start, u.ts)
+    state.end = u.ts if state.end is None else max(state.end, u.ts)
+    if u.op == "click":
+        state.clicks += 1
+        state.items.update(u.data[0])
+    elif u.op == "add":
+        state.cart[u.data[0]] = state.cart.get(u.data[0], 0) + 1
+    elif u.op == "remove" and u.data[0] in state.cart:
+        state.cart[u.data[0]] -= 1
+        if state.cart[u.data[0]] <= 0:
+            del state.cart[u.data[0]]
+    elif u.op == "order":
+        state.cart.clear()  # the cart became the order
+    return {"session_state": (state.entity_id, u.ts, state.clicks, state.start,
+                              state.end - state.start, state.items.get(), sorted(state.cart))}
+
+
+def _order(state: OrderState, u: Update) -> Rows:
+    if u.op == "index":
+        state.terminal, state.instrument, state.user = u.data
+        state.ts = u.ts
+    return {}
+
+
+_APPLY = {"user": _user, "session": _session, "item": _item, "order": _order,
+          "instrument": _velocity, "device": _velocity, "ip": _velocity, "terminal": _terminal}
+
+
+def label_updates(state: OrderState, label: Update, source: str, seq: tuple[int, int]) -> list[Update]:
+    """The risk updates that a label for a known order causes.
+
+    ``source`` and ``seq`` identify the label within the record that carried it, so that
+    the new updates are idempotent too. A label for an order never seen causes none.
+    """
+    if label.op != "label" or state.ts is None:
+        return []
+    (is_fraud,) = label.data
+    updates = []
+    if state.terminal:
+        updates.append(Update("terminal", state.terminal, "label", label.ts, source, seq,
+                              (is_fraud,)))
+    return updates

@@ -1,0 +1,191 @@
+"""Event-time window aggregates: pure reducers with no I/O.
+
+Each aggregate keeps its state in time buckets and answers "as of" the latest event time
+it has seen (its watermark). A window of size ``W`` with bucket ``b`` covers the ``W/b``
+buckets that end with the watermark's bucket, so windows hop by one bucket: 1 minute for
+windows up to 1 hour, 1 hour for 24 hours and 7 days, 1 day for 30 days (``BUCKETS``).
+
+A query may name a later ``now``, for example the time of another entity's event, and
+the window then ends there instead.
+
+Late events: an event older than the watermark by at most ``lateness_s`` still counts in
+its own bucket; an older one is refused (``update`` returns ``False``) and the caller
+counts it. Buckets that no window or late event can reach any more are dropped, so the
+state stays bounded.
+
+>>> clicks = WindowedStats(("10m", "1h"), lateness_s=300)
+>>> for ts in (0, 30, 590, 650):
+...     _ = clicks.update(ts)
+>>> clicks.count("10m"), clicks.count("1h")   # at 650 s the 10 minutes start at 60 s
+(2, 4)
+>>> clicks.update(500), clicks.update(10)     # 150 s late: counted; 640 s late: refused
+(True, False)
+>>> clicks.count("10m")
+3
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+WINDOW_SECONDS = {"10m": 600, "1h": 3_600, "24h": 86_400, "1d": 86_400, "7d": 604_800,
+                  "30d": 2_592_000}
+"""Window names as they appear in feature names, and their length in seconds."""
+
+BUCKETS = {"10m": 60, "1h": 60, "24h": 3_600, "1d": 3_600, "7d": 3_600, "30d": 86_400}
+"""The bucket (and hop) of each window, in seconds."""
+
+
+def _bucket(ts: float, size: int) -> int:
+    return math.floor(ts / size)
+
+
+class _Bucketed:
+    """Common book-keeping: the watermark, lateness and which bucket sizes are kept."""
+
+    def __init__(self, windows: tuple[str, ...], lateness_s: float = 0.0):
+        unknown = set(windows) - set(WINDOW_SECONDS)
+        if unknown:
+            raise ValueError(f"unknown windows {sorted(unknown)}; known: {sorted(WINDOW_SECONDS)}")
+        self.windows = windows
+        self.lateness_s = lateness_s
+        self.watermark = -math.inf
+        # For each bucket size, the longest window that uses it.
+        self._horizon: dict[int, int] = {}
+        for window in windows:
+            size = BUCKETS[window]
+            self._horizon[size] = max(self._horizon.get(size, 0), WINDOW_SECONDS[window])
+
+    def _accept(self, ts: float) -> bool:
+        if ts < self.watermark - self.lateness_s:
+            return False
+        self.watermark = max(self.watermark, ts)
+        return True
+
+    def _oldest_kept(self, size: int) -> int:
+        """The oldest bucket any window or admissible late event can still reach."""
+        reach = self._horizon[size] + self.lateness_s
+        return _bucket(self.watermark - reach, size)
+
+    def _first(self, window: str, now: float | None = None) -> tuple[int, int, int]:
+        size = BUCKETS[window]
+        last = _bucket(self.watermark if now is None else max(self.watermark, now), size)
+        return size, last - WINDOW_SECONDS[window] // size + 1, last
+
+
+class WindowedStats(_Bucketed):
+    """Count, sum, mean and standard deviation of a value over event-time windows.
+
+    >>> amounts = WindowedStats(("1d", "7d"))
+    >>> for day, amount in [(0, 10.0), (1, 30.0), (1, 20.0)]:
+    ...     _ = amounts.update(day * 86_400 + 3_600, amount)
+    >>> amounts.count("1d"), amounts.sum("1d"), amounts.mean("7d"), round(amounts.std("7d"), 3)
+    (2, 50.0, 20.0, 8.165)
+    """
+
+    def __init__(self, windows: tuple[str, ...], lateness_s: float = 0.0):
+        super().__init__(windows, lateness_s)
+        # bucket size -> {bucket index: [count, sum, sum of squares]}
+        self._buckets: dict[int, dict[int, list[float]]] = {size: {} for size in self._horizon}
+
+    def update(self, ts: float, value: float = 1.0) -> bool:
+        """Add ``value`` at event time ``ts``; ``False`` if it is too late to count."""
+        if not self._accept(ts):
+            return False
+        for size, buckets in self._buckets.items():
+            cell = buckets.setdefault(_bucket(ts, size), [0, 0.0, 0.0])
+            cell[0] += 1
+            cell[1] += value
+            cell[2] += value * value
+            if len(buckets) > self._horizon[size] // size + 2:
+                oldest = self._oldest_kept(size)
+                for index in [i for i in buckets if i < oldest]:
+                    del buckets[index]
+        return True
+
+    def _totals(self, window: str, now: float | None) -> tuple[float, float, float]:
+        size, first, last = self._first(window, now)
+        n = total = squares = 0.0
+        for index, (count, value, square) in self._buckets[size].items():
+            if first <= index <= last:
+                n += count
+                total += value
+                squares += square
+        return n, total, squares
+
+    def count(self, window: str, now: float | None = None) -> int:
+        """Number of values in the window ending at ``now`` (default: the watermark)."""
+        return int(self._totals(window, now)[0])
+
+    def sum(self, window: str, now: float | None = None) -> float:
+        """Sum of the values in the window."""
+        return self._totals(window, now)[1]
+
+    def mean(self, window: str, now: float | None = None) -> float:
+        """Mean of the values in the window; 0 when it is empty."""
+        n, total, _ = self._totals(window, now)
+        return total / n if n else 0.0
+
+    def std(self, window: str, now: float | None = None) -> float:
+        """Population standard deviation of the values in the window; 0 when empty."""
+        n, total, squares = self._totals(window, now)
+        if not n:
+            return 0.0
+        return math.sqrt(max(squares / n - (total / n) ** 2, 0.0))
+
+
+class WindowedDistinct(_Bucketed):
+    """Number of distinct values seen in an event-time window.
+
+    >>> devices = WindowedDistinct(("24h",))
+    >>> for ts, device in [(0, "a"), (10, "b"), (20, "a"), (90_000, "c")]:
+    ...     _ = devices.update(ts, device)
+    >>> devices.count("24h")   # "a" and "b" were last seen more than a day before "c"
+    1
+    """
+
+    def __init__(self, windows: tuple[str, ...], lateness_s: float = 0.0):
+        super().__init__(windows, lateness_s)
+        self._last_seen: dict[str, float] = {}  # value -> latest event time
+
+    def update(self, ts: float, value: str) -> bool:
+        """Note that ``value`` was seen at ``ts``; ``False`` if it is too late to count."""
+        if not self._accept(ts):
+            return False
+        if ts > self._last_seen.get(value, -math.inf):
+            self._last_seen[value] = ts
+        if len(self._last_seen) > 64:
+            size = max(self._horizon)
+            oldest = self._oldest_kept(size)
+            self._last_seen = {v: t for v, t in self._last_seen.items() if _bucket(t, size) >= oldest}
+        return True
+
+    def count(self, window: str, now: float | None = None) -> int:
+        """Distinct values whose last sighting falls in the window."""
+        size, first, _ = self._first(window, now)
+        return sum(1 for ts in self._last_seen.values() if _bucket(ts, size) >= first)
+
+
+class LastN:
+    """The most recent ``n`` values, oldest first (a session's last items viewed).
+
+    >>> items = LastN(3)
+    >>> for item in "abcd":
+    ...     _ = items.update(item)
+    >>> items.get()
+    ['b', 'c', 'd']
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self._values: deque = deque(maxlen=n)
+
+    def update(self, value) -> LastN:
+        """Append a value, dropping the oldest beyond ``n``."""
+        self._values.append(value)
+        return self
+
+    def get(self) -> list:
+        """The values, oldest first."""
+        return list(self._values)

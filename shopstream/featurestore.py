@@ -1,0 +1,84 @@
+"""The Feast feature store of shopstream, configured from settings.
+
+``feature_repo/feature_store.yaml`` serves the ``feast`` CLI with the local defaults;
+workers, trainers and tests call ``feature_store(settings)``, which builds the same
+configuration from ``SHOPSTREAM_*`` settings (Redis address and password, where the
+registry and the offline log live) and registers the definitions when asked.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import runpy
+from pathlib import Path
+
+from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
+from feast.data_source import DataSource
+from feast.entity import Entity
+
+from shopstream.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+_offline_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar("offline_root",
+                                                                           default=None)
+
+
+def home(settings: Settings) -> Path:
+    """The settings' home; a relative one is taken from the project root."""
+    return settings.home if settings.home.is_absolute() else (ROOT / settings.home).resolve()
+
+
+def offline_root(settings: Settings | None = None) -> Path:
+    """Where the append-only offline log lives."""
+    override = _offline_root.get()
+    if override is not None and settings is None:
+        return override
+    return home(settings or Settings()) / "offline"
+
+
+def repo_path(settings: Settings) -> Path:
+    """The feature repository folder."""
+    path = settings.feature_repo
+    return path if path.is_absolute() else ROOT / path
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """Feast's configuration for ``settings``: Redis online, parquet files offline."""
+    redis = settings.redis
+    connection = f"{redis.host}:{redis.port},db={redis.db}"
+    if redis.password is not None:
+        connection += f",password={redis.password.get_secret_value()}"
+    if redis.username:
+        connection += f",username={redis.username}"
+    if redis.tls:
+        connection += ",ssl=true"
+    registry = home(settings) / "feast" / "registry.db"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    return RepoConfig(
+        project="shopstream",
+        provider="local",
+        registry=str(registry),
+        online_store={"type": "redis", "connection_string": connection},
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=repo_path(settings),
+    )
+
+
+def definitions(settings: Settings) -> list:
+    """The entities, views and services of ``feature_repo``, with this settings' paths."""
+    token = _offline_root.set(offline_root(settings))
+    try:
+        namespace = runpy.run_path(str(repo_path(settings) / "shop_features.py"))
+    finally:
+        _offline_root.reset(token)
+    kinds = (Entity, FeatureView, FeatureService, DataSource)
+    return [value for value in namespace.values() if isinstance(value, kinds)]
+
+
+def feature_store(settings: Settings, *, apply: bool = False) -> FeatureStore:
+    """A ``FeatureStore`` for ``settings``; ``apply`` registers the definitions first."""
+    store = FeatureStore(config=repo_config(settings))
+    if apply:
+        store.apply(definitions(settings))
+    return store

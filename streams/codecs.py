@@ -1,0 +1,55 @@
+"""Serialisation of the worker's internal records: entity updates and entity states.
+
+Both stay inside shopstream (an internal topic and a changelog topic). Updates are JSON;
+states are pickled, and unpickled only into the allowlisted state classes, so a forged
+changelog record cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from faust.serializers import codecs
+from faust.serializers.codecs import (
+    RestrictedUnpickler,
+    _restricted_pickle_validate_globals,
+    restricted_pickle,
+)
+
+from scorers import features
+from scorers.features import Update
+
+
+def encode_updates(ingested_ms: int, updates: list[Update]) -> bytes:
+    """One internal record: the oldest input record time (ms) and a list of updates."""
+    return json.dumps([ingested_ms, updates], separators=(",", ":")).encode()
+
+
+def decode_updates(raw: bytes) -> tuple[int, list[Update]]:
+    """The inverse of ``encode_updates``."""
+    ingested_ms, rows = json.loads(raw)
+    return ingested_ms, [
+        Update(kind, entity, op, ts, source, tuple(seq), tuple(data))
+        for kind, entity, op, ts, source, seq, data in rows
+    ]
+
+
+class _StateUnpickler(RestrictedUnpickler):
+    ALLOWED_CLASSES = {
+        **RestrictedUnpickler.ALLOWED_CLASSES,
+        "scorers.features": frozenset(cls.__name__ for cls in features.STATES.values()),
+        "scorers.windows": frozenset({"WindowedStats", "WindowedDistinct", "LastN"}),
+    }
+
+
+class StateCodec(restricted_pickle):
+    """Pickle restricted to entity states and the types they hold."""
+
+    def _loads(self, s: bytes):
+        _restricted_pickle_validate_globals(s, _StateUnpickler.ALLOWED_CLASSES)
+        return _StateUnpickler(io.BytesIO(s)).load()
+
+
+STATE_CODEC = "shopstream-state"
+codecs.register(STATE_CODEC, StateCodec())

@@ -1,0 +1,108 @@
+"""The feature agent: applies entity updates to changelog-backed state, writes features.
+
+Each record on the internal updates topic holds the updates for the entities that its
+partition owns (see ``streams.agents.owner``), so every entity is updated by exactly
+one worker, and its state lives in the ``entity-state`` table on that partition. A
+restarted worker recovers the table from its changelog, and updates redelivered after
+a crash are ignored by the states themselves, so features end up as if nothing had
+happened (at-least-once delivery, exactly-once effect).
+
+Per micro-batch: apply every update, write the changed states to the table, the newest
+row per entity to the online store, every row to the offline log, and only then let
+the batch be acknowledged. Labels for known orders fan out as risk updates to the
+partitions of the terminals concerned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import faust
+
+from scorers.features import State, Update, apply, label_updates, new_state
+from shopstream.featurestore import feature_store
+from shopstream.online import OnlineWriter, feature_table
+from streams import metrics
+from streams.agents import send_updates
+from streams.app import app, offline_log, retrying, settings, updates_topic
+from streams.codecs import STATE_CODEC, decode_updates
+
+# Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
+# (streams.app.partitioner), the same partition its updates arrive on.
+entity_state = app.Table("entity-state", default=None, partitions=settings.topics.partitions,
+                         use_partitioner=True)
+# Faust derives a table's codecs from its key and value types, and these are not Records.
+entity_state.key_serializer, entity_state.value_serializer = "raw", STATE_CODEC
+_online: OnlineWriter | None = None
+
+
+def online_writer() -> OnlineWriter:
+    """The online writer, created on first use (the store connects lazily)."""
+    global _online
+    if _online is None:
+        _online = OnlineWriter(feature_store(settings, apply=True))
+    return _online
+
+
+def apply_batch(records: list[faust.types.Message], states: dict[bytes, State]
+                ) -> tuple[dict[str, list[tuple]], list[Update], int]:
+    """Apply every update in ``records``; return the rows by view, follow-up updates and
+    the oldest ingestion time (ms)."""
+    rows: dict[str, list[tuple]] = defaultdict(list)  # view -> [(entity, ts, *features)]
+    follow_ups: list[Update] = []
+    oldest = None
+    lateness = settings.features.lateness_s
+    for message in records:
+        ingested_ms, updates = decode_updates(message.value)
+        oldest = ingested_ms if oldest is None else min(oldest, ingested_ms)
+        source = f"{message.topic}:{message.partition}"
+        for index, update in enumerate(updates):
+            key = f"{update.kind}:{update.entity_id}".encode()
+            state = states.get(key) or entity_state.get(key) or new_state(
+                update.kind, update.entity_id, lateness)
+            late = state.late
+            for view, row in apply(state, update).items():
+                rows[view].append(row)
+            if state.late > late:
+                metrics.LATE_UPDATES.labels(update.kind).inc()
+            states[key] = state
+            if update.op == "label":
+                more = label_updates(state, update, source, (message.offset, index))
+                if not more:
+                    metrics.UNMATCHED_LABELS.inc()
+                follow_ups += more
+    return rows, follow_ups, oldest or 0
+
+
+def write_online(rows: dict[str, list[tuple]]) -> int:
+    """Write the newest row per entity of every view; return the rows written."""
+    writer = online_writer()
+    return sum(writer.write(view, view_rows) for view, view_rows in rows.items())
+
+
+def write_offline(rows: dict[str, list[tuple]]) -> None:
+    """Append every row to its view's offline log."""
+    for view, view_rows in rows.items():
+        offline_log.append(view, feature_table(view, view_rows))
+
+
+@app.agent(updates_topic, name="feature_agent")
+async def feature_agent(stream: faust.StreamT) -> None:
+    """Stage two: entity updates in, features out."""
+    batch_rows, within = settings.features.batch_rows, settings.features.batch_ms / 1000
+    async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
+        states: dict[bytes, State] = {}
+        rows, follow_ups, oldest_ms = apply_batch([r.message for r in records], states)
+        for key, state in states.items():  # one changelog record per changed entity
+            entity_state[key] = state
+        if follow_ups:
+            await send_updates(follow_ups, oldest_ms)
+        if settings.features.online and rows:
+            written = await retrying("online", write_online, rows)
+            metrics.BATCH_ROWS.observe(written)
+            metrics.FRESHNESS.observe(max(time.time() - oldest_ms / 1000, 0.0))
+        if settings.features.offline and rows:
+            await retrying("offline", write_offline, rows)
+
+
