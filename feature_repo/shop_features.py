@@ -37,6 +37,7 @@ def _sources(view_name):
         name=f"{view_name}_source",
         path=str(OFFLINE / view_name),
         timestamp_field="event_timestamp",
+        created_timestamp_column="created",
     )
     return batch, PushSource(name=f"{view_name}_push_source", batch_source=batch)
 

@@ -25,6 +25,7 @@ crash harmless (at-least-once delivery, exactly-once effect on the features).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -149,16 +150,18 @@ def _str(value) -> str | None:
 
 @dataclass
 class State:
-    """Base of every entity state: the last update applied from each source."""
+    """Base of every entity state: the last update applied from each source, and the
+    entity's watermark (its newest event time), as of which its features are computed."""
 
     entity_id: str = ""
+    lateness_s: float = 0.0
+    watermark: float = -math.inf
     applied: dict[str, tuple[int, int]] = field(default_factory=dict)
     late: int = 0  # updates refused as later than the allowed lateness
 
 
 @dataclass
 class UserState(State):
-    lateness_s: float = 0.0
     clicks: WindowedStats = None
     carts: WindowedStats = None
     orders: WindowedStats = None
@@ -167,6 +170,7 @@ class UserState(State):
     ips: WindowedDistinct = None
     first_seen: float | None = None
     last_order: float | None = None
+    previous_order: float | None = None
 
     def __post_init__(self):
         self.clicks = self.clicks or WindowedStats(USER_WINDOWS, self.lateness_s)
@@ -181,7 +185,6 @@ class UserState(State):
 class VelocityState(State):
     """An instrument, device or IP: its orders and the distinct users behind them."""
 
-    lateness_s: float = 0.0
     orders: WindowedStats = None
     users: WindowedDistinct = None
 
@@ -194,7 +197,6 @@ class VelocityState(State):
 class TerminalState(State):
     """A terminal or merchant: its transactions, and the labels that have arrived for them."""
 
-    lateness_s: float = 0.0
     tx: WindowedStats = None
     labels: WindowedStats = None  # by label arrival time; value 1 for fraud, 0 for genuine
 
@@ -205,7 +207,6 @@ class TerminalState(State):
 
 @dataclass
 class ItemState(State):
-    lateness_s: float = 0.0
     views: WindowedStats = None
     carts: WindowedStats = None
     purchases: WindowedStats = None
@@ -242,10 +243,7 @@ STATES = {"user": UserState, "session": SessionState, "item": ItemState, "order"
 
 def new_state(kind: str, entity_id: str = "", lateness_s: float = 0.0) -> State:
     """A fresh state for an entity of ``kind``."""
-    cls = STATES[kind]
-    if "lateness_s" in cls.__dataclass_fields__:
-        return cls(entity_id=entity_id, lateness_s=lateness_s)
-    return cls(entity_id=entity_id)
+    return STATES[kind](entity_id=entity_id, lateness_s=lateness_s)
 
 
 # --- applying updates -----------------------------------------------------------------
@@ -256,95 +254,100 @@ Rows = dict[str, tuple]  # view name -> (entity id, event time, *feature values)
 def apply(state: State, update: Update) -> Rows:
     """Apply ``update`` to ``state``; return the feature rows it changed.
 
-    An update already applied returns no rows and changes nothing. An update later than
-    the allowed lateness is counted in ``state.late`` and changes nothing else.
+    Rows are stamped with the entity's watermark and computed as of it: a late event
+    changes the features from the watermark on, never before, so a point-in-time read
+    sees nothing from its future. An update already applied returns no rows and changes
+    nothing. An update older than the watermark by more than the allowed lateness is
+    counted in ``state.late`` and changes nothing else.
     """
     seen = state.applied.get(update.source)
     if seen is not None and update.seq <= seen:
         return {}
     state.applied[update.source] = update.seq
     state.entity_id = update.entity_id
-    rows = _APPLY[update.kind](state, update)
-    if rows is None:
+    if update.ts < state.watermark - state.lateness_s:
         state.late += 1
         return {}
-    return rows
+    state.watermark = max(state.watermark, update.ts)
+    return _APPLY[update.kind](state, update, state.watermark)
 
 
-def _user(state: UserState, u: Update) -> Rows | None:
+def _user(state: UserState, u: Update, now: float) -> Rows:
     ts = u.ts
-    counter = {"click": state.clicks, "cart": state.carts, "order": state.orders}[u.op]
-    if not counter.update(ts):
-        return None
+    {"click": state.clicks, "cart": state.carts, "order": state.orders}[u.op].update(ts)
     state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
-    device = ip = None
     if u.op in ("click", "order"):
         device, ip = u.data[-2:]
-    if device:
-        state.devices.update(ts, device)
-    if ip:
-        state.ips.update(ts, ip)
-    rows = {"user_activity": _user_activity(state, ts)}
+        if device:
+            state.devices.update(ts, device)
+        if ip:
+            state.ips.update(ts, ip)
+    rows = {"user_activity": _user_activity(state, now)}
     if u.op == "order":
-        amount = u.data[0]
-        state.amounts.update(ts, amount)
-        since = NO_PREVIOUS_ORDER if state.last_order is None else max(ts - state.last_order, 0.0)
-        state.last_order = ts if state.last_order is None else max(state.last_order, ts)
-        rows["user_orders"] = (
-            state.entity_id, ts,
-            *(state.amounts.count(w, ts) for w in AMOUNT_WINDOWS),
-            *(state.amounts.sum(w, ts) for w in AMOUNT_WINDOWS),
-            *(state.amounts.mean(w, ts) for w in AMOUNT_WINDOWS),
-            *(state.amounts.std(w, ts) for w in AMOUNT_WINDOWS),
-            since,
-        )
+        state.amounts.update(ts, u.data[0])
+        if state.last_order is None or ts >= state.last_order:  # keep the two latest
+            state.previous_order, state.last_order = state.last_order, ts
+        elif state.previous_order is None or ts > state.previous_order:
+            state.previous_order = ts
+        rows["user_orders"] = _user_orders(state, now)
     return rows
 
 
-def _user_activity(state: UserState, ts: float) -> tuple:
+def _user_activity(state: UserState, now: float) -> tuple:
     return (
-        state.entity_id, ts,
-        *(state.clicks.count(w, ts) for w in USER_WINDOWS),
-        *(state.carts.count(w, ts) for w in USER_WINDOWS),
-        *(state.orders.count(w, ts) for w in USER_WINDOWS),
-        state.devices.count("24h", ts), state.ips.count("24h", ts),
-        (ts - state.first_seen) / 86_400,
+        state.entity_id, now,
+        *(state.clicks.count(w, now) for w in USER_WINDOWS),
+        *(state.carts.count(w, now) for w in USER_WINDOWS),
+        *(state.orders.count(w, now) for w in USER_WINDOWS),
+        state.devices.count("24h", now), state.ips.count("24h", now),
+        (now - state.first_seen) / 86_400,
     )
 
 
-def _velocity(state: VelocityState, u: Update) -> Rows | None:
-    if not state.orders.update(u.ts):
-        return None
+def _user_orders(state: UserState, now: float) -> tuple:
+    last, previous = state.last_order, state.previous_order
+    since = NO_PREVIOUS_ORDER if previous is None else max(last - previous, 0.0)
+    return (
+        state.entity_id, now,
+        *(state.amounts.count(w, now) for w in AMOUNT_WINDOWS),
+        *(state.amounts.sum(w, now) for w in AMOUNT_WINDOWS),
+        *(state.amounts.mean(w, now) for w in AMOUNT_WINDOWS),
+        *(state.amounts.std(w, now) for w in AMOUNT_WINDOWS),
+        since,
+    )
+
+
+def _velocity(state: VelocityState, u: Update, now: float) -> Rows:
+    state.orders.update(u.ts)
     state.users.update(u.ts, u.data[0])
     return {f"{u.kind}_velocity": (
-        state.entity_id, u.ts, *(state.orders.count(w, u.ts) for w in VELOCITY_WINDOWS),
-        state.users.count("24h", u.ts))}
+        state.entity_id, now, *(state.orders.count(w, now) for w in VELOCITY_WINDOWS),
+        state.users.count("24h", now))}
 
 
-def _terminal(state: TerminalState, u: Update) -> Rows | None:
-    accepted = state.tx.update(u.ts) if u.op == "order" else state.labels.update(u.ts, float(u.data[0]))
-    if not accepted:
-        return None
+def _terminal(state: TerminalState, u: Update, now: float) -> Rows:
+    if u.op == "order":
+        state.tx.update(u.ts)
+    else:
+        state.labels.update(u.ts, float(u.data[0]))
     risks = []
     for window in AMOUNT_WINDOWS:
-        labelled = state.labels.count(window, u.ts)
-        risks.append(state.labels.sum(window, u.ts) / labelled if labelled else 0.0)
-    return {"terminal_risk": (state.entity_id, u.ts,
-                              *(state.tx.count(w, u.ts) for w in AMOUNT_WINDOWS), *risks)}
+        labelled = state.labels.count(window, now)
+        risks.append(state.labels.sum(window, now) / labelled if labelled else 0.0)
+    return {"terminal_risk": (state.entity_id, now,
+                              *(state.tx.count(w, now) for w in AMOUNT_WINDOWS), *risks)}
 
 
-def _item(state: ItemState, u: Update) -> Rows | None:
-    counter = {"view": state.views, "cart": state.carts, "purchase": state.purchases}[u.op]
-    if not counter.update(u.ts):
-        return None
+def _item(state: ItemState, u: Update, now: float) -> Rows:
+    {"view": state.views, "cart": state.carts, "purchase": state.purchases}[u.op].update(u.ts)
     return {"item_popularity": (
-        state.entity_id, u.ts,
-        *(state.views.count(w, u.ts) for w in ITEM_WINDOWS),
-        *(state.carts.count(w, u.ts) for w in ITEM_WINDOWS),
-        *(state.purchases.count(w, u.ts) for w in ITEM_WINDOWS))}
+        state.entity_id, now,
+        *(state.views.count(w, now) for w in ITEM_WINDOWS),
+        *(state.carts.count(w, now) for w in ITEM_WINDOWS),
+        *(state.purchases.count(w, now) for w in ITEM_WINDOWS))}
 
 
-def _session(state: SessionState, u: Update) -> Rows:
+def _session(state: SessionState, u: Update, now: float) -> Rows:
     state.start = u.ts if state.start is None else min(state.start, u.ts)
     state.end = u.ts if state.end is None else max(state.end, u.ts)
     if u.op == "click":
@@ -358,11 +361,11 @@ def _session(state: SessionState, u: Update) -> Rows:
             del state.cart[u.data[0]]
     elif u.op == "order":
         state.cart.clear()  # the cart became the order
-    return {"session_state": (state.entity_id, u.ts, state.clicks, state.start,
+    return {"session_state": (state.entity_id, now, state.clicks, state.start,
                               state.end - state.start, state.items.get(), sorted(state.cart))}
 
 
-def _order(state: OrderState, u: Update) -> Rows:
+def _order(state: OrderState, u: Update, now: float) -> Rows:
     if u.op == "index":
         state.terminal, state.instrument, state.user = u.data
         state.ts = u.ts

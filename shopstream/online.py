@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pandas as pd
 import pyarrow as pa
 from feast import FeatureStore
 
@@ -17,7 +16,11 @@ JOIN_KEYS = {"user": "user_id", "session": "session_id", "item": "item_id",
 
 
 def feature_table(view_name: str, rows: list[tuple]) -> pa.Table:
-    """Rows ``(entity id, event time, *features)`` of a view as an Arrow table."""
+    """Rows ``(entity id, event time, *features)`` of a view as an Arrow table.
+
+    ``created`` is the wall-clock time of the write: Feast uses it to choose between
+    two rows of one entity with the same event time (the later write wins).
+    """
     view = VIEWS[view_name]
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(len(view.features) + 2)]
     arrays = {
@@ -25,6 +28,7 @@ def feature_table(view_name: str, rows: list[tuple]) -> pa.Table:
         "event_timestamp": pa.array([int(ts * 1_000_000) for ts in columns[1]],
                                     pa.timestamp("us", tz="UTC")),
     }
+    arrays["created"] = pa.array([datetime.now(UTC)] * len(columns[0]), pa.timestamp("us", tz="UTC"))
     for name, values in zip(view.features, columns[2:], strict=True):
         if name in view.lists:
             arrays[name] = pa.array(values, pa.list_(pa.string()))
@@ -56,7 +60,5 @@ class OnlineWriter:
         latest = latest_per_entity(rows)
         if not latest:
             return 0
-        frame = feature_table(view_name, latest).to_pandas()
-        frame["created"] = pd.Timestamp(datetime.now(UTC))
-        self.store.write_to_online_store(view_name, frame)
+        self.store.write_to_online_store(view_name, feature_table(view_name, latest).to_pandas())
         return len(latest)

@@ -15,6 +15,7 @@ partitions of the terminals concerned.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 
@@ -24,12 +25,13 @@ from scorers.features import State, Update, apply, label_updates, new_state
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
-from streams.agents import send_updates
+from streams.agents import dead_letter, send_updates
 from streams.app import app, offline_log, retrying, settings, updates_topic
 from streams.codecs import STATE_CODEC, decode_updates
 
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
 # (streams.app.partitioner), the same partition its updates arrive on.
+log = logging.getLogger(__name__)
 entity_state = app.Table("entity-state", default=None, partitions=settings.topics.partitions,
                          use_partitioner=True)
 # Faust derives a table's codecs from its key and value types, and these are not Records.
@@ -45,34 +47,27 @@ def online_writer() -> OnlineWriter:
     return _online
 
 
-def apply_batch(records: list[faust.types.Message], states: dict[bytes, State]
-                ) -> tuple[dict[str, list[tuple]], list[Update], int]:
-    """Apply every update in ``records``; return the rows by view, follow-up updates and
-    the oldest ingestion time (ms)."""
-    rows: dict[str, list[tuple]] = defaultdict(list)  # view -> [(entity, ts, *features)]
-    follow_ups: list[Update] = []
-    oldest = None
-    lateness = settings.features.lateness_s
-    for message in records:
-        ingested_ms, updates = decode_updates(message.value)
-        oldest = ingested_ms if oldest is None else min(oldest, ingested_ms)
-        source = f"{message.topic}:{message.partition}"
-        for index, update in enumerate(updates):
-            key = f"{update.kind}:{update.entity_id}".encode()
-            state = states.get(key) or entity_state.get(key) or new_state(
-                update.kind, update.entity_id, lateness)
-            late = state.late
-            for view, row in apply(state, update).items():
-                rows[view].append(row)
-            if state.late > late:
-                metrics.LATE_UPDATES.labels(update.kind).inc()
-            states[key] = state
-            if update.op == "label":
-                more = label_updates(state, update, source, (message.offset, index))
-                if not more:
-                    metrics.UNMATCHED_LABELS.inc()
-                follow_ups += more
-    return rows, follow_ups, oldest or 0
+def apply_record(message: faust.types.Message, states: dict[bytes, State],
+                 rows: dict[str, list[tuple]], follow_ups: list[Update]) -> int:
+    """Apply the updates of one internal record; return its ingestion time (ms)."""
+    ingested_ms, updates = decode_updates(message.value)
+    source = f"{message.topic}:{message.partition}"
+    for index, update in enumerate(updates):
+        key = f"{update.kind}:{update.entity_id}".encode()
+        state = states.get(key) or entity_state.get(key) or new_state(
+            update.kind, update.entity_id, settings.features.lateness_s)
+        late = state.late
+        for view, row in apply(state, update).items():
+            rows[view].append(row)
+        if state.late > late:
+            metrics.LATE_UPDATES.labels(update.kind).inc()
+        states[key] = state
+        if update.kind == "order" and update.op == "label":
+            more = label_updates(state, update, source, (message.offset, index))
+            if not more:
+                metrics.UNMATCHED_LABELS.inc()
+            follow_ups += more
+    return ingested_ms
 
 
 def write_online(rows: dict[str, list[tuple]]) -> int:
@@ -93,7 +88,16 @@ async def feature_agent(stream: faust.StreamT) -> None:
     batch_rows, within = settings.features.batch_rows, settings.features.batch_ms / 1000
     async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
         states: dict[bytes, State] = {}
-        rows, follow_ups, oldest_ms = apply_batch([r.message for r in records], states)
+        rows: dict[str, list[tuple]] = defaultdict(list)  # view -> [(entity, ts, *features)]
+        follow_ups: list[Update] = []
+        oldest_ms = int(time.time() * 1000)
+        for record in records:
+            try:
+                oldest_ms = min(oldest_ms, apply_record(record.message, states, rows, follow_ups))
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
+                log.exception("applying %s:%s@%s failed", record.message.topic,
+                              record.message.partition, record.message.offset)
+                await dead_letter(record.message, "processing", repr(exc))
         for key, state in states.items():  # one changelog record per changed entity
             entity_state[key] = state
         if follow_ups:

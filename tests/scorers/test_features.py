@@ -1,0 +1,158 @@
+"""Entity states: routing, feature values, idempotence and late events."""
+
+from __future__ import annotations
+
+import pytest
+
+from scorers.features import (
+    ENTITY_VIEWS,
+    NO_PREVIOUS_ORDER,
+    VIEWS,
+    Update,
+    apply,
+    label_updates,
+    new_state,
+    route,
+)
+from shopstream.events import CartEvent, Click, Order, OrderItem, OrderLabel
+
+T0 = 1_700_000_400.0  # a whole hour, so windows start on round numbers
+
+
+def click(ts, item="i1", session="s1", user="u1", device="d1", ip=None):
+    return Click(user_id=user, session_id=session, item_id=item, device_id=device, ip=ip, ts=T0 + ts)
+
+
+def order(ts, amount, order_id="o1", device="d1", ip="192.0.2.1", terminal="t1", user="u1"):
+    return Order(order_id=order_id, user_id=user, session_id="s1",
+                 items=[OrderItem(item_id="i1", price=amount, qty=1)], amount=amount,
+                 payment_fingerprint="pf1", device_id=device, ip=ip, terminal_id=terminal,
+                 ts=T0 + ts)
+
+
+def run(events, kind, lateness=300.0):
+    """Apply the events' updates for entities of ``kind``; return the state and rows."""
+    state, rows = new_state(kind, lateness_s=lateness), []
+    for offset, event in enumerate(events):
+        for update in route(event, "topic:0", offset):
+            if update.kind == kind:
+                rows.append(apply(state, update))
+    return state, rows
+
+
+def feature(row, view, name):
+    return row[2 + VIEWS[view].features.index(name)]
+
+
+def test_every_view_row_matches_its_columns():
+    events = [click(0, ip="192.0.2.9"), order(60, 10.0),
+              CartEvent(user_id="u1", session_id="s1", action="add", item_id="i2", price=1, ts=T0 + 90)]
+    for kind in ENTITY_VIEWS:
+        _, rows = run(events, kind)
+        for changed in rows:
+            for view, row in changed.items():
+                assert len(row) == 2 + len(VIEWS[view].features), view
+
+
+@pytest.mark.parametrize(
+    ("clicks", "name", "value"),
+    [
+        ([0, 30, 660], "clicks_count_10m", 1),
+        ([0, 30, 660], "clicks_count_1h", 3),
+        ([0, 540, 599], "clicks_count_10m", 3),
+        ([0, 3_600], "clicks_count_1h", 1),
+        ([0, 3_600], "clicks_count_24h", 2),
+        ([0, 60], "account_age_days", 60 / 86_400),
+        ([0, 60], "devices_distinct_24h", 1),
+    ],
+)
+def test_user_activity(clicks, name, value):
+    _, rows = run([click(ts) for ts in clicks], "user")
+    assert feature(rows[-1]["user_activity"], "user_activity", name) == pytest.approx(value)
+
+
+def test_user_orders_and_time_since_last_order():
+    _, rows = run([order(0, 100.0), order(600, 50.0, order_id="o2")], "user")
+    first, second = rows[0]["user_orders"], rows[1]["user_orders"]
+    assert feature(first, "user_orders", "seconds_since_last_order") == NO_PREVIOUS_ORDER
+    assert feature(second, "user_orders", "seconds_since_last_order") == 600
+    assert feature(second, "user_orders", "order_amount_count_1d") == 2
+    assert feature(second, "user_orders", "order_amount_sum_7d") == 150
+    assert feature(second, "user_orders", "order_amount_mean_30d") == 75
+    assert feature(second, "user_orders", "order_amount_std_1d") == 25
+
+
+def test_rows_are_stamped_with_the_watermark_not_the_late_event():
+    state, rows = run([click(0), click(600), click(500)], "user")
+    assert [row["user_activity"][1] for row in rows] == [T0, T0 + 600, T0 + 600]
+    assert feature(rows[-1]["user_activity"], "user_activity", "clicks_count_10m") == 2
+
+
+def test_too_late_updates_are_counted_and_ignored():
+    state, rows = run([click(0), click(1000), click(600)], "user", lateness=300)
+    assert rows[-1] == {} and state.late == 1
+    assert state.clicks.count("1h") == 2
+
+
+def test_redelivered_updates_have_no_effect():
+    state = new_state("user")
+    updates = [route(click(ts), "clicks:3", offset)[0] for offset, ts in enumerate([0, 10, 20])]
+    for update in updates + updates[:2]:  # a crash redelivers the first two
+        apply(state, update)
+    assert state.clicks.count("10m") == 3
+    other = route(click(30), "clicks:1", 0)[0]  # another partition has its own offsets
+    assert apply(state, other) != {} and state.clicks.count("10m") == 4
+
+
+def test_velocity_counts_orders_and_distinct_users():
+    events = [order(0, 5, user="u1"), order(10, 5, user="u2", order_id="o2"),
+              order(20, 5, user="u1", order_id="o3")]
+    _, rows = run(events, "instrument")
+    row = rows[-1]["instrument_velocity"]
+    assert feature(row, "instrument_velocity", "orders_count_10m") == 3
+    assert feature(row, "instrument_velocity", "users_distinct_24h") == 2
+
+
+def test_terminal_risk_comes_only_from_labels_that_arrived():
+    orders = new_state("order")
+    terminal = new_state("terminal", lateness_s=86_400)
+    for offset, event in enumerate([order(0, 5, order_id="o1"), order(60, 5, order_id="o2")]):
+        for update in route(event, "orders:0", offset):
+            if update.kind == "order":
+                apply(orders, update)
+            if update.kind == "terminal":
+                before = apply(terminal, update)["terminal_risk"]
+    assert feature(before, "terminal_risk", "fraud_risk_1d") == 0.0  # no label yet
+    assert feature(before, "terminal_risk", "tx_count_1d") == 2
+
+    label = route(OrderLabel(order_id="o2", is_fraud=True, ts=T0 + 3_600), "labels:0", 0)[0]
+    (risk_update,) = label_updates(orders, label, "updates:0", (5, 0))
+    after = apply(terminal, risk_update)["terminal_risk"]
+    assert feature(after, "terminal_risk", "fraud_risk_1d") == 1.0
+    assert after[1] == T0 + 3_600  # risk is known from the label's arrival on
+
+
+def test_label_for_an_unknown_order_causes_nothing():
+    label = route(OrderLabel(order_id="nope", is_fraud=True, ts=T0), "labels:0", 0)[0]
+    assert label_updates(new_state("order"), label, "updates:0", (1, 0)) == []
+
+
+def test_session_keeps_last_items_and_cart():
+    events = [click(0, item="a"), click(10, item="b"),
+              CartEvent(user_id="u1", session_id="s1", action="add", item_id="b", price=1, ts=T0 + 20),
+              CartEvent(user_id="u1", session_id="s1", action="add", item_id="c", price=1, ts=T0 + 30),
+              CartEvent(user_id="u1", session_id="s1", action="remove", item_id="b", price=1, ts=T0 + 40)]
+    _, rows = run(events, "session")
+    _, ts, clicks, start, length, items, cart = rows[-1]["session_state"]
+    assert (clicks, start, length, items, cart) == (2, T0, 40, ["a", "b"], ["c"])
+    _, rows = run(events + [order(50, 1.0)], "session")
+    assert rows[-1]["session_state"][-1] == []  # the order emptied the cart
+
+
+def test_routing_names_every_entity_of_an_order():
+    updates = route(order(0, 5.0), "orders:2", 41)
+    assert {(u.kind, u.op) for u in updates} == {
+        ("user", "order"), ("instrument", "order"), ("order", "index"), ("device", "order"),
+        ("ip", "order"), ("terminal", "order"), ("session", "order"), ("item", "purchase")}
+    assert all(isinstance(u, Update) and u.source == "orders:2" and u.seq[0] == 41 for u in updates)
+    assert len({u.seq for u in updates}) == len(updates)
