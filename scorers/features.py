@@ -157,6 +157,7 @@ class State:
     lateness_s: float = 0.0
     watermark: float = -math.inf
     applied: dict[str, tuple[int, int]] = field(default_factory=dict)
+    source_watermarks: dict[str, float] = field(default_factory=dict)
     late: int = 0  # updates refused as later than the allowed lateness
 
 
@@ -257,17 +258,24 @@ def apply(state: State, update: Update) -> Rows:
     Rows are stamped with the entity's watermark and computed as of it: a late event
     changes the features from the watermark on, never before, so a point-in-time read
     sees nothing from its future. An update already applied returns no rows and changes
-    nothing. An update older than the watermark by more than the allowed lateness is
-    counted in ``state.late`` and changes nothing else.
+    nothing.
+
+    Lateness is judged per source partition: an update older than the newest one from
+    its own source by more than the allowed lateness is counted in ``state.late`` and
+    changes nothing else. Sources that merely run behind others (one partition consumed
+    faster than another during a fast replay) are not late; their events still count.
     """
-    seen = state.applied.get(update.source)
+    source = update.source
+    seen = state.applied.get(source)
     if seen is not None and update.seq <= seen:
         return {}
-    state.applied[update.source] = update.seq
+    state.applied[source] = update.seq
     state.entity_id = update.entity_id
-    if update.ts < state.watermark - state.lateness_s:
+    newest = state.source_watermarks.get(source, -math.inf)
+    if update.ts < newest - state.lateness_s:
         state.late += 1
         return {}
+    state.source_watermarks[source] = max(newest, update.ts)
     state.watermark = max(state.watermark, update.ts)
     return _APPLY[update.kind](state, update, state.watermark)
 
@@ -293,12 +301,14 @@ def _user(state: UserState, u: Update, now: float) -> Rows:
     return rows
 
 
+def _counts(stats: WindowedStats, now: float) -> list[int]:
+    return [count for count, _, _ in stats.totals(now).values()]
+
+
 def _user_activity(state: UserState, now: float) -> tuple:
     return (
         state.entity_id, now,
-        *(state.clicks.count(w, now) for w in USER_WINDOWS),
-        *(state.carts.count(w, now) for w in USER_WINDOWS),
-        *(state.orders.count(w, now) for w in USER_WINDOWS),
+        *_counts(state.clicks, now), *_counts(state.carts, now), *_counts(state.orders, now),
         state.devices.count("24h", now), state.ips.count("24h", now),
         (now - state.first_seen) / 86_400,
     )
@@ -307,22 +317,18 @@ def _user_activity(state: UserState, now: float) -> tuple:
 def _user_orders(state: UserState, now: float) -> tuple:
     last, previous = state.last_order, state.previous_order
     since = NO_PREVIOUS_ORDER if previous is None else max(last - previous, 0.0)
-    return (
-        state.entity_id, now,
-        *(state.amounts.count(w, now) for w in AMOUNT_WINDOWS),
-        *(state.amounts.sum(w, now) for w in AMOUNT_WINDOWS),
-        *(state.amounts.mean(w, now) for w in AMOUNT_WINDOWS),
-        *(state.amounts.std(w, now) for w in AMOUNT_WINDOWS),
-        since,
-    )
+    totals = state.amounts.totals(now).values()
+    means = [total / n if n else 0.0 for n, total, _ in totals]
+    stds = [math.sqrt(max(sq / n - (total / n) ** 2, 0.0)) if n else 0.0 for n, total, sq in totals]
+    return (state.entity_id, now, *(n for n, _, _ in totals), *(t for _, t, _ in totals),
+            *means, *stds, since)
 
 
 def _velocity(state: VelocityState, u: Update, now: float) -> Rows:
     state.orders.update(u.ts)
     state.users.update(u.ts, u.data[0])
-    return {f"{u.kind}_velocity": (
-        state.entity_id, now, *(state.orders.count(w, now) for w in VELOCITY_WINDOWS),
-        state.users.count("24h", now))}
+    return {f"{u.kind}_velocity": (state.entity_id, now, *_counts(state.orders, now),
+                                   state.users.count("24h", now))}
 
 
 def _terminal(state: TerminalState, u: Update, now: float) -> Rows:
@@ -330,21 +336,15 @@ def _terminal(state: TerminalState, u: Update, now: float) -> Rows:
         state.tx.update(u.ts)
     else:
         state.labels.update(u.ts, float(u.data[0]))
-    risks = []
-    for window in AMOUNT_WINDOWS:
-        labelled = state.labels.count(window, now)
-        risks.append(state.labels.sum(window, now) / labelled if labelled else 0.0)
-    return {"terminal_risk": (state.entity_id, now,
-                              *(state.tx.count(w, now) for w in AMOUNT_WINDOWS), *risks)}
+    risks = [frauds / labelled if labelled else 0.0
+             for labelled, frauds, _ in state.labels.totals(now).values()]
+    return {"terminal_risk": (state.entity_id, now, *_counts(state.tx, now), *risks)}
 
 
 def _item(state: ItemState, u: Update, now: float) -> Rows:
     {"view": state.views, "cart": state.carts, "purchase": state.purchases}[u.op].update(u.ts)
-    return {"item_popularity": (
-        state.entity_id, now,
-        *(state.views.count(w, now) for w in ITEM_WINDOWS),
-        *(state.carts.count(w, now) for w in ITEM_WINDOWS),
-        *(state.purchases.count(w, now) for w in ITEM_WINDOWS))}
+    return {"item_popularity": (state.entity_id, now, *_counts(state.views, now),
+                                *_counts(state.carts, now), *_counts(state.purchases, now))}
 
 
 def _session(state: SessionState, u: Update, now: float) -> Rows:

@@ -8,20 +8,20 @@ windows up to 1 hour, 1 hour for 24 hours and 7 days, 1 day for 30 days (``BUCKE
 A query may name a later ``now``, for example the time of another entity's event, and
 the window then ends there instead.
 
-Late events: an event older than the watermark by at most ``lateness_s`` still counts in
-its own bucket; an older one is refused (``update`` returns ``False``) and the caller
-counts it. Buckets that no window or late event can reach any more are dropped, so the
-state stays bounded.
+Late events: an event older than the watermark still counts in its own bucket, and so
+in every window that covers that bucket. Deciding which events are too late to accept
+is the caller's business (``scorers.features`` judges it per source). Buckets older than
+the longest window plus ``lateness_s`` are dropped, so the state stays bounded.
 
 >>> clicks = WindowedStats(("10m", "1h"), lateness_s=300)
 >>> for ts in (0, 30, 590, 650):
 ...     _ = clicks.update(ts)
 >>> clicks.count("10m"), clicks.count("1h")   # at 650 s the 10 minutes start at 60 s
 (2, 4)
->>> clicks.update(500), clicks.update(10)     # 150 s late: counted; 640 s late: refused
-(True, False)
->>> clicks.count("10m")
+>>> clicks.update(500).update(10).count("10m")   # 500 s is in the 10 minutes, 10 s is not
 3
+>>> clicks.count("1h")
+6
 """
 
 from __future__ import annotations
@@ -57,11 +57,8 @@ class _Bucketed:
             size = BUCKETS[window]
             self._horizon[size] = max(self._horizon.get(size, 0), WINDOW_SECONDS[window])
 
-    def _accept(self, ts: float) -> bool:
-        if ts < self.watermark - self.lateness_s:
-            return False
+    def _advance(self, ts: float) -> None:
         self.watermark = max(self.watermark, ts)
-        return True
 
     def _oldest_kept(self, size: int) -> int:
         """The oldest bucket any window or admissible late event can still reach."""
@@ -77,6 +74,9 @@ class _Bucketed:
 class WindowedStats(_Bucketed):
     """Count, sum, mean and standard deviation of a value over event-time windows.
 
+    Window totals are kept up to date as events arrive and as time moves on (a bucket's
+    values are subtracted when it leaves a window), so reading them costs nothing.
+
     >>> amounts = WindowedStats(("1d", "7d"))
     >>> for day, amount in [(0, 10.0), (1, 30.0), (1, 20.0)]:
     ...     _ = amounts.update(day * 86_400 + 3_600, amount)
@@ -88,48 +88,90 @@ class WindowedStats(_Bucketed):
         super().__init__(windows, lateness_s)
         # bucket size -> {bucket index: [count, sum, sum of squares]}
         self._buckets: dict[int, dict[int, list[float]]] = {size: {} for size in self._horizon}
+        # bucket size -> the newest bucket the window totals are computed up to
+        self._last: dict[int, int | None] = {size: None for size in self._horizon}
+        self._spans = {w: WINDOW_SECONDS[w] // BUCKETS[w] for w in windows}
+        self._sums: dict[str, list[float]] = {w: [0, 0.0, 0.0] for w in windows}
 
-    def update(self, ts: float, value: float = 1.0) -> bool:
-        """Add ``value`` at event time ``ts``; ``False`` if it is too late to count."""
-        if not self._accept(ts):
-            return False
+    def _slide(self, size: int, last: int) -> None:
+        """Move the windows of bucket ``size`` forward so that they end at bucket ``last``."""
+        old = self._last[size]
+        if old is not None and last <= old:
+            return
+        buckets = self._buckets[size]
+        for window, span in self._spans.items():
+            if BUCKETS[window] != size:
+                continue
+            total = self._sums[window]
+            if old is None or last - old >= span:  # nothing of the old window survives
+                total[:] = [0, 0.0, 0.0]
+                leaving = []
+            else:
+                leaving = range(old - span + 1, last - span + 1)
+            for index in leaving:
+                cell = buckets.get(index)
+                if cell is not None:
+                    total[0] -= cell[0]
+                    total[1] -= cell[1]
+                    total[2] -= cell[2]
+        self._last[size] = last
+        if len(buckets) > self._horizon[size] // size + 2 and math.isfinite(self.lateness_s):
+            oldest = _bucket(last * size - self._horizon[size] - self.lateness_s, size)
+            for index in [i for i in buckets if i < oldest]:
+                del buckets[index]
+
+    def update(self, ts: float, value: float = 1.0) -> WindowedStats:
+        """Add ``value`` at event time ``ts``."""
+        self._advance(ts)
         for size, buckets in self._buckets.items():
-            cell = buckets.setdefault(_bucket(ts, size), [0, 0.0, 0.0])
+            self._slide(size, _bucket(self.watermark, size))
+            index = _bucket(ts, size)
+            cell = buckets.get(index)
+            if cell is None:
+                cell = buckets[index] = [0, 0.0, 0.0]
             cell[0] += 1
             cell[1] += value
             cell[2] += value * value
-            if len(buckets) > self._horizon[size] // size + 2:
-                oldest = self._oldest_kept(size)
-                for index in [i for i in buckets if i < oldest]:
-                    del buckets[index]
-        return True
+            age = self._last[size] - index
+            for window, span in self._spans.items():
+                if BUCKETS[window] == size and 0 <= age < span:
+                    total = self._sums[window]
+                    total[0] += 1
+                    total[1] += value
+                    total[2] += value * value
+        return self
 
-    def _totals(self, window: str, now: float | None) -> tuple[float, float, float]:
-        size, first, last = self._first(window, now)
-        n = total = squares = 0.0
-        for index, (count, value, square) in self._buckets[size].items():
-            if first <= index <= last:
-                n += count
-                total += value
-                squares += square
-        return n, total, squares
+    def totals(self, now: float | None = None) -> dict[str, tuple[int, float, float]]:
+        """``(count, sum, sum of squares)`` of every window ending at ``now``.
+
+        A ``now`` later than the watermark moves the windows forward for good: time only
+        goes forward, and later events older than ``now`` still land in their buckets.
+
+        >>> stats = WindowedStats(("10m", "1h")).update(0, 2.0).update(900, 3.0)
+        >>> stats.totals()
+        {'10m': (1, 3.0, 9.0), '1h': (2, 5.0, 13.0)}
+        """
+        if now is not None and now > self.watermark:
+            for size in self._buckets:
+                self._slide(size, _bucket(now, size))
+        return {w: (int(round(c)), t, q) for w, (c, t, q) in self._sums.items()}
 
     def count(self, window: str, now: float | None = None) -> int:
         """Number of values in the window ending at ``now`` (default: the watermark)."""
-        return int(self._totals(window, now)[0])
+        return self.totals(now)[window][0]
 
     def sum(self, window: str, now: float | None = None) -> float:
         """Sum of the values in the window."""
-        return self._totals(window, now)[1]
+        return self.totals(now)[window][1]
 
     def mean(self, window: str, now: float | None = None) -> float:
         """Mean of the values in the window; 0 when it is empty."""
-        n, total, _ = self._totals(window, now)
+        n, total, _ = self.totals(now)[window]
         return total / n if n else 0.0
 
     def std(self, window: str, now: float | None = None) -> float:
         """Population standard deviation of the values in the window; 0 when empty."""
-        n, total, squares = self._totals(window, now)
+        n, total, squares = self.totals(now)[window]
         if not n:
             return 0.0
         return math.sqrt(max(squares / n - (total / n) ** 2, 0.0))
@@ -149,17 +191,16 @@ class WindowedDistinct(_Bucketed):
         super().__init__(windows, lateness_s)
         self._last_seen: dict[str, float] = {}  # value -> latest event time
 
-    def update(self, ts: float, value: str) -> bool:
-        """Note that ``value`` was seen at ``ts``; ``False`` if it is too late to count."""
-        if not self._accept(ts):
-            return False
+    def update(self, ts: float, value: str) -> WindowedDistinct:
+        """Note that ``value`` was seen at ``ts``."""
+        self._advance(ts)
         if ts > self._last_seen.get(value, -math.inf):
             self._last_seen[value] = ts
         if len(self._last_seen) > 64:
             size = max(self._horizon)
             oldest = self._oldest_kept(size)
             self._last_seen = {v: t for v, t in self._last_seen.items() if _bucket(t, size) >= oldest}
-        return True
+        return self
 
     def count(self, window: str, now: float | None = None) -> int:
         """Distinct values whose last sighting falls in the window."""

@@ -112,6 +112,93 @@ def demo(
     demo_module.run(get_settings(), events=events, rate=rate, seed=seed, console=console)
 
 
+@app.command()
+def simulate(
+    events: Annotated[int, typer.Option(help="How many events to send.")] = 100_000,
+    rate: Annotated[float, typer.Option(help="Events per second; 0: as fast as possible.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same shop.")] = 7,
+    users: Annotated[int, typer.Option(help="Number of regular users.")] = 2_000,
+    items: Annotated[int, typer.Option(help="Catalogue size.")] = 5_000,
+    sessions_per_hour: Annotated[float, typer.Option(help="New sessions per simulated hour.")] = 3_600,
+) -> None:
+    """Send a simulated shop's clicks, carts, orders, fraud and late labels to Kafka.
+
+    Event times end about now: the simulation starts as far in the past as its events span.
+    """
+    from shopstream.send import send
+    from shopstream.simulator import Shop, SimConfig, default_start
+
+    config = SimConfig(seed=seed, users=users, items=items, sessions_per_hour=sessions_per_hour)
+    stream = Shop(config).events(start=default_start(events, config), n=events)
+    stats = send(stream, get_settings(), rate=rate, total=events, console=console)
+    console.print(f"sent {stats.sent:,}, delivered {stats.delivered:,}, failed {stats.failed:,}")
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="The log: CSV or parquet.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="sessions, shop or transactions.")],
+    map: Annotated[list[str] | None, typer.Option(
+        "--map", help="Column mapping CONTRACT=COLUMN, e.g. --map timestamp=ts (repeatable).")] = None,
+    speed: Annotated[float, typer.Option(
+        help="Speed factor on event-time gaps; 0: as fast as possible.")] = 0,
+    label_delay_days: Annotated[float, typer.Option(
+        help="transactions: days between an order and its label.")] = 7.0,
+    limit: Annotated[int | None, typer.Option(help="Send only the first N events.")] = None,
+) -> None:
+    """Replay a real log (session clicks, shop events, card transactions) in event-time order."""
+    import itertools
+
+    from shopstream.replay import parse_mapping, read
+    from shopstream.send import send
+
+    try:
+        events = read(file, format, parse_mapping(map or []), label_delay_days=label_delay_days)
+        if limit is not None:
+            events = itertools.islice(events, limit)
+        stats = send(events, get_settings(), speed=speed, total=limit, console=console)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"sent {stats.sent:,}, delivered {stats.delivered:,}, failed {stats.failed:,}")
+
+
+offline_app = typer.Typer(help="The append-only offline log.", no_args_is_help=True)
+app.add_typer(offline_app, name="offline")
+
+
+@offline_app.command("compact")
+def offline_compact(
+    table: Annotated[str | None, typer.Argument(help="One table; all when omitted.")] = None,
+) -> None:
+    """Merge each day's small files of the offline log into one file."""
+    from shopstream.featurestore import offline_root
+    from shopstream.offline import OfflineLog
+
+    log = OfflineLog(offline_root(get_settings()))
+    result = Table("table", "files before", "files after", "rows")
+    for name in [table] if table else log.tables():
+        stats = log.compact(name)
+        result.add_row(name, f"{stats.files_before:,}", f"{stats.files_after:,}", f"{stats.rows:,}")
+    console.print(result)
+
+
+@offline_app.command("tables")
+def offline_tables() -> None:
+    """List the offline log's tables with their files and rows."""
+    import pyarrow.parquet as pq
+
+    from shopstream.featurestore import offline_root
+    from shopstream.offline import OfflineLog
+
+    log = OfflineLog(offline_root(get_settings()))
+    result = Table("table", "files", "rows")
+    for name in log.tables():
+        files = log.files(name)
+        result.add_row(name, f"{len(files):,}", f"{sum(pq.read_metadata(f).num_rows for f in files):,}")
+    console.print(result)
+
+
 @app.command("settings")
 def show_settings() -> None:
     """Print the settings in effect, secrets masked."""

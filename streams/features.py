@@ -27,15 +27,13 @@ from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
 from streams.agents import dead_letter, send_updates
 from streams.app import app, offline_log, retrying, settings, updates_topic
-from streams.codecs import STATE_CODEC, decode_updates
+from streams.codecs import StateValue, decode_updates
 
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
 # (streams.app.partitioner), the same partition its updates arrive on.
 log = logging.getLogger(__name__)
 entity_state = app.Table("entity-state", default=None, partitions=settings.topics.partitions,
-                         use_partitioner=True)
-# Faust derives a table's codecs from its key and value types, and these are not Records.
-entity_state.key_serializer, entity_state.value_serializer = "raw", STATE_CODEC
+                         use_partitioner=True, key_type=bytes, value_type=StateValue)
 _online: OnlineWriter | None = None
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Click, Order, OrderItem, OrderLabel
 from shopstream.featurestore import feature_store
@@ -70,9 +71,10 @@ def test_features_online_and_point_in_time_offline(worker):
     assert got["account_age_days"] == [pytest.approx(780 / 86_400)]
     wait_online(store, "instrument_velocity", "instrument_id", card, "orders_count_10m", 2)
 
-    # Phase 3: a click 3 minutes late (counted), one 6.5 minutes late (refused), a label.
+    # Phase 3: two clicks late against the newest click (660 s): 1 minute (counted) and
+    # 6 minutes (refused: the lateness is 5 minutes), and a label for the second order.
     producer.send(click(600, "d"))
-    producer.send(click(390, "e"))
+    producer.send(click(300, "e"))
     producer.send(OrderLabel(order_id=f"{p}-o2", is_fraud=True, ts=t0 + 900))
     producer.flush()
     wait_online(store, "user_activity", "user_id", user, "clicks_count_1h", 4)
@@ -82,8 +84,11 @@ def test_features_online_and_point_in_time_offline(worker):
     session_state = online(store, "session_state", "session_id", session, ["last_items", "clicks_count"])
     assert session_state["clicks_count"] == [4]
     assert session_state["last_items"] == [[f"{p}-{x}" for x in "abcd"]]
-    late = workers.scrape(settings.web_port)
-    assert late is not None
+    late = {sample.labels["entity"]: sample.value
+            for family in text_string_to_metric_families(
+                httpx.get(f"http://127.0.0.1:{settings.web_port}/metrics").text)
+            for sample in family.samples if sample.name == "shopstream_late_updates_total"}
+    assert late == {"user": 1.0, "session": 1.0}  # the click at 300 s, for both
 
     # Offline, point in time: each row is visible from its event time on, never before.
     # The late click is stamped with the watermark (780 s), so it counts from there on.
