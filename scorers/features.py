@@ -158,6 +158,7 @@ class State:
     watermark: float = -math.inf
     applied: dict[str, tuple[int, int]] = field(default_factory=dict)
     source_watermarks: dict[str, float] = field(default_factory=dict)
+    stamped: float = -math.inf  # event time of the last row, so that rows never tie
     late: int = 0  # updates refused as later than the allowed lateness
 
 
@@ -277,7 +278,10 @@ def apply(state: State, update: Update) -> Rows:
         return {}
     state.source_watermarks[source] = max(newest, update.ts)
     state.watermark = max(state.watermark, update.ts)
-    return _APPLY[update.kind](state, update, state.watermark)
+    # A row that would tie with the entity's previous row is stamped a microsecond later:
+    # readers that break ties unreliably (Feast's file store does) then see the newest.
+    state.stamped = max(state.watermark, state.stamped + 1e-6)
+    return _APPLY[update.kind](state, update, state.stamped)
 
 
 def _user(state: UserState, u: Update, now: float) -> Rows:
