@@ -225,7 +225,14 @@ class SessionState(State):
     start: float | None = None
     end: float | None = None
     items: LastN = field(default_factory=lambda: LastN(SESSION_ITEMS))
-    cart: dict[str, int] = field(default_factory=dict)  # item -> quantity lines
+    # item -> [(event time, +1 for an add or -1 for a removal)] since the last order;
+    # kept by event time so the cart does not depend on which topic was read first.
+    cart: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    ordered_at: float = -math.inf  # event time of the session's last order
+
+    def cart_items(self) -> list[str]:
+        """Items in the cart now, sorted."""
+        return sorted(item for item, changes in self.cart.items() if sum(d for _, d in changes) > 0)
 
 
 @dataclass
@@ -357,16 +364,16 @@ def _session(state: SessionState, u: Update, now: float) -> Rows:
     if u.op == "click":
         state.clicks += 1
         state.items.update(u.data[0])
-    elif u.op == "add":
-        state.cart[u.data[0]] = state.cart.get(u.data[0], 0) + 1
-    elif u.op == "remove" and u.data[0] in state.cart:
-        state.cart[u.data[0]] -= 1
-        if state.cart[u.data[0]] <= 0:
-            del state.cart[u.data[0]]
-    elif u.op == "order":
-        state.cart.clear()  # the cart became the order
+    elif u.op in ("add", "remove") and u.ts > state.ordered_at:  # else it was ordered already
+        state.cart.setdefault(u.data[0], []).append((u.ts, 1 if u.op == "add" else -1))
+    elif u.op == "order" and u.ts > state.ordered_at:  # the cart up to now became the order
+        state.ordered_at = u.ts
+        for item in list(state.cart):
+            state.cart[item] = [change for change in state.cart[item] if change[0] > u.ts]
+            if not state.cart[item]:
+                del state.cart[item]
     return {"session_state": (state.entity_id, now, state.clicks, state.start,
-                              state.end - state.start, state.items.get(), sorted(state.cart))}
+                              state.end - state.start, state.items.get(), state.cart_items())}
 
 
 def _order(state: OrderState, u: Update, now: float) -> Rows:

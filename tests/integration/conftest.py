@@ -15,14 +15,24 @@ from shopstream.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def worker(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    """A running worker on the test's topics; its log is printed if the test fails."""
+def start_worker(settings: Settings, log_file: Path):
+    """Start a worker process for ``settings`` and wait until it owns its partitions."""
     ensure_topics(settings)
-    log_file = tmp_path / "worker.log"
     process = workers.start(to_env(settings), log_file)
     try:
         workers.wait_ready(process, settings.web_port, log_file)
+    except Exception:
+        workers.stop(process)
+        raise
+    return process
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A running worker on the test's topics; its log is printed if the test fails."""
+    log_file = tmp_path / "worker.log"
+    process = start_worker(settings, log_file)
+    try:
         yield settings
     finally:
         code = workers.stop(process)
@@ -52,6 +62,13 @@ def read_all(settings: Settings, topic: str, *, expect: int, timeout: float = 60
     finally:
         consumer.close()
     return records
+
+
+def drained(settings: Settings, topics: list[str]) -> bool:
+    """Whether the app's group has committed every record of ``topics``."""
+    offsets = committed_and_end_offsets(settings, topics)
+    return all(committed == end or (end == 0 and committed < 0)  # an empty partition
+               for committed, end in offsets.values())
 
 
 def committed_and_end_offsets(settings: Settings, topics: list[str]) -> dict:

@@ -158,3 +158,21 @@ def test_routing_names_every_entity_of_an_order():
         ("ip", "order"), ("terminal", "order"), ("session", "order"), ("item", "purchase")}
     assert all(isinstance(u, Update) and u.source == "orders:2" and u.seq[0] == 41 for u in updates)
     assert len({u.seq for u in updates}) == len(updates)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]])
+def test_session_cart_does_not_depend_on_which_topic_is_read_first(order):
+    """A cart add before an order is part of it, whatever the arrival order."""
+    def add(item, ts):
+        return CartEvent(user_id="u1", session_id="s1", action="add", item_id=item, price=1, ts=ts)
+
+    ordered = Order(order_id="o", user_id="u1", session_id="s1", amount=1, payment_fingerprint="pf",
+                    items=[OrderItem(item_id="a", price=1)], ts=T0 + 10)
+    events = [("carts:0", add("a", T0)), ("orders:0", ordered), ("carts:1", add("b", T0 + 20))]
+    state = new_state("session")
+    for i in order:
+        source, event = events[i]
+        for update in route(event, source, 0):
+            if update.kind == "session":
+                apply(state, update)
+    assert state.cart_items() == ["b"]
