@@ -32,11 +32,15 @@ up: system  ## Start Kafka and Redis and create the topics.
 down:  ## Stop Kafka and Redis (data is kept).
 	$(BIN)/shopstream services down
 
-demo: up  ## Run a worker and a burst of shop events, with live progress.
-	$(BIN)/shopstream demo --events 20000 --rate 2000
+demo: up  ## Stream a simulated shop through a worker, live, and read features back.
+	cd feature_repo && ../$(BIN)/feast apply
+	$(BIN)/shopstream demo --events 20000 --rate 1000
 
 test: system  ## Run the whole test suite (it starts its own Kafka and Redis).
 	$(BIN)/pytest; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+
+bench: up  ## Throughput and freshness: raw Kafka loop vs naive Feast push vs a worker.
+	$(BIN)/python -m bench.throughput
 
 unit: venv  ## Run only the tests that need no services.
 	$(BIN)/pytest -m "not integration"
@@ -47,4 +51,4 @@ lint: venv  ## Check style with ruff.
 clean:  ## Remove the venv, caches and local service data.
 	rm -rf $(VENV) .cache .shopstream .pytest_cache
 
-.PHONY: help venv system up down demo test unit lint clean
+.PHONY: help venv system up down demo test bench unit lint clean

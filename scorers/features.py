@@ -26,7 +26,7 @@ crash harmless (at-least-once delivery, exactly-once effect on the features).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import NamedTuple
 
 from scorers.windows import LastN, WindowedDistinct, WindowedStats
@@ -87,6 +87,9 @@ for _view in VIEWS.values():
     ENTITY_VIEWS.setdefault(_view.entity, ())
     ENTITY_VIEWS[_view.entity] += (_view.name,)
 
+STATE_VERSION = 2
+"""Version of the entity-state layout. Workers keep states in a table named after it, so a
+layout change starts from fresh state instead of misreading the old (replay to backfill)."""
 SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
 NO_PREVIOUS_ORDER = -1.0  # seconds_since_last_order for a user's first order
 
@@ -160,6 +163,15 @@ class State:
     source_watermarks: dict[str, float] = field(default_factory=dict)
     stamped: float = -math.inf  # event time of the last row, so that rows never tie
     late: int = 0  # updates refused as later than the allowed lateness
+
+    def __setstate__(self, saved: dict) -> None:
+        """Restore a state saved by an older version: fields it lacks take their defaults."""
+        for spec in fields(self):
+            if spec.name not in saved and spec.default is not MISSING:
+                saved[spec.name] = spec.default
+            elif spec.name not in saved and spec.default_factory is not MISSING:
+                saved[spec.name] = spec.default_factory()
+        self.__dict__.update(saved)
 
 
 @dataclass

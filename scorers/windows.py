@@ -26,6 +26,7 @@ the longest window plus ``lateness_s`` are dropped, so the state stays bounded.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 
@@ -41,21 +42,27 @@ def _bucket(ts: float, size: int) -> int:
     return math.floor(ts / size)
 
 
+@functools.cache
+def _layout(windows: tuple[str, ...]) -> tuple[dict[int, int], dict[str, int]]:
+    """For each bucket size the longest window using it, and each window's span in buckets."""
+    unknown = set(windows) - set(WINDOW_SECONDS)
+    if unknown:
+        raise ValueError(f"unknown windows {sorted(unknown)}; known: {sorted(WINDOW_SECONDS)}")
+    horizon: dict[int, int] = {}
+    for window in windows:
+        size = BUCKETS[window]
+        horizon[size] = max(horizon.get(size, 0), WINDOW_SECONDS[window])
+    return horizon, {w: WINDOW_SECONDS[w] // BUCKETS[w] for w in windows}
+
+
 class _Bucketed:
     """Common book-keeping: the watermark, lateness and which bucket sizes are kept."""
 
     def __init__(self, windows: tuple[str, ...], lateness_s: float = 0.0):
-        unknown = set(windows) - set(WINDOW_SECONDS)
-        if unknown:
-            raise ValueError(f"unknown windows {sorted(unknown)}; known: {sorted(WINDOW_SECONDS)}")
         self.windows = windows
         self.lateness_s = lateness_s
         self.watermark = -math.inf
-        # For each bucket size, the longest window that uses it.
-        self._horizon: dict[int, int] = {}
-        for window in windows:
-            size = BUCKETS[window]
-            self._horizon[size] = max(self._horizon.get(size, 0), WINDOW_SECONDS[window])
+        self._horizon, self._spans = _layout(windows)  # shared by every aggregator alike
 
     def _advance(self, ts: float) -> None:
         self.watermark = max(self.watermark, ts)
@@ -89,8 +96,7 @@ class WindowedStats(_Bucketed):
         # bucket size -> {bucket index: [count, sum, sum of squares]}
         self._buckets: dict[int, dict[int, list[float]]] = {size: {} for size in self._horizon}
         # bucket size -> the newest bucket the window totals are computed up to
-        self._last: dict[int, int | None] = {size: None for size in self._horizon}
-        self._spans = {w: WINDOW_SECONDS[w] // BUCKETS[w] for w in windows}
+        self._last: dict[int, int | None] = dict.fromkeys(self._horizon)
         self._sums: dict[str, list[float]] = {w: [0, 0.0, 0.0] for w in windows}
 
     def _slide(self, size: int, last: int) -> None:

@@ -102,11 +102,11 @@ def worker() -> None:
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="How many records to send.")] = 5000,
-    rate: Annotated[float, typer.Option(help="Records per second; 0: as fast as possible.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed of the burst.")] = 7,
+    events: Annotated[int, typer.Option(help="How many events to send.")] = 20_000,
+    rate: Annotated[float, typer.Option(help="Events per second; 0: as fast as possible.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated shop.")] = 7,
 ) -> None:
-    """Send a burst of shop events through a worker and show live progress."""
+    """Stream a simulated shop through a worker, show it live, read features back."""
     from shopstream import demo as demo_module
 
     demo_module.run(get_settings(), events=events, rate=rate, seed=seed, console=console)
@@ -209,7 +209,8 @@ def main() -> None:
     """Entry point of the ``shopstream`` script."""
     logging.basicConfig(level=get_settings().log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per scrape is noise
+    for noisy in ("httpx", "faiss"):  # a line per scrape, per import: noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     app()
 
 

@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from feast import FeatureStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import StringList
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from scorers.features import VIEWS
 
@@ -49,16 +52,46 @@ def latest_per_entity(rows: list[tuple]) -> list[tuple]:
     return list(latest.values())
 
 
+def _value(kind: str, value) -> ValueProto:
+    if kind == "list":
+        return ValueProto(string_list_val=StringList(val=value))
+    if kind == "int":
+        return ValueProto(int64_val=int(value))
+    return ValueProto(double_val=float(value))
+
+
 class OnlineWriter:
-    """Writes micro-batches of feature rows through Feast to the online store."""
+    """Writes micro-batches of feature rows through Feast's online store (Redis).
+
+    Rows become Feast's protobuf values directly and go to the provider's
+    ``online_write_batch``, the call under ``FeatureStore.write_to_online_store``: the
+    public call's DataFrame-to-Arrow-to-protobuf conversion was a fifth of a worker's
+    time in a profile.
+    """
 
     def __init__(self, store: FeatureStore):
         self.store = store
+        self._provider = store._get_provider()  # noqa: SLF001 - see the class docstring
+        self._views = {name: store.get_feature_view(name) for name in VIEWS}
+        self._kinds = {
+            name: [("list" if f in view.lists else "int" if "_count_" in f or f.endswith("_count")
+                    else "float") for f in view.features]
+            for name, view in VIEWS.items()
+        }
 
     def write(self, view_name: str, rows: list[tuple]) -> int:
         """Write the newest row per entity of ``rows``; return how many were written."""
         latest = latest_per_entity(rows)
         if not latest:
             return 0
-        self.store.write_to_online_store(view_name, feature_table(view_name, latest).to_pandas())
+        view = VIEWS[view_name]
+        join_key = JOIN_KEYS[view.entity]
+        kinds = self._kinds[view_name]
+        data = []
+        for entity, ts, *values in latest:
+            key = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=entity)])
+            features = {name: _value(kind, value)
+                        for name, kind, value in zip(view.features, kinds, values, strict=True)}
+            data.append((key, features, datetime.fromtimestamp(ts, UTC), None))
+        self._provider.online_write_batch(self.store.config, self._views[view_name], data, None)
         return len(latest)

@@ -26,6 +26,18 @@ class WorkerMetrics:
     events_out: dict[str, float] = field(default_factory=dict)  # by topic
     dead_letters: dict[str, float] = field(default_factory=dict)  # by reason
     lag: float = 0.0
+    late: float = 0.0
+    online_batches: float = 0.0
+    online_rows: float = 0.0
+    online_write_s: float = 0.0  # total seconds spent in online writes
+    freshness: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count)
+
+    def freshness_quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile ``q`` of feature freshness, seconds."""
+        if not self.freshness or self.freshness[-1][1] == 0:
+            return None
+        total = self.freshness[-1][1]
+        return next(le for le, count in self.freshness if count >= q * total)
 
     @property
     def total_in(self) -> float:
@@ -48,6 +60,7 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
         return None
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     lag = 0.0
+    freshness: list[tuple[float, float]] = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "shopstream_events_in_total":
@@ -58,7 +71,20 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                 sums["dead"][sample.labels["reason"]] += sample.value
             elif sample.name == "shopstream_consumer_lag":
                 lag += sample.value
-    return WorkerMetrics(dict(sums["in"]), dict(sums["out"]), dict(sums["dead"]), lag)
+            elif sample.name == "shopstream_late_updates_total":
+                sums["late"][""] += sample.value
+            elif sample.name == "shopstream_online_batch_rows_count":
+                sums["online"]["batches"] = sample.value
+            elif sample.name == "shopstream_online_batch_rows_sum":
+                sums["online"]["rows"] = sample.value
+            elif sample.name == "shopstream_write_seconds_sum" and sample.labels["sink"] == "online":
+                sums["online"]["seconds"] = sample.value
+            elif sample.name == "shopstream_feature_freshness_seconds_bucket":
+                freshness.append((float(sample.labels["le"]), sample.value))
+    return WorkerMetrics(dict(sums["in"]), dict(sums["out"]), dict(sums["dead"]), lag,
+                         late=sums["late"][""], online_batches=sums["online"]["batches"],
+                         online_rows=sums["online"]["rows"],
+                         online_write_s=sums["online"]["seconds"], freshness=freshness)
 
 
 def ready(port: int, host: str = "127.0.0.1") -> bool:

@@ -4,8 +4,8 @@ Agents are thin adapters. Records arrive in micro-batches. A record that is not 
 event becomes a dead letter on ``shop.dlq`` with its original bytes and origin; a valid
 event is turned into entity updates (``scorers.features.route``), which go to the
 partition of the internal updates topic that owns each entity, and is appended to the
-raw-event offline log. Sends are Faust attachments, published before the batch's
-offsets are committed, and the log file is written before the batch is acknowledged,
+raw-event offline log. Faust flushes every send before it commits the batch's offsets,
+and the log file is written before the batch is acknowledged,
 so every input offset ends up processed or dead-lettered, and a worker never dies on
 bad data.
 """
@@ -70,7 +70,11 @@ async def send_updates(updates: list[Update], ingested_ms: int) -> None:
     for update in updates:
         by_partition[owner(update)].append(update)
     for partition, group in by_partition.items():
-        await updates_topic.send(value=encode_updates(ingested_ms, group), partition=partition)
+        # force: publish now rather than attached to the next commit, which would hold the
+        # updates back for a whole commit interval. Faust still flushes the producer before
+        # it commits, and a resend after a crash is ignored by the entity states.
+        await updates_topic.send(value=encode_updates(ingested_ms, group), partition=partition,
+                                 force=True)
 
 
 async def consume(kind: str, stream: faust.StreamT) -> None:

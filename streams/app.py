@@ -134,7 +134,7 @@ async def update_lag() -> None:
     consumer = app.consumer
     committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
     for tp in consumer.assignment():
-        if tp.topic.startswith(settings.app_id):  # changelog topics are not input
+        if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:  # Faust's own
             continue
         highwater = consumer.highwater(tp)
         if highwater is None:

@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import faust
 
-from scorers.features import State, Update, apply, label_updates, new_state
+from scorers.features import STATE_VERSION, State, Update, apply, label_updates, new_state
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
@@ -32,7 +32,7 @@ from streams.codecs import StateValue, decode_updates
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
 # (streams.app.partitioner), the same partition its updates arrive on.
 log = logging.getLogger(__name__)
-entity_state = app.Table("entity-state", default=None, partitions=settings.topics.partitions,
+entity_state = app.Table(f"entity-state-v{STATE_VERSION}", default=None, partitions=settings.topics.partitions,
                          use_partitioner=True, key_type=bytes, value_type=StateValue)
 _online: OnlineWriter | None = None
 

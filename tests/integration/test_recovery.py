@@ -54,6 +54,19 @@ def snapshot(settings, events):
     return result
 
 
+def settled(settings, events, timeout=60):
+    """The snapshot once two readings 3 s apart agree (the last writes have landed)."""
+    deadline = time.monotonic() + timeout
+    previous = snapshot(settings, events)
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        current = snapshot(settings, events)
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
 def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, tmp_path):
     config = SimConfig(seed=5, users=150, items=400, sessions_per_hour=20_000)
     events = list(Shop(config).events(start=default_start(N, config), n=N))
@@ -78,16 +91,14 @@ def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, t
     restarted = start_worker(settings, tmp_path / "second.log")
     try:
         drain(settings)
-        time.sleep(2)  # the last batch's online write follows its commit by milliseconds
-        interrupted = snapshot(settings, events)
+        interrupted = settled(settings, events)
     finally:
         workers.stop(restarted)
 
     process = start_worker(reference, tmp_path / "reference.log")
     try:
         drain(reference)
-        time.sleep(2)
-        expected = snapshot(reference, events)
+        expected = settled(reference, events)
     finally:
         workers.stop(process)
 

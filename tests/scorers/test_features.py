@@ -176,3 +176,13 @@ def test_session_cart_does_not_depend_on_which_topic_is_read_first(order):
             if update.kind == "session":
                 apply(state, update)
     assert state.cart_items() == ["b"]
+
+
+def test_a_state_saved_by_an_older_version_still_loads():
+    import pickle
+
+    state, _ = run([click(0), click(30)], "user")
+    del state.__dict__["source_watermarks"], state.__dict__["stamped"]  # fields added later
+    restored = pickle.loads(pickle.dumps(state))
+    assert restored.source_watermarks == {} and restored.stamped == float("-inf")
+    assert apply(restored, route(click(60), "topic:0", 9)[0])["user_activity"][2] == 3
