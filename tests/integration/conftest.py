@@ -75,8 +75,9 @@ def committed_and_end_offsets(settings: Settings, topics: list[str]) -> dict:
     """``{(topic, partition): (committed offset of the app's group, end offset)}``."""
     consumer = Consumer({**settings.kafka.client_config(), "group.id": settings.app_id})
     try:
+        metadata = consumer.list_topics(timeout=10).topics  # the real partition counts
         partitions = [TopicPartition(topic, p) for topic in topics
-                      for p in range(settings.topics.partitions)]
+                      for p in sorted(metadata[topic].partitions)]
         committed = consumer.committed(partitions, timeout=10)
         return {(tp.topic, tp.partition): (tp.offset, consumer.get_watermark_offsets(tp, timeout=10)[1])
                 for tp in committed}

@@ -16,6 +16,7 @@ from shopstream.events import Click, Order
 from shopstream.featurestore import feature_store
 from shopstream.settings import Topics
 from shopstream.simulator import Shop, SimConfig, default_start
+from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
 from tests.conftest import free_port
 from tests.integration.conftest import (
@@ -78,6 +79,7 @@ def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, t
         "redis": settings.redis.model_copy(update={"db": 1}),  # a separate online store
     })
     for target in (settings, reference):
+        ensure_topics(target)  # with the partitions of ``target``, not the broker's default
         with ShopProducer(target) as producer:
             for event in events:
                 producer.send(event)
