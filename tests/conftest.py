@@ -2,7 +2,8 @@
 
 Integration tests (marker ``integration``) get a real Kafka and Redis, started once per
 test session on free ports in a temporary folder and stopped at the end. Each test gets
-its own topic names, so tests never see each other's records.
+its own topic names and an empty Redis, so tests never see each other's records
+or features.
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture
 def settings(services: Settings, request: pytest.FixtureRequest) -> Settings:
-    """The session's services with topic names and an app id unique to this test."""
+    """The session's services with topic names, an app id and an empty online store
+    unique to this test (tests reuse entity ids, so features must not carry over)."""
+    import redis
+
+    with redis.Redis(host=services.redis.host, port=services.redis.port) as client:
+        client.flushall()  # the session's private Redis
     prefix = f"t{uuid.uuid4().hex[:8]}"
     names = {name: f"{prefix}.{default}" for name, default in Topics().model_dump().items()
              if isinstance(default, str)}
