@@ -163,6 +163,25 @@ class Thresholds(BaseModel):
     """At or above this probability an order is blocked."""
 
 
+class ScoringSettings(BaseModel):
+    """How workers score orders and pick up new models."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Score every order on ``scores.fraud``."""
+    batch_rows: int = Field(256, ge=1)
+    """A scoring micro-batch closes after this many orders ..."""
+    batch_ms: float = Field(5.0, gt=0)
+    """... or after this many milliseconds: small, because scores are awaited."""
+    model_name: str = "shopstream-fraud"
+    """Registered model name in the MLflow registry."""
+    reload_s: float = Field(10.0, gt=0)
+    """How often a worker checks the registry for a new champion."""
+    top_reasons: int = Field(3, ge=0)
+    """How many reasons a score carries."""
+
+
 class FeatureSettings(BaseModel):
     """How workers compute features and write them out."""
 
@@ -199,6 +218,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     thresholds: Thresholds = Thresholds()
     features: FeatureSettings = FeatureSettings()
+    scoring: ScoringSettings = ScoringSettings()
 
     app_id: str = "shopstream"
     """Faust application id: the consumer group and the prefix of changelog topics."""
@@ -210,10 +230,16 @@ class Settings(BaseSettings):
     """Folder for downloads that can be rebuilt, such as the Kafka broker jars."""
     feature_repo: Path = Path("feature_repo")
     """The Feast feature repository."""
-    registry_uri: str = "sqlite:///.shopstream/mlflow.db"
-    """MLflow tracking and model-registry URI."""
+    registry_uri: str | None = None
+    """MLflow tracking and model-registry URI; by default a sqlite file in ``home``, with
+    artifacts in ``home/mlartifacts``. Set an ``http(s)://`` tracking server in production."""
     log_level: str = "INFO"
     """Log level of workers and commands."""
+
+
+def registry_uri(settings: Settings) -> str:
+    """The MLflow tracking URI of ``settings``."""
+    return settings.registry_uri or f"sqlite:///{settings.home.resolve() / 'mlflow.db'}"
 
 
 def to_env(settings: Settings) -> dict[str, str]:

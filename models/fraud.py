@@ -1,0 +1,133 @@
+"""The fraud detector: a multi-signal attention-fusion network.
+
+Three signals are encoded separately, each by a linear feature embedding followed by
+attention (``models.layers.SignalEncoder``):
+
+- the transaction: amount, time of day and weekday, amount relative to the user's history;
+- the customer's history: the user windows of the ``fraud_v1`` feature service;
+- the network: instrument, device and IP velocities, and terminal risk.
+
+The three representations attend to each other (cross-attention fusion), and two heads
+read the fused vector: the fraud logit, and the fraud type when labels carry one.
+Inputs are standardised with statistics kept in the module, and a checkpoint holds the
+config and the feature names, so scoring needs nothing but the file.
+
+>>> config = FraudConfig(signals=(("transaction", 3), ("history", 4), ("network", 2)))
+>>> model = FraudNet(config)
+>>> logits, loss = model(torch.zeros(5, 9), torch.tensor([0., 1., 0., 0., 1.]))
+>>> tuple(logits.shape), loss.item() > 0
+((5,), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.layers import SignalEncoder, Standardize
+
+FRAUD_TYPES = ("unknown", "card_testing", "account_takeover", "compromised_terminal",
+               "compromised_card", "large_amount")
+"""Fraud-type classes; a label without a known type is "unknown" and trains no type head."""
+
+
+@dataclass
+class FraudConfig:
+    signals: tuple[tuple[str, int], ...] = ()  # (signal name, number of features), in input order
+    d_model: int = 32
+    n_heads: int = 4
+    dropout: float = 0.1
+    n_types: int = len(FRAUD_TYPES)
+    pos_weight: float = 1.0  # weight of a fraud row in the loss: class imbalance
+    type_weight: float = 0.2  # the fraud-type loss is an auxiliary task
+
+
+class FraudNet(nn.Module):
+    def __init__(self, config: FraudConfig):
+        super().__init__()
+        self.config = config
+        n_features = sum(n for _, n in config.signals)
+        self.standardize = Standardize(n_features)
+        self.encoders = nn.ModuleList(
+            SignalEncoder(n, config.d_model, config.n_heads, config.dropout) for _, n in config.signals)
+        self.fusion = nn.MultiheadAttention(config.d_model, config.n_heads, dropout=config.dropout,
+                                            batch_first=True)
+        self.norm = nn.LayerNorm(config.d_model)
+        fused = config.d_model * len(config.signals)
+        self.trunk = nn.Sequential(nn.Linear(fused, 2 * config.d_model), nn.GELU(),
+                                   nn.Dropout(config.dropout))
+        self.fraud_head = nn.Linear(2 * config.d_model, 1)
+        self.type_head = nn.Linear(2 * config.d_model, config.n_types)
+
+    def hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The fused representation of a (B, F) batch of standardised features."""
+        parts = torch.split(z, [n for _, n in self.config.signals], dim=1)
+        signals = torch.stack([enc(part) for enc, part in zip(self.encoders, parts, strict=True)],
+                              dim=1)  # (B, S, D)
+        attended, _ = self.fusion(signals, signals, signals)  # (B, S, D): each signal reads the others
+        fused = self.norm(signals + attended).flatten(1)  # (B, S * D)
+        return self.trunk(fused)  # (B, 2D)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                types: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fraud logits (B,), and the loss when ``targets`` (B,) are given.
+
+        ``types`` (B,) holds fraud-type indices, with 0 ("unknown") where no type is known.
+        """
+        hidden = self.hidden(self.standardize(x))
+        logits = self.fraud_head(hidden).squeeze(-1)  # (B,)
+        if targets is None:
+            return logits, None
+        weight = torch.where(targets > 0, self.config.pos_weight, 1.0)
+        loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
+        if types is not None and bool((types > 0).any()):
+            type_logits = self.type_head(hidden)  # (B, T)
+            loss = loss + self.config.type_weight * F.cross_entropy(type_logits, types, ignore_index=0)
+        return logits, loss
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Fraud probabilities (B,) of raw features (B, F)."""
+        self.eval()
+        return torch.sigmoid(self(x)[0])
+
+    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities (B,) and each feature's push on the logit (B, F).
+
+        The push is gradient times input in standardised units (the input's distance
+        from an average order), so positive values are what raised the score.
+        """
+        self.eval()
+        z = self.standardize(x).detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.fraud_head(self.hidden(z)).squeeze(-1)
+            logits.sum().backward()  # rows are independent: one pass gives every row's gradient
+        return torch.sigmoid(logits.detach()), (z.grad * z).detach()
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to score: the model, the feature names and what it was trained on."""
+
+    model: FraudNet
+    features: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: Path) -> Path:
+        torch.save({"config": asdict(self.model.config), "state": self.model.state_dict(),
+                    "features": self.features, "meta": self.meta}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        config = saved["config"]
+        config["signals"] = tuple(tuple(s) for s in config["signals"])
+        model = FraudNet(FraudConfig(**config))
+        model.load_state_dict(saved["state"])
+        model.eval()
+        return cls(model, list(saved["features"]), dict(saved["meta"]))

@@ -1,0 +1,201 @@
+"""Train the fraud model from the offline store, register it, and promote it if it wins.
+
+Run it as a batch job::
+
+    shopstream train fraud                      # the last 28 days with complete labels
+    shopstream train fraud --every 24h          # and again every day
+    shopstream train fraud --force              # promote even if it does not win
+
+Labels arrive late (a chargeback takes days), so the training window ends ``delay_days``
+before the newest label: every order in it has had the time to get its label. The
+window is split by time; the last ``valid_days`` validate, and the new version becomes
+the champion only if its average precision on them beats the current champion's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.fraud import FRAUD_TYPES, Checkpoint, FraudConfig, FraudNet
+from scorers.fraud import FEATURES, SIGNALS, ModelPredictor, matrix
+from shopstream.settings import Settings
+from trainers import metrics as fraud_metrics
+from trainers.loop import Callback, History, LoopConfig, RichProgress, fit
+from trainers.offline import historical_features, labelled_orders, order_events, raw
+from trainers.registry import Registry, Version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FraudTrainConfig:
+    days: float = 28.0  # length of the training window, validation included
+    valid_days: float = 4.0  # the window's last days validate and decide promotion
+    delay_days: float = 7.0  # labels are complete only for orders older than this
+    negatives: float = 1.0  # share of genuine orders kept (weighted back), to train faster
+    model: FraudConfig = field(default_factory=FraudConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+@dataclass
+class Dataset:
+    frame: pd.DataFrame  # one row per order: order_id, user_id, event_timestamp, label, ...
+    x: np.ndarray  # (N, F) in scorers.fraud.FEATURES order
+
+    def select(self, mask) -> Dataset:
+        mask = np.asarray(mask)
+        return Dataset(self.frame[mask].reset_index(drop=True), self.x[mask])
+
+
+def build_dataset(settings: Settings, start: datetime, end: datetime, *,
+                  labels_as_of: datetime, progress=None) -> Dataset:
+    """Orders in ``[start, end)`` labelled by ``labels_as_of``, with point-in-time features."""
+    frame = labelled_orders(settings, start, end, labels_as_of=labels_as_of)
+    if frame.empty:
+        return Dataset(frame, np.zeros((0, len(FEATURES)), np.float32))
+    online = historical_features(settings, frame, progress=progress)
+    return Dataset(frame, matrix(order_events(frame), online))
+
+
+def training_window(settings: Settings, config: FraudTrainConfig,
+                    labels_as_of: datetime | None = None) -> tuple[datetime, datetime, datetime]:
+    """``(start, end, labels_as_of)``: by default the newest label time in the log."""
+    if labels_as_of is None:
+        labels_as_of = raw(settings, "raw_order_label")["event_timestamp"].max().to_pydatetime()
+    end = labels_as_of - timedelta(days=config.delay_days)
+    return end - timedelta(days=config.days), end, labels_as_of
+
+
+def _types(frame: pd.DataFrame) -> np.ndarray:
+    index = {name: i for i, name in enumerate(FRAUD_TYPES)}
+    return np.array([index.get(t, 0) if label else 0
+                     for t, label in zip(frame["fraud_type"].fillna(""), frame["label"], strict=True)])
+
+
+def scores_of(model: FraudNet, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Fraud probabilities of an (N, F) matrix."""
+    return np.concatenate([model.predict(torch.from_numpy(x[i:i + batch])).numpy()
+                           for i in range(0, len(x), batch)]) if len(x) else np.zeros(0)
+
+
+def evaluation_frame(data: Dataset, scores: np.ndarray) -> pd.DataFrame:
+    """What ``trainers.metrics.evaluate`` reads: day, card, score, label."""
+    return pd.DataFrame({"day": data.frame["event_timestamp"].dt.date.to_numpy(),
+                         "card": data.frame["payment_fingerprint"].to_numpy(),
+                         "score": scores, "label": data.frame["label"].to_numpy()})
+
+
+def train_model(train: Dataset, valid: Dataset, config: FraudTrainConfig,
+                callbacks: list[Callback] = ()) -> tuple[FraudNet, dict[str, float]]:
+    """Fit a ``FraudNet`` on ``train``; keep the epoch with the best validation AP."""
+    rng = np.random.default_rng(config.loop.seed)
+    keep = (train.frame["label"].to_numpy() == 1) | (rng.random(len(train.x)) < config.negatives)
+    train = train.select(keep)
+    labels = train.frame["label"].to_numpy().astype(np.float32)
+    n_fraud = max(int(labels.sum()), 1)
+    # Balance the classes' total weight, but not fully: calibrated-ish probabilities.
+    pos_weight = math.sqrt((len(labels) - n_fraud) / n_fraud)
+    model_config = FraudConfig(**{**asdict(config.model), "pos_weight": pos_weight,
+                                  "signals": tuple((name, len(names)) for name, names in SIGNALS.items())})
+    model = FraudNet(model_config)
+    x = torch.from_numpy(train.x)
+    model.standardize.fit(x)
+
+    def validate(m: FraudNet) -> dict[str, float]:
+        result = fraud_metrics.evaluate(evaluation_frame(valid, scores_of(m, valid.x)))
+        return {"val_ap": result["ap"] if not math.isnan(result["ap"]) else 0.0,
+                "val_auc": result["auc"] if not math.isnan(result["auc"]) else 0.0}
+
+    best = fit(model, [x, torch.from_numpy(labels), torch.from_numpy(_types(train.frame))],
+               validate, config.loop, monitor="val_ap", callbacks=callbacks)
+    return model, best
+
+
+@dataclass
+class TrainResult:
+    version: Version | None
+    promoted: bool
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    plots: list[Path]
+    n_train: int
+    n_valid: int
+
+
+def train_and_register(settings: Settings, config: FraudTrainConfig | None = None, *,
+                       labels_as_of: datetime | None = None, force: bool = False,
+                       output: Path | None = None, progress: bool = True) -> TrainResult:
+    """The whole batch job: dataset, training, evaluation, registry, promotion."""
+    config = config or FraudTrainConfig()
+    start, end, labels_as_of = training_window(settings, config, labels_as_of)
+    data = build_dataset(settings, start, end, labels_as_of=labels_as_of)
+    if len(data.x) == 0 or data.frame["label"].sum() == 0:
+        raise ValueError(f"no labelled fraud between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M}: "
+                         "replay or simulate more history before training")
+    split = end - timedelta(days=config.valid_days)
+    is_valid = (data.frame["event_timestamp"] >= split).to_numpy()
+    train, valid = data.select(~is_valid), data.select(is_valid)
+    if len(train.x) == 0 or len(valid.x) == 0:
+        raise ValueError(f"the window {start:%Y-%m-%d}..{end:%Y-%m-%d} leaves no training or no "
+                         "validation orders; widen --days or shorten --valid-days")
+    log.info("training on %d orders (%d fraud), validating on %d", len(train.x),
+             int(train.frame["label"].sum()), len(valid.x))
+    history = History()
+    callbacks = [history] + ([RichProgress("training fraud model")] if progress else [])
+    model, best = train_model(train, valid, config, callbacks)
+    valid_scores = scores_of(model, valid.x)
+    result = fraud_metrics.evaluate(evaluation_frame(valid, valid_scores))
+
+    registry = Registry(settings)
+    champion = registry.champion()
+    champion_metrics = None
+    if champion is not None:
+        try:  # the champion on the same validation window
+            old = Checkpoint.load(registry.download(champion))
+            champion_metrics = fraud_metrics.evaluate(evaluation_frame(valid, scores_of(old.model, valid.x)))
+        except (ValueError, RuntimeError, FileNotFoundError, KeyError) as exc:
+            log.warning("cannot score the champion %s on the new window (%s): it loses", champion.version, exc)
+            champion_metrics = {"ap": -1.0, "auc": -1.0}
+    wins = champion_metrics is None or result["ap"] > champion_metrics["ap"]
+
+    folder = Path(output or tempfile.mkdtemp(prefix="shopstream-train-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = fraud_metrics.plot({"new": evaluation_frame(valid, valid_scores)}, folder, "validation")
+    checkpoint = Checkpoint(model, list(FEATURES), {
+        "train_start": start.isoformat(), "train_end": end.isoformat(),
+        "labels_as_of": labels_as_of.isoformat(), "n_train": len(train.x)})
+    path = checkpoint.save(folder / "fraud.pt")
+    metrics = {**{k: v for k, v in result.items() if isinstance(v, float) and not math.isnan(v)},
+               "n_train": len(train.x), "n_valid": len(valid.x), "best_epoch": best["best_epoch"]}
+    version = registry.register(path, metrics=metrics, params={
+        **{f"model.{k}": v for k, v in asdict(model.config).items()},
+        **{f"loop.{k}": v for k, v in asdict(config.loop).items()},
+        "days": config.days, "valid_days": config.valid_days, "delay_days": config.delay_days,
+        "negatives": config.negatives},
+        tags={"feature_service": "fraud_v1", "train_start": start.isoformat(),
+              "train_end": end.isoformat(), "labels_as_of": labels_as_of.isoformat(),
+              "n_rows": str(len(data.x)), "n_fraud": str(int(data.frame["label"].sum()))})
+    for name in plots:
+        registry.client.log_artifact(registry.client.get_model_version(registry.name, version.version).run_id,
+                                     str(name), artifact_path="plots")
+    if wins or force:
+        registry.promote(version.version)
+    return TrainResult(version, wins or force, result, champion_metrics, plots, len(train.x), len(valid.x))
+
+
+def load_champion(settings: Settings, registry: Registry | None = None) -> ModelPredictor | None:
+    """The champion as a predictor, or None when there is none."""
+    registry = registry or Registry(settings)
+    champion = registry.champion()
+    if champion is None:
+        return None
+    return ModelPredictor(Checkpoint.load(registry.download(champion)), champion.version)

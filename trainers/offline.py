@@ -1,0 +1,93 @@
+"""Offline-store readers for trainers: labelled orders, and their features point in time.
+
+Orders and labels come from the raw-event log that workers append (``raw_order`` and
+``raw_order_label``). Features come from Feast's ``get_historical_features`` over the
+feature service, read as of a moment just before each order: the order's own updates
+are stamped at its event time, so they are not part of its features, exactly as when
+the worker scores it before applying it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from shopstream.events import Order
+from shopstream.featurestore import feature_store, offline_root
+from shopstream.offline import OfflineLog
+from shopstream.settings import Settings
+
+BEFORE = pd.Timedelta(microseconds=1)  # features as of just before the order
+ORDER_KEYS = {"user_id": "user_id", "payment_fingerprint": "instrument_id",
+              "device_id": "device_id", "ip": "ip", "terminal_id": "terminal_id"}
+"""Order column -> Feast join key of the entity it names."""
+
+
+def raw(settings: Settings, table: str) -> pd.DataFrame:
+    """A raw-event table of the offline log, each event once (redeliveries dropped)."""
+    frame = OfflineLog(offline_root(settings)).read(table).to_pandas()
+    return frame.drop_duplicates(subset=["topic", "partition", "offset"]).sort_values(
+        "event_timestamp", kind="stable").reset_index(drop=True)
+
+
+def labelled_orders(settings: Settings, start: datetime, end: datetime, *,
+                    labels_as_of: datetime) -> pd.DataFrame:
+    """Orders placed in ``[start, end)`` whose label had arrived by ``labels_as_of``.
+
+    One row per order, with ``label`` (0/1), ``fraud_type`` and ``label_ts``. An order
+    whose label came later is left out: at ``labels_as_of`` nobody knew it.
+    """
+    orders = raw(settings, "raw_order").drop_duplicates("order_id", keep="first")
+    orders = orders[(orders.event_timestamp >= start) & (orders.event_timestamp < end)]
+    try:
+        labels = raw(settings, "raw_order_label")
+    except FileNotFoundError:
+        labels = pd.DataFrame(columns=["order_id", "event_timestamp", "is_fraud", "fraud_type"])
+    labels = labels[labels.event_timestamp <= labels_as_of].drop_duplicates("order_id", keep="last")
+    labels = labels.rename(columns={"event_timestamp": "label_ts"})[
+        ["order_id", "label_ts", "is_fraud", "fraud_type"]]
+    frame = orders.merge(labels, on="order_id", how="inner")
+    frame["label"] = frame.pop("is_fraud").astype(int)
+    return frame.reset_index(drop=True)
+
+
+def order_events(frame: pd.DataFrame) -> list[Order]:
+    """The ``Order`` events of raw-log rows (their ``payload`` is the event's JSON)."""
+    return [Order.model_validate_json(payload) for payload in frame["payload"]]
+
+
+def historical_features(settings: Settings, orders: pd.DataFrame, service: str = "fraud_v1",
+                        progress=None) -> list[dict]:
+    """Each order's features (``view__feature``) as of just before it, via Feast.
+
+    Entities an order does not name (no device, say) get a key that matches nothing, so
+    their features are missing, as online. Rows are returned in ``orders``' order.
+    """
+    store = feature_store(settings)
+    features = store.get_feature_service(service)
+    entity_df = pd.DataFrame({key: orders[column].astype("string").fillna("").to_numpy()
+                              for column, key in ORDER_KEYS.items()})
+    entity_df["event_timestamp"] = pd.to_datetime(orders["event_timestamp"].to_numpy(), utc=True) - BEFORE
+    entity_df["row"] = range(len(entity_df))
+    result = []
+    chunk = 100_000  # bounded memory for the join
+    for start in range(0, len(entity_df), chunk):
+        part = entity_df.iloc[start:start + chunk]
+        joined = store.get_historical_features(entity_df=part, features=features,
+                                               full_feature_names=True).to_df()
+        result.append(joined)
+        if progress is not None:
+            progress(len(part))
+    joined = pd.concat(result) if result else entity_df
+    # Feast's file store may drop entity rows that precede every feature row: restore them.
+    joined = entity_df[["row"]].merge(joined.drop(columns=list(ORDER_KEYS.values()) + ["event_timestamp"],
+                                                  errors="ignore"), on="row", how="left").sort_values("row")
+    names = [c for c in joined.columns if "__" in c]
+    values = joined[names].astype(object).where(joined[names].notna(), None)
+    return values.to_dict("records")
+
+
+def window_before(end: datetime, days: float) -> tuple[datetime, datetime]:
+    """``(end - days, end)``."""
+    return end - timedelta(days=days), end

@@ -1,0 +1,137 @@
+"""The model registry: MLflow's, with a ``champion`` alias that workers follow.
+
+A trained model is logged as an MLflow run (its metrics, parameters and checkpoint) and
+registered as a new version of ``settings.scoring.model_name``. The version becomes the
+champion only if it beats the current champion on the same validation window, unless
+forced. Every change of champion is remembered on the registered model, so a rollback
+returns to the one before.
+
+Locally the registry is a sqlite file with an artifact folder in ``settings.home``; set
+``SHOPSTREAM_REGISTRY_URI`` to a tracking server in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from shopstream.settings import Settings, registry_uri
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"  # comma-separated versions, oldest first
+
+
+@dataclass(frozen=True)
+class Version:
+    version: str
+    aliases: tuple[str, ...]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    source: str
+    created_ms: int
+
+
+class Registry:
+    """Register, list, promote and roll back versions of one model."""
+
+    def __init__(self, settings: Settings, name: str | None = None):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.name = name or settings.scoring.model_name
+        self.uri = registry_uri(settings)
+        self._mlflow = mlflow
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    # --- writing ---------------------------------------------------------------------
+
+    def _experiment(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.name)
+        if experiment is not None:
+            return experiment.experiment_id
+        artifacts = None
+        if self.uri.startswith("sqlite:"):  # local: artifacts beside the database
+            artifacts = (self.settings.home.resolve() / "mlartifacts").as_uri()
+        return self.client.create_experiment(self.name, artifact_location=artifacts)
+
+    def register(self, checkpoint: Path, *, metrics: dict[str, float], params: dict[str, object],
+                 tags: dict[str, str]) -> Version:
+        """Log a run with ``checkpoint`` and register it as a new version."""
+        run = self.client.create_run(self._experiment(), tags={"model": self.name, **tags})
+        run_id = run.info.run_id
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value))
+        for key, value in params.items():
+            self.client.log_param(run_id, key, str(value)[:500])
+        self.client.log_artifact(run_id, str(checkpoint), artifact_path="model")
+        self.client.set_terminated(run_id)
+        if not self.client.search_registered_models(f"name='{self.name}'"):
+            self.client.create_registered_model(self.name, description="shopstream fraud scorer")
+        created = self.client.create_model_version(
+            self.name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+            tags={**tags, **{f"metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()}})
+        log.info("registered %s version %s", self.name, created.version)
+        return self.get(created.version)
+
+    def promote(self, version: str) -> None:
+        """Make ``version`` the champion."""
+        self.get(version)  # fails clearly for an unknown version
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        history = [v for v in self._history() if v] + [str(version)]
+        self.client.set_registered_model_tag(self.name, HISTORY_TAG, ",".join(history[-50:]))
+
+    def rollback(self) -> str:
+        """Return the champion alias to the previous champion; return its version."""
+        history = self._history()
+        current = self.champion()
+        while history and current is not None and history[-1] == current.version:
+            history.pop()
+        if not history:
+            raise LookupError(f"{self.name} has no earlier champion to roll back to")
+        previous = history[-1]
+        self.client.set_registered_model_alias(self.name, CHAMPION, previous)
+        self.client.set_registered_model_tag(self.name, HISTORY_TAG, ",".join(history))
+        return previous
+
+    # --- reading ---------------------------------------------------------------------
+
+    def _history(self) -> list[str]:
+        try:
+            model = self.client.get_registered_model(self.name)
+        except self._mlflow.exceptions.MlflowException:
+            return []
+        return [v for v in model.tags.get(HISTORY_TAG, "").split(",") if v]
+
+    def get(self, version: str) -> Version:
+        mv = self.client.get_model_version(self.name, str(version))
+        metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        return Version(mv.version, tuple(mv.aliases), metrics, dict(mv.tags), mv.source,
+                       mv.creation_timestamp)
+
+    def versions(self) -> list[Version]:
+        """Every version, newest first."""
+        found = self.client.search_model_versions(f"name='{self.name}'")
+        return sorted((self.get(v.version) for v in found), key=lambda v: -int(v.version))
+
+    def champion(self) -> Version | None:
+        """The current champion, or None when there is none (or no registry yet)."""
+        try:
+            return self.get(self.client.get_model_version_by_alias(self.name, CHAMPION).version)
+        except self._mlflow.exceptions.MlflowException:
+            return None
+
+    def download(self, version: Version) -> Path:
+        """The checkpoint file of ``version``, downloaded to a fresh local folder."""
+        folder = self._mlflow.artifacts.download_artifacts(
+            artifact_uri=version.source, dst_path=tempfile.mkdtemp(prefix="shopstream-model-"),
+            tracking_uri=self.uri)
+        files = sorted(Path(folder).glob("*.pt"))
+        if not files:
+            raise FileNotFoundError(f"{self.name} version {version.version} has no checkpoint")
+        return files[0]
