@@ -8,7 +8,8 @@ attention (``models.layers.SignalEncoder``):
 - the network: instrument, device and IP velocities, and terminal risk.
 
 The three representations attend to each other (cross-attention fusion), and two heads
-read the fused vector: the fraud logit, and the fraud type when labels carry one.
+read the fused vector: the fraud logit, and the fraud type when labels carry one. A
+linear path from the inputs adds to the fraud logit (wide and deep).
 Inputs are standardised with statistics kept in the module, and a checkpoint holds the
 config and the feature names, so scoring needs nothing but the file.
 
@@ -61,6 +62,9 @@ class FraudNet(nn.Module):
         self.trunk = nn.Sequential(nn.Linear(fused, 2 * config.d_model), nn.GELU(),
                                    nn.Dropout(config.dropout))
         self.fraud_head = nn.Linear(2 * config.d_model, 1)
+        # A linear path straight from the inputs ("wide and deep"): simple evidence such as
+        # a large amount is learnt at once, and the attention path learns the interactions.
+        self.wide = nn.Linear(n_features, 1)
         self.type_head = nn.Linear(2 * config.d_model, config.n_types)
 
     def hidden(self, z: torch.Tensor) -> torch.Tensor:
@@ -78,8 +82,9 @@ class FraudNet(nn.Module):
 
         ``types`` (B,) holds fraud-type indices, with 0 ("unknown") where no type is known.
         """
-        hidden = self.hidden(self.standardize(x))
-        logits = self.fraud_head(hidden).squeeze(-1)  # (B,)
+        z = self.standardize(x)
+        hidden = self.hidden(z)
+        logits = (self.fraud_head(hidden) + self.wide(z)).squeeze(-1)  # (B,)
         if targets is None:
             return logits, None
         weight = torch.where(targets > 0, self.config.pos_weight, 1.0)
@@ -104,7 +109,7 @@ class FraudNet(nn.Module):
         self.eval()
         z = self.standardize(x).detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = self.fraud_head(self.hidden(z)).squeeze(-1)
+            logits = (self.fraud_head(self.hidden(z)) + self.wide(z)).squeeze(-1)
             logits.sum().backward()  # rows are independent: one pass gives every row's gradient
         return torch.sigmoid(logits.detach()), (z.grad * z).detach()
 

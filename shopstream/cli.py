@@ -205,11 +205,18 @@ def show_settings() -> None:
     console.print_json(get_settings().model_dump_json())
 
 
+from shopstream.modelcli import eval_app, models_app, train_app  # noqa: E402 - after the commands above
+
+app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
+
+
 def main() -> None:
     """Entry point of the ``shopstream`` script."""
     logging.basicConfig(level=get_settings().log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "faiss"):  # a line per scrape, per import: noise
+    for noisy in ("httpx", "faiss", "feast.infra.registry.registry"):  # a line per call: noise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app()
 

@@ -31,6 +31,8 @@ class WorkerMetrics:
     online_rows: float = 0.0
     online_write_s: float = 0.0  # total seconds spent in online writes
     freshness: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count)
+    model_versions: dict[str, float] = field(default_factory=dict)  # model -> version (0: rules)
+    predictions: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, decision)
 
     def freshness_quantile(self, q: float) -> float | None:
         """Upper bound of the bucket holding quantile ``q`` of feature freshness, seconds."""
@@ -61,6 +63,8 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     lag = 0.0
     freshness: list[tuple[float, float]] = []
+    versions: dict[str, float] = {}
+    predictions: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "shopstream_events_in_total":
@@ -81,10 +85,37 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                 sums["online"]["seconds"] = sample.value
             elif sample.name == "shopstream_feature_freshness_seconds_bucket":
                 freshness.append((float(sample.labels["le"]), sample.value))
+            elif sample.name == "shopstream_model_version":
+                versions[sample.labels["model"]] = sample.value
+            elif sample.name == "ml_model_predictions_total":
+                key = (sample.labels["version"], sample.labels["decision"])
+                predictions[key] = predictions.get(key, 0.0) + sample.value
     return WorkerMetrics(dict(sums["in"]), dict(sums["out"]), dict(sums["dead"]), lag,
                          late=sums["late"][""], online_batches=sums["online"]["batches"],
                          online_rows=sums["online"]["rows"],
-                         online_write_s=sums["online"]["seconds"], freshness=freshness)
+                         online_write_s=sums["online"]["seconds"], freshness=freshness,
+                         model_versions=versions, predictions=predictions)
+
+
+def offsets(settings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
+    """``{(topic, partition): (committed offset of the app's group, end offset)}``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": settings.app_id})
+    try:
+        metadata = consumer.list_topics(timeout=10).topics  # the real partition counts
+        partitions = [TopicPartition(topic, p) for topic in topics if topic in metadata
+                      for p in sorted(metadata[topic].partitions)]
+        committed = consumer.committed(partitions, timeout=10)
+        return {(tp.topic, tp.partition): (tp.offset, consumer.get_watermark_offsets(tp, timeout=10)[1])
+                for tp in committed}
+    finally:
+        consumer.close()
+
+
+def backlog(settings, topics: list[str]) -> int:
+    """Records of ``topics`` that the app's group has not committed yet."""
+    return sum(end - max(committed, 0) for committed, end in offsets(settings, topics).values())
 
 
 def ready(port: int, host: str = "127.0.0.1") -> bool:

@@ -26,3 +26,19 @@ FRESHNESS = Histogram("shopstream_feature_freshness_seconds",
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 UNMATCHED_LABELS = Counter("shopstream_unmatched_labels",
                            "Labels for orders this worker never saw.")
+PREDICTIONS = Counter("ml_model_predictions", "Fraud scores emitted.", ["model", "version", "decision"])
+SCORE_LATENCY = Histogram("ml_model_latency_seconds",
+                          "From an order being consumed to its score being sent.", ["model"],
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+SCORING_STAGE_SECONDS = Histogram("shopstream_scoring_stage_seconds",
+                                  "Time of one scoring micro-batch in each stage.", ["stage"],
+                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+MODEL_VERSION = Gauge("shopstream_model_version",
+                      "The model version a worker scores with (0: the rules).", ["model"])
+MODEL_RELOADS = Counter("shopstream_model_reloads", "Champion changes picked up, and failures.",
+                        ["model", "outcome"])
+LABELLED_SCORES = Counter("shopstream_labelled_scores",
+                          "Scored orders whose label arrived, by outcome (tp, fp, fn, tn) of "
+                          "the decision (review or block counts as flagged).", ["outcome"])
+ONLINE_PRECISION = Gauge("shopstream_fraud_precision", "Precision of flagged orders, from labels so far.")
+ONLINE_RECALL = Gauge("shopstream_fraud_recall", "Recall of flagged orders, from labels so far.")

@@ -47,9 +47,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def settings(services: Settings, request: pytest.FixtureRequest) -> Settings:
-    """The session's services with topic names, an app id and an empty online store
-    unique to this test (tests reuse entity ids, so features must not carry over)."""
+def settings(services: Settings, tmp_path: Path) -> Settings:
+    """The session's services with topic names, an app id, an empty online store and a
+    home (offline log, registries) unique to this test: tests reuse entity ids, so
+    features must not carry over."""
     import redis
 
     with redis.Redis(host=services.redis.host, port=services.redis.port) as client:
@@ -61,6 +62,7 @@ def settings(services: Settings, request: pytest.FixtureRequest) -> Settings:
         "topics": Topics(**names, partitions=2),
         "app_id": f"{prefix}-app",
         "web_port": free_port(),
+        "home": tmp_path / "home",
     })
 
 

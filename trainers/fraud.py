@@ -106,6 +106,7 @@ def train_model(train: Dataset, valid: Dataset, config: FraudTrainConfig,
     pos_weight = math.sqrt((len(labels) - n_fraud) / n_fraud)
     model_config = FraudConfig(**{**asdict(config.model), "pos_weight": pos_weight,
                                   "signals": tuple((name, len(names)) for name, names in SIGNALS.items())})
+    torch.manual_seed(config.loop.seed)  # the same data and config give the same model
     model = FraudNet(model_config)
     x = torch.from_numpy(train.x)
     model.standardize.fit(x)
@@ -129,14 +130,22 @@ class TrainResult:
     plots: list[Path]
     n_train: int
     n_valid: int
+    train: Dataset = field(repr=False, default=None)
+    valid: Dataset = field(repr=False, default=None)
 
 
 def train_and_register(settings: Settings, config: FraudTrainConfig | None = None, *,
-                       labels_as_of: datetime | None = None, force: bool = False,
-                       output: Path | None = None, progress: bool = True) -> TrainResult:
-    """The whole batch job: dataset, training, evaluation, registry, promotion."""
+                       labels_as_of: datetime | None = None, window: tuple[datetime, datetime] | None = None,
+                       force: bool = False, output: Path | None = None,
+                       progress: bool = True) -> TrainResult:
+    """The whole batch job: dataset, training, evaluation, registry, promotion.
+
+    ``window`` overrides the training window that ``labels_as_of`` and the config imply.
+    """
     config = config or FraudTrainConfig()
     start, end, labels_as_of = training_window(settings, config, labels_as_of)
+    if window is not None:
+        start, end = window
     data = build_dataset(settings, start, end, labels_as_of=labels_as_of)
     if len(data.x) == 0 or data.frame["label"].sum() == 0:
         raise ValueError(f"no labelled fraud between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M}: "
@@ -189,7 +198,8 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
                                      str(name), artifact_path="plots")
     if wins or force:
         registry.promote(version.version)
-    return TrainResult(version, wins or force, result, champion_metrics, plots, len(train.x), len(valid.x))
+    return TrainResult(version, wins or force, result, champion_metrics, plots, len(train.x), len(valid.x),
+                       train, valid)
 
 
 def load_champion(settings: Settings, registry: Registry | None = None) -> ModelPredictor | None:

@@ -65,14 +65,18 @@ def historical_features(settings: Settings, orders: pd.DataFrame, service: str =
     their features are missing, as online. Rows are returned in ``orders``' order.
     """
     store = feature_store(settings)
-    features = store.get_feature_service(service)
+    logged = set(OfflineLog(offline_root(settings)).tables())
+    projections = store.get_feature_service(service).feature_view_projections
+    wanted = [f"{p.name}__{f.name}" for p in projections for f in p.features]
+    # A view with no rows yet (no order ever named a device, say) has no files to read.
+    features = [f"{p.name}:{f.name}" for p in projections if p.name in logged for f in p.features]
     entity_df = pd.DataFrame({key: orders[column].astype("string").fillna("").to_numpy()
                               for column, key in ORDER_KEYS.items()})
     entity_df["event_timestamp"] = pd.to_datetime(orders["event_timestamp"].to_numpy(), utc=True) - BEFORE
     entity_df["row"] = range(len(entity_df))
     result = []
-    chunk = 100_000  # bounded memory for the join
-    for start in range(0, len(entity_df), chunk):
+    chunk = 100_000 if features else 0  # bounded memory for the join
+    for start in range(0, len(entity_df) if chunk else 0, chunk or 1):
         part = entity_df.iloc[start:start + chunk]
         joined = store.get_historical_features(entity_df=part, features=features,
                                                full_feature_names=True).to_df()
@@ -83,8 +87,10 @@ def historical_features(settings: Settings, orders: pd.DataFrame, service: str =
     # Feast's file store may drop entity rows that precede every feature row: restore them.
     joined = entity_df[["row"]].merge(joined.drop(columns=list(ORDER_KEYS.values()) + ["event_timestamp"],
                                                   errors="ignore"), on="row", how="left").sort_values("row")
-    names = [c for c in joined.columns if "__" in c]
-    values = joined[names].astype(object).where(joined[names].notna(), None)
+    for name in wanted:
+        if name not in joined.columns:
+            joined[name] = None
+    values = joined[wanted].astype(object).where(joined[wanted].notna(), None)
     return values.to_dict("records")
 
 

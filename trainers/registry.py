@@ -111,7 +111,7 @@ class Registry:
     def get(self, version: str) -> Version:
         mv = self.client.get_model_version(self.name, str(version))
         metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-        return Version(mv.version, tuple(mv.aliases), metrics, dict(mv.tags), mv.source,
+        return Version(str(mv.version), tuple(mv.aliases), metrics, dict(mv.tags), mv.source,
                        mv.creation_timestamp)
 
     def versions(self) -> list[Version]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from shopstream import workers
 from shopstream.settings import Settings, to_env
@@ -73,16 +73,7 @@ def drained(settings: Settings, topics: list[str]) -> bool:
 
 def committed_and_end_offsets(settings: Settings, topics: list[str]) -> dict:
     """``{(topic, partition): (committed offset of the app's group, end offset)}``."""
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": settings.app_id})
-    try:
-        metadata = consumer.list_topics(timeout=10).topics  # the real partition counts
-        partitions = [TopicPartition(topic, p) for topic in topics
-                      for p in sorted(metadata[topic].partitions)]
-        committed = consumer.committed(partitions, timeout=10)
-        return {(tp.topic, tp.partition): (tp.offset, consumer.get_watermark_offsets(tp, timeout=10)[1])
-                for tp in committed}
-    finally:
-        consumer.close()
+    return workers.offsets(settings, topics)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:

@@ -33,7 +33,8 @@ def test_topics_are_created_from_settings(settings):
         assert len(metadata.topics[name].partitions) == settings.topics.partitions
 
 
-def test_kafka_keeps_its_records_across_a_restart(settings):
+def test_kafka_keeps_its_records_across_a_restart(settings, services):
+    settings = settings.model_copy(update={"home": services.home})  # where the broker's pid file is
     ensure_topics(settings, [settings.topics.clicks])
     producer = Producer(settings.kafka.client_config())
     for i in range(50):
@@ -50,7 +51,8 @@ def test_kafka_keeps_its_records_across_a_restart(settings):
     assert values == {f"record-{i}".encode() for i in range(50)}
 
 
-def test_redis_keeps_its_data_across_a_restart(settings):
+def test_redis_keeps_its_data_across_a_restart(settings, services):
+    settings = settings.model_copy(update={"home": services.home})
     client = redis.client(settings)
     client.set(f"{settings.app_id}:probe", "kept")
     assert redis.stop(settings)

@@ -1,0 +1,139 @@
+"""The fraud agent: every order on ``shop.orders`` gets a score on ``scores.fraud``.
+
+It reads the same records as the order agent (Faust commits an offset once both have
+acknowledged it), in small micro-batches because a shop waits for the answer: read the
+orders' features from the online store, score them (``scorers.fraud``), send one
+``FraudScore`` per order. The order agent routes the order's own updates at the same
+time, so the features are those from just before the order, as in training.
+
+Hot reload: a timer asks the registry for the champion; when it changed, the new model
+is loaded off the event loop and swapped in between two batches, so a batch is scored
+by exactly one model and no order is dropped or scored twice. Without a champion, or
+when loading fails, the rules score (``model_version`` says ``rules``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+import faust
+
+from scorers.fraud import FRAUD_VIEWS, FraudScorer
+from shopstream.events import InvalidEvent, Order
+from shopstream.featurestore import feature_store
+from shopstream.online import OnlineReader
+from streams import metrics
+from streams.agents import decode
+from streams.app import app, retrying, settings
+
+log = logging.getLogger(__name__)
+MODEL = settings.scoring.model_name
+orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=bytes)
+scores_topic = app.topic(settings.topics.fraud_scores, value_type=bytes, key_type=bytes)
+_reader: OnlineReader | None = None
+scorer = FraudScorer(review=settings.thresholds.fraud_review, block=settings.thresholds.fraud_block,
+                     top_reasons=settings.scoring.top_reasons)
+"""The scorer in use; replaced whole (never mutated) when the champion changes."""
+
+
+def reader() -> OnlineReader:
+    global _reader
+    if _reader is None:
+        _reader = OnlineReader(feature_store(settings, apply=True), FRAUD_VIEWS)
+    return _reader
+
+
+def entity_keys(order: Order) -> dict[str, str | None]:
+    """The join keys of the entities an order names."""
+    return {"user_id": order.user_id, "instrument_id": order.payment_fingerprint,
+            "device_id": order.device_id, "ip": None if order.ip is None else str(order.ip),
+            "terminal_id": order.terminal_id}
+
+
+def read_features(orders: list[Order]) -> list[dict]:
+    return reader().read([entity_keys(o) for o in orders])
+
+
+def _champion():
+    """The registry's champion, loaded (blocking: runs in a thread)."""
+    from trainers.fraud import load_champion  # torch and MLflow load only in workers that score
+
+    return load_champion(settings)
+
+
+async def reload_champion() -> None:
+    """Swap in the registry's champion if it is not the model in use."""
+    global scorer
+    try:
+        from trainers.registry import Registry
+
+        champion = await asyncio.to_thread(lambda: Registry(settings).champion())
+        if champion is None or champion.version == scorer.version:
+            return
+        predictor = await asyncio.to_thread(_champion)
+    except Exception as exc:  # noqa: BLE001 - a broken model must not stop scoring
+        metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
+        log.warning("cannot load the champion (%r); still scoring with %s", exc, scorer.version)
+        return
+    if predictor is None:
+        return
+    scorer = FraudScorer(predictor, review=settings.thresholds.fraud_review,
+                         block=settings.thresholds.fraud_block, top_reasons=settings.scoring.top_reasons)
+    metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
+    metrics.MODEL_VERSION.labels(MODEL).set(float(predictor.version))
+    log.info("now scoring with %s version %s", MODEL, predictor.version)
+
+
+@app.timer(interval=settings.scoring.reload_s, on_leader=False)
+async def follow_champion() -> None:
+    if settings.scoring.enabled:
+        await reload_champion()
+
+
+@app.task
+async def load_at_start() -> None:
+    if settings.scoring.enabled:
+        await reload_champion()
+
+
+@app.agent(orders_topic, name="fraud_agent")
+async def fraud_agent(stream: faust.StreamT) -> None:
+    """Orders in, fraud scores out."""
+    batch_rows, within = settings.scoring.batch_rows, settings.scoring.batch_ms / 1000
+    async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
+        if not settings.scoring.enabled:
+            continue
+        consumed = time.time()
+        current = scorer  # one model for the whole batch, even if a reload lands meanwhile
+        orders: list[Order] = []
+        now = datetime.now(UTC)
+        for record in records:
+            try:
+                orders.append(decode("order", record.message, now))
+            except InvalidEvent:
+                continue  # the order agent dead-letters it
+        if not orders:
+            continue
+        started = time.perf_counter()
+        features = await retrying("online-read", read_features, orders)  # [{view__feature: value}]
+        read = time.perf_counter()
+        try:
+            scores = current.score(orders, features, consumed_at=[consumed] * len(orders))
+        except Exception as exc:  # noqa: BLE001 - a failing model falls back to the rules
+            log.exception("%s version %s failed; scoring this batch with the rules", MODEL, current.version)
+            metrics.MODEL_RELOADS.labels(MODEL, f"inference-failed:{type(exc).__name__}").inc()
+            scores = FraudScorer(review=current.review, block=current.block,
+                                 top_reasons=current.top_reasons).score(
+                orders, features, consumed_at=[consumed] * len(orders))
+        inferred = time.perf_counter()
+        metrics.SCORING_STAGE_SECONDS.labels("feature_read").observe(read - started)
+        metrics.SCORING_STAGE_SECONDS.labels("inference").observe(inferred - read)
+        for score in scores:  # [FraudScore]
+            await scores_topic.send(key=score.order_id.encode(), value=score.model_dump_json().encode(),
+                                    force=True)
+            metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
+            metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
+        metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))

@@ -1,0 +1,135 @@
+"""The pure fraud scorer: features, rules, decisions, reasons and the model path."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+
+from models.fraud import Checkpoint, FraudConfig, FraudNet
+from scorers.fraud import (
+    FEATURES,
+    SIGNALS,
+    FraudScorer,
+    ModelPredictor,
+    decide,
+    matrix,
+    order_features,
+    rules_score,
+)
+from shopstream.events import Order, OrderItem
+
+TS = datetime(2026, 1, 3, 2, 30, tzinfo=UTC)  # a Saturday night
+
+
+def order(amount: float = 50.0, **fields) -> Order:
+    return Order(order_id="o1", user_id="u1", amount=amount, payment_fingerprint="card-1",
+                 items=[OrderItem(item_id="i1", price=amount)], ts=TS, **fields)
+
+
+@pytest.mark.parametrize(("amount", "online", "fired"), [
+    (50, {}, []),
+    (50, {"instrument_velocity__orders_count_10m": 3}, ["instrument_velocity.orders_count_10m"]),
+    (50, {"instrument_velocity__orders_count_10m": 2}, []),
+    (50, {"ip_velocity__users_distinct_24h": 3}, ["ip_velocity.users_distinct_24h"]),
+    (50, {"device_velocity__users_distinct_24h": 4}, ["ip_velocity.users_distinct_24h"]),
+    (300, {"user_orders__order_amount_mean_30d": 100, "user_orders__order_amount_count_30d": 2},
+     ["amount_to_mean_30d"]),
+    (299, {"user_orders__order_amount_mean_30d": 100, "user_orders__order_amount_count_30d": 2}, []),
+    (300, {"user_orders__order_amount_mean_30d": 100, "user_orders__order_amount_count_30d": 1}, []),
+    (250, {"user_activity__devices_distinct_24h": 2}, ["user_activity.devices_distinct_24h"]),
+    (150, {"user_activity__devices_distinct_24h": 2}, []),
+    (50, {"terminal_risk__fraud_risk_7d": 0.25}, ["terminal_risk.fraud_risk_7d"]),
+    (50, {"terminal_risk__fraud_risk_7d": None}, []),
+    (900, {"terminal_risk__fraud_risk_7d": 0.5, "instrument_velocity__orders_count_10m": 5},
+     ["terminal_risk.fraud_risk_7d", "instrument_velocity.orders_count_10m"]),
+])
+def test_rules(amount, online, fired):
+    score, reasons = rules_score(order(amount), online)
+    assert [r.feature for r in reasons] == fired  # strongest first
+    expected = 1 - 0.99 * math.prod(1 - r.contribution for r in reasons) if fired else 0.01
+    assert score == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(("score", "decision"), [
+    (0.0, "allow"), (0.49, "allow"), (0.5, "review"), (0.89, "review"), (0.9, "block"), (1.0, "block"),
+])
+def test_decisions(score, decision):
+    assert decide(score, review=0.5, block=0.9) == decision
+
+
+def test_order_features_from_the_order_and_its_history():
+    features = order_features(order(300, device_id="d1"), {
+        "user_orders__order_amount_mean_30d": 100.0, "user_orders__order_amount_std_30d": 50.0,
+        "user_orders__order_amount_count_30d": 3, "terminal_risk__fraud_risk_7d": 0.25,
+        "user_activity__clicks_count_24h": None})
+    assert features["amount_to_mean_30d"] == pytest.approx(math.log1p(3.0))
+    assert features["amount_z_30d"] == pytest.approx(4.0)
+    assert features["amount_to_mean_7d"] == 0.0  # no 7-day history: no ratio
+    assert features["first_order"] == 0.0
+    assert features["is_weekend"] == 1.0 and features["is_night"] == 1.0
+    assert features["has_device"] == 1.0 and features["has_ip"] == 0.0
+    assert features["terminal_risk__fraud_risk_7d"] == 0.25  # a share: not log-scaled
+    assert features["user_orders__order_amount_count_30d"] == pytest.approx(math.log1p(3))
+    assert features["user_activity__clicks_count_24h"] == 0.0  # missing counts as zero
+    assert set(features) == set(FEATURES)
+
+
+def test_matrix_columns_follow_features():
+    x = matrix([order(10), order(20)], [{}, {"user_activity__clicks_count_24h": 4}])
+    assert x.shape == (2, len(FEATURES)) and x.dtype == np.float32
+    column = FEATURES.index("user_activity__clicks_count_24h")
+    assert x[:, column].tolist() == pytest.approx([0.0, math.log1p(4)])
+
+
+class FixedPredictor:
+    """Pushes feature 0 up for every order and returns fixed probabilities."""
+
+    version = "7"
+    features = FEATURES
+
+    def __call__(self, x):
+        pushes = np.zeros_like(x)
+        pushes[:, FEATURES.index("amount_log")] = 2.0
+        pushes[:, FEATURES.index("is_night")] = -1.0  # pulled the score down: not a reason
+        return np.array([0.2, 0.95])[: len(x)], pushes
+
+
+def test_model_scores_carry_version_decision_latency_and_upward_reasons():
+    scorer = FraudScorer(FixedPredictor(), review=0.5, block=0.9)
+    scores = scorer.score([order(10), order(2000)], [{}, {}], consumed_at=[99.0, 99.5], clock=lambda: 100.0)
+    assert [(s.model_version, s.decision) for s in scores] == [("7", "allow"), ("7", "block")]
+    assert [s.latency_ms for s in scores] == [1000.0, 500.0]
+    assert [[r.feature for r in s.reasons] for s in scores] == [["amount_log"], ["amount_log"]]
+    assert scores[1].reasons[0].value == pytest.approx(math.log1p(2000), abs=1e-3)
+
+
+def test_rules_scorer_is_the_fallback():
+    scores = FraudScorer(review=0.5, block=0.9).score([order()], [{}], clock=lambda: 0.0)
+    assert scores[0].model_version == "rules" and scores[0].decision == "allow"
+
+
+def small_checkpoint() -> Checkpoint:
+    torch.manual_seed(0)
+    config = FraudConfig(signals=tuple((name, len(names)) for name, names in SIGNALS.items()))
+    return Checkpoint(FraudNet(config), list(FEATURES), {"train_end": "2026-01-01"})
+
+
+def test_a_checkpoint_scores_the_same_after_a_round_trip(tmp_path):
+    checkpoint = small_checkpoint()
+    loaded = Checkpoint.load(checkpoint.save(tmp_path / "fraud.pt"))
+    x = matrix([order(10), order(2000, device_id="d")], [{}, {"user_orders__order_amount_mean_30d": 30}])
+    before = ModelPredictor(checkpoint, "1")(x)
+    after = ModelPredictor(loaded, "1")(x)
+    assert np.allclose(before[0], after[0]) and np.allclose(before[1], after[1])
+    assert loaded.meta == {"train_end": "2026-01-01"}
+
+
+def test_a_checkpoint_for_other_features_is_refused():
+    checkpoint = small_checkpoint()
+    checkpoint.features = checkpoint.features[:-1]
+    with pytest.raises(ValueError, match="retrain"):
+        ModelPredictor(checkpoint, "1")
