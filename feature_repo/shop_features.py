@@ -112,6 +112,19 @@ terminal_risk_fv = FeatureView(
     schema=_schema("terminal_risk"), source=terminal_risk_push_source, online=True,
 )
 
+# What the labels that have arrived say about a user and a payment instrument: how many
+# of their orders were confirmed fraud in the last 7 and 30 days, and what share.
+user_risk_source, user_risk_push_source = _sources("user_risk")
+user_risk_fv = FeatureView(
+    name="user_risk", entities=[user], ttl=timedelta(days=VIEWS["user_risk"].ttl_days),
+    schema=_schema("user_risk"), source=user_risk_push_source, online=True,
+)
+instrument_risk_source, instrument_risk_push_source = _sources("instrument_risk")
+instrument_risk_fv = FeatureView(
+    name="instrument_risk", entities=[instrument], ttl=timedelta(days=VIEWS["instrument_risk"].ttl_days),
+    schema=_schema("instrument_risk"), source=instrument_risk_push_source, online=True,
+)
+
 # How popular an item is right now: views, cart adds and purchases over 1 and 24 hours.
 item_popularity_source, item_popularity_push_source = _sources("item_popularity")
 item_popularity_fv = FeatureView(
@@ -129,8 +142,8 @@ session_state_fv = FeatureView(
 # Everything the fraud scorer reads for an order.
 fraud_v1 = FeatureService(
     name="fraud_v1",
-    features=[user_activity_fv, user_orders_fv, instrument_velocity_fv, device_velocity_fv,
-              ip_velocity_fv, terminal_risk_fv],
+    features=[user_activity_fv, user_orders_fv, user_risk_fv, instrument_velocity_fv,
+              instrument_risk_fv, device_velocity_fv, ip_velocity_fv, terminal_risk_fv],
 )
 
 # Everything the session recommender reads after a click or cart change.

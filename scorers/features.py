@@ -52,6 +52,7 @@ USER_WINDOWS = ("10m", "1h", "24h", "7d")
 AMOUNT_WINDOWS = ("1d", "7d", "30d")
 VELOCITY_WINDOWS = ("10m", "1h", "24h")
 ITEM_WINDOWS = ("1h", "24h")
+RISK_WINDOWS = ("7d", "30d")
 
 VIEWS: dict[str, View] = {
     view.name: view
@@ -69,6 +70,9 @@ VIEWS: dict[str, View] = {
              _names("orders", ("count",), VELOCITY_WINDOWS) + ("users_distinct_24h",), ttl_days=7),
         View("ip_velocity", "ip",
              _names("orders", ("count",), VELOCITY_WINDOWS) + ("users_distinct_24h",), ttl_days=7),
+        View("user_risk", "user", _names("fraud", ("count", "risk"), RISK_WINDOWS), ttl_days=60),
+        View("instrument_risk", "instrument", _names("fraud", ("count", "risk"), RISK_WINDOWS),
+             ttl_days=60),
         View("terminal_risk", "terminal",
              _names("tx", ("count",), AMOUNT_WINDOWS) + _names("fraud", ("risk",), AMOUNT_WINDOWS),
              ttl_days=60),
@@ -87,7 +91,7 @@ for _view in VIEWS.values():
     ENTITY_VIEWS.setdefault(_view.entity, ())
     ENTITY_VIEWS[_view.entity] += (_view.name,)
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 """Version of the entity-state layout. Workers keep states in a table named after it, so a
 layout change starts from fresh state instead of misreading the old (replay to backfill)."""
 SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
@@ -182,11 +186,13 @@ class UserState(State):
     amounts: WindowedStats = None
     devices: WindowedDistinct = None
     ips: WindowedDistinct = None
+    labels: WindowedStats = None  # by label arrival time; value 1 for fraud, 0 for genuine
     first_seen: float | None = None
     last_order: float | None = None
     previous_order: float | None = None
 
     def __post_init__(self):
+        self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
         self.clicks = self.clicks or WindowedStats(USER_WINDOWS, self.lateness_s)
         self.carts = self.carts or WindowedStats(USER_WINDOWS, self.lateness_s)
         self.orders = self.orders or WindowedStats(USER_WINDOWS, self.lateness_s)
@@ -201,8 +207,10 @@ class VelocityState(State):
 
     orders: WindowedStats = None
     users: WindowedDistinct = None
+    labels: WindowedStats = None  # instruments only: the labels that arrived for its orders
 
     def __post_init__(self):
+        self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
         self.orders = self.orders or WindowedStats(VELOCITY_WINDOWS, self.lateness_s)
         self.users = self.users or WindowedDistinct(("24h",), self.lateness_s)
 
@@ -255,6 +263,7 @@ class OrderState(State):
     instrument: str | None = None
     user: str | None = None
     ts: float | None = None
+    flagged: bool | None = None  # whether its fraud score said review or block
 
 
 STATES = {"user": UserState, "session": SessionState, "item": ItemState, "order": OrderState,
@@ -303,7 +312,17 @@ def apply(state: State, update: Update) -> Rows:
     return _APPLY[update.kind](state, update, state.stamped)
 
 
+def _risk(labels: WindowedStats, u: Update, now: float) -> tuple:
+    """Confirmed frauds among the labels that arrived in each window, and their share."""
+    labels.update(u.ts, float(u.data[0]))
+    totals = labels.totals(now).values()
+    return (*(int(frauds) for _, frauds, _ in totals),
+            *(frauds / labelled if labelled else 0.0 for labelled, frauds, _ in totals))
+
+
 def _user(state: UserState, u: Update, now: float) -> Rows:
+    if u.op == "label":
+        return {"user_risk": (state.entity_id, now, *_risk(state.labels, u, now))}
     ts = u.ts
     {"click": state.clicks, "cart": state.carts, "order": state.orders}[u.op].update(ts)
     state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
@@ -348,6 +367,8 @@ def _user_orders(state: UserState, now: float) -> tuple:
 
 
 def _velocity(state: VelocityState, u: Update, now: float) -> Rows:
+    if u.op == "label":
+        return {f"{u.kind}_risk": (state.entity_id, now, *_risk(state.labels, u, now))}
     state.orders.update(u.ts)
     state.users.update(u.ts, u.data[0])
     return {f"{u.kind}_velocity": (state.entity_id, now, *_counts(state.orders, now),
@@ -392,7 +413,34 @@ def _order(state: OrderState, u: Update, now: float) -> Rows:
     if u.op == "index":
         state.terminal, state.instrument, state.user = u.data
         state.ts = u.ts
+    elif u.op == "scored":
+        (state.flagged,) = u.data
     return {}
+
+
+def scored_update(order_id: str, flagged: bool, ts: float, source: str, offset: int) -> Update:
+    """Tells the order's state what its fraud decision was, for the label to grade it."""
+    return Update("order", order_id, "scored", ts, f"{source}:scored", (offset, 0), (flagged,))
+
+
+def is_new(state: State, update: Update) -> bool:
+    """Whether ``update`` has not been applied to ``state`` yet."""
+    seen = state.applied.get(update.source)
+    return seen is None or update.seq > seen
+
+
+def label_outcome(state: OrderState, label: Update) -> str | None:
+    """How the order's decision fares against its label: tp, fp, fn or tn (None if unscored).
+
+    >>> state = OrderState(flagged=True)
+    >>> label_outcome(state, Update("order", "o1", "label", 0.0, "labels:0", (0, 0), (False,)))
+    'fp'
+    """
+    if label.op != "label" or state.flagged is None:
+        return None
+    (is_fraud,) = label.data
+    return {(True, True): "tp", (True, False): "fp", (False, True): "fn", (False, False): "tn"}[
+        (bool(state.flagged), bool(is_fraud))]
 
 
 _APPLY = {"user": _user, "session": _session, "item": _item, "order": _order,
@@ -409,7 +457,8 @@ def label_updates(state: OrderState, label: Update, source: str, seq: tuple[int,
         return []
     (is_fraud,) = label.data
     updates = []
-    if state.terminal:
-        updates.append(Update("terminal", state.terminal, "label", label.ts, source, seq,
-                              (is_fraud,)))
+    for kind, entity in (("terminal", state.terminal), ("instrument", state.instrument),
+                         ("user", state.user)):
+        if entity:
+            updates.append(Update(kind, entity, "label", label.ts, source, seq, (is_fraud,)))
     return updates

@@ -35,8 +35,8 @@ import numpy as np
 from scorers.features import VIEWS
 from shopstream.events import FraudScore, Order, Reason
 
-FRAUD_VIEWS = ("user_activity", "user_orders", "instrument_velocity", "device_velocity",
-               "ip_velocity", "terminal_risk")
+FRAUD_VIEWS = ("user_activity", "user_orders", "user_risk", "instrument_velocity",
+               "instrument_risk", "device_velocity", "ip_velocity", "terminal_risk")
 """The views of the ``fraud_v1`` feature service, in the order the model reads them."""
 
 TRANSACTION = ("amount_log", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "is_weekend",
@@ -44,8 +44,8 @@ TRANSACTION = ("amount_log", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos
                "amount_to_mean_7d", "amount_to_mean_30d", "amount_z_30d", "first_order")
 SIGNALS: dict[str, tuple[str, ...]] = {
     "transaction": TRANSACTION,
-    "history": tuple(f"{v}__{f}" for v in FRAUD_VIEWS[:2] for f in VIEWS[v].features),
-    "network": tuple(f"{v}__{f}" for v in FRAUD_VIEWS[2:] for f in VIEWS[v].features),
+    "history": tuple(f"{v}__{f}" for v in FRAUD_VIEWS[:3] for f in VIEWS[v].features),
+    "network": tuple(f"{v}__{f}" for v in FRAUD_VIEWS[3:] for f in VIEWS[v].features),
 }
 """Feature names of each signal the model encodes separately."""
 FEATURES: tuple[str, ...] = sum(SIGNALS.values(), ())

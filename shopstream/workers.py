@@ -33,6 +33,7 @@ class WorkerMetrics:
     freshness: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count)
     model_versions: dict[str, float] = field(default_factory=dict)  # model -> version (0: rules)
     predictions: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, decision)
+    labelled: dict[str, float] = field(default_factory=dict)  # tp, fp, fn, tn of labelled scores
 
     def freshness_quantile(self, q: float) -> float | None:
         """Upper bound of the bucket holding quantile ``q`` of feature freshness, seconds."""
@@ -87,6 +88,8 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                 freshness.append((float(sample.labels["le"]), sample.value))
             elif sample.name == "shopstream_model_version":
                 versions[sample.labels["model"]] = sample.value
+            elif sample.name == "shopstream_labelled_scores_total":
+                sums["labelled"][sample.labels["outcome"]] += sample.value
             elif sample.name == "ml_model_predictions_total":
                 key = (sample.labels["version"], sample.labels["decision"])
                 predictions[key] = predictions.get(key, 0.0) + sample.value
@@ -94,7 +97,8 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                          late=sums["late"][""], online_batches=sums["online"]["batches"],
                          online_rows=sums["online"]["rows"],
                          online_write_s=sums["online"]["seconds"], freshness=freshness,
-                         model_versions=versions, predictions=predictions)
+                         model_versions=versions, predictions=predictions,
+                         labelled=dict(sums["labelled"]))
 
 
 def offsets(settings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:

@@ -21,7 +21,16 @@ from collections import defaultdict
 
 import faust
 
-from scorers.features import STATE_VERSION, State, Update, apply, label_updates, new_state
+from scorers.features import (
+    STATE_VERSION,
+    State,
+    Update,
+    apply,
+    is_new,
+    label_outcome,
+    label_updates,
+    new_state,
+)
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
@@ -54,13 +63,15 @@ def apply_record(message: faust.types.Message, states: dict[bytes, State],
         key = f"{update.kind}:{update.entity_id}".encode()
         state = states.get(key) or entity_state.get(key) or new_state(
             update.kind, update.entity_id, settings.features.lateness_s)
-        late = state.late
+        late, new = state.late, is_new(state, update)
         for view, row in apply(state, update).items():
             rows[view].append(row)
         if state.late > late:
             metrics.LATE_UPDATES.labels(update.kind).inc()
         states[key] = state
         if update.kind == "order" and update.op == "label":
+            if new and (outcome := label_outcome(state, update)) is not None:
+                metrics.graded(outcome)
             more = label_updates(state, update, source, (message.offset, index))
             if not more:
                 metrics.UNMATCHED_LABELS.inc()

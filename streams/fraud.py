@@ -21,12 +21,13 @@ from datetime import UTC, datetime
 
 import faust
 
+from scorers.features import scored_update
 from scorers.fraud import FRAUD_VIEWS, FraudScorer
 from shopstream.events import InvalidEvent, Order
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineReader
 from streams import metrics
-from streams.agents import decode
+from streams.agents import decode, send_updates
 from streams.app import app, retrying, settings
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,12 @@ async def fraud_agent(stream: faust.StreamT) -> None:
         consumed = time.time()
         current = scorer  # one model for the whole batch, even if a reload lands meanwhile
         orders: list[Order] = []
+        messages: list[faust.types.Message] = []
         now = datetime.now(UTC)
         for record in records:
             try:
                 orders.append(decode("order", record.message, now))
+                messages.append(record.message)
             except InvalidEvent:
                 continue  # the order agent dead-letters it
         if not orders:
@@ -137,3 +140,8 @@ async def fraud_agent(stream: faust.StreamT) -> None:
             metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
             metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
         metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
+        # The decision goes to the order's state too: its label grades it later (/metrics).
+        await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),
+                                          f"{m.topic}:{m.partition}", m.offset)
+                            for s, o, m in zip(scores, orders, messages, strict=True)],
+                           int(consumed * 1000))

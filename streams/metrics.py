@@ -42,3 +42,13 @@ LABELLED_SCORES = Counter("shopstream_labelled_scores",
                           "the decision (review or block counts as flagged).", ["outcome"])
 ONLINE_PRECISION = Gauge("shopstream_fraud_precision", "Precision of flagged orders, from labels so far.")
 ONLINE_RECALL = Gauge("shopstream_fraud_recall", "Recall of flagged orders, from labels so far.")
+
+
+def graded(outcome: str) -> None:
+    """Count a labelled score (tp, fp, fn, tn) and refresh precision and recall."""
+    LABELLED_SCORES.labels(outcome).inc()
+    counts = {o: LABELLED_SCORES.labels(o)._value.get() for o in ("tp", "fp", "fn")}  # noqa: SLF001
+    if counts["tp"] + counts["fp"]:
+        ONLINE_PRECISION.set(counts["tp"] / (counts["tp"] + counts["fp"]))
+    if counts["tp"] + counts["fn"]:
+        ONLINE_RECALL.set(counts["tp"] / (counts["tp"] + counts["fn"]))

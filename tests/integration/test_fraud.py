@@ -82,6 +82,9 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
         assert {s.model_version for s in first} == {"rules"}
         topics = [*settings.topics.inputs().values(), updates_topic_name(settings)]
         wait_until(lambda: drained(settings, topics), 180, what="the history to be processed")
+        # Labels graded the rules' decisions: the online precision and recall have data.
+        graded = workers.scrape(settings.web_port).labelled
+        assert sum(graded.values()) > 0 and set(graded) <= {"tp", "fp", "fn", "tn"}
 
         # Train on the replayed history, from the offline store.
         config = FraudTrainConfig(days=10, valid_days=3, loop=LoopConfig(epochs=3, batch_size=128))

@@ -128,10 +128,30 @@ def test_terminal_risk_comes_only_from_labels_that_arrived():
     assert feature(before, "terminal_risk", "tx_count_1d") == 2
 
     label = route(OrderLabel(order_id="o2", is_fraud=True, ts=T0 + 3_600), "labels:0", 0)[0]
-    (risk_update,) = label_updates(orders, label, "updates:0", (5, 0))
-    after = apply(terminal, risk_update)["terminal_risk"]
+    updates = {u.kind: u for u in label_updates(orders, label, "updates:0", (5, 0))}
+    assert sorted(updates) == ["instrument", "terminal", "user"]
+    after = apply(terminal, updates["terminal"])["terminal_risk"]
     assert feature(after, "terminal_risk", "fraud_risk_1d") == 1.0
     assert after[1] == T0 + 3_600  # risk is known from the label's arrival on
+
+
+@pytest.mark.parametrize("kind", ["user", "instrument"])
+def test_labels_give_users_and_instruments_a_fraud_history(kind):
+    orders = new_state("order")
+    for offset, event in enumerate([order(0, 5, order_id="o1"), order(60, 5, order_id="o2")]):
+        for update in route(event, "orders:0", offset):
+            if update.kind == "order":
+                apply(orders, update)
+    entity = new_state(kind, lateness_s=86_400)
+    rows = {}
+    for offset, (order_id, fraud) in enumerate([("o1", False), ("o2", True)]):
+        label = route(OrderLabel(order_id=order_id, is_fraud=fraud, ts=T0 + 86_400 * 2), "labels:0", offset)[0]
+        (update,) = [u for u in label_updates(orders, label, "updates:0", (offset, 0)) if u.kind == kind]
+        rows = apply(entity, update)
+    row = rows[f"{kind}_risk"]
+    assert feature(row, f"{kind}_risk", "fraud_count_7d") == 1
+    assert feature(row, f"{kind}_risk", "fraud_risk_30d") == 0.5
+    assert apply(entity, update) == {}  # a redelivered label changes nothing
 
 
 def test_label_for_an_unknown_order_causes_nothing():
