@@ -42,6 +42,9 @@ test: system  ## Run the whole test suite (it starts its own Kafka and Redis).
 bench: up  ## Throughput and freshness: raw Kafka loop vs naive Feast push vs a worker.
 	$(BIN)/python -m bench.throughput
 
+bench-latency: up  ## Fraud-scoring latency: Kafka round trip vs a worker scoring orders.
+	$(BIN)/python -m bench.latency
+
 unit: venv  ## Run only the tests that need no services.
 	$(BIN)/pytest -m "not integration"
 
@@ -51,4 +54,4 @@ lint: venv  ## Check style with ruff.
 clean:  ## Remove the venv, caches and local service data.
 	rm -rf $(VENV) .cache .shopstream .pytest_cache
 
-.PHONY: help venv system up down demo test bench unit lint clean
+.PHONY: help venv system up down demo test bench bench-latency unit lint clean

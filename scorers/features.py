@@ -264,6 +264,9 @@ class OrderState(State):
     user: str | None = None
     ts: float | None = None
     flagged: bool | None = None  # whether its fraud score said review or block
+    # A label that arrived before its order (topics are read at different speeds):
+    # (label time, is_fraud, source, seq), released when the order arrives.
+    pending: tuple | None = None
 
 
 STATES = {"user": UserState, "session": SessionState, "item": ItemState, "order": OrderState,
@@ -451,14 +454,27 @@ def label_updates(state: OrderState, label: Update, source: str, seq: tuple[int,
     """The risk updates that a label for a known order causes.
 
     ``source`` and ``seq`` identify the label within the record that carried it, so that
-    the new updates are idempotent too. A label for an order never seen causes none.
+    the new updates are idempotent too. A label for an order not seen yet is kept in the
+    order's state and released by ``released_labels`` when the order arrives.
     """
-    if label.op != "label" or state.ts is None:
+    if label.op != "label":
         return []
-    (is_fraud,) = label.data
-    updates = []
-    for kind, entity in (("terminal", state.terminal), ("instrument", state.instrument),
-                         ("user", state.user)):
-        if entity:
-            updates.append(Update(kind, entity, "label", label.ts, source, seq, (is_fraud,)))
-    return updates
+    if state.ts is None:
+        state.pending = (label.ts, bool(label.data[0]), source, seq)
+        return []
+    return _risk_updates(state, label.ts, bool(label.data[0]), source, seq)
+
+
+def released_labels(state: OrderState) -> list[Update]:
+    """The risk updates of a label that was waiting for its order, once the order is known."""
+    if state.pending is None or state.ts is None:
+        return []
+    ts, is_fraud, source, seq = state.pending
+    state.pending = None
+    return _risk_updates(state, ts, is_fraud, source, tuple(seq))
+
+
+def _risk_updates(state: OrderState, ts: float, is_fraud: bool, source: str, seq: tuple) -> list[Update]:
+    return [Update(kind, entity, "label", ts, source, seq, (is_fraud,))
+            for kind, entity in (("terminal", state.terminal), ("instrument", state.instrument),
+                                 ("user", state.user)) if entity]

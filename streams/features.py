@@ -9,8 +9,9 @@ happened (at-least-once delivery, exactly-once effect).
 
 Per micro-batch: apply every update, write the changed states to the table, the newest
 row per entity to the online store, every row to the offline log, and only then let
-the batch be acknowledged. Labels for known orders fan out as risk updates to the
-partitions of the terminals concerned.
+the batch be acknowledged. Labels fan out as risk updates to the partitions of the
+terminal, instrument and user of their order; a label that arrives before its order (the
+topics are read at their own speeds) waits in the order's state until the order comes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scorers.features import (
     label_outcome,
     label_updates,
     new_state,
+    released_labels,
 )
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineWriter, feature_table
@@ -73,9 +75,11 @@ def apply_record(message: faust.types.Message, states: dict[bytes, State],
             if new and (outcome := label_outcome(state, update)) is not None:
                 metrics.graded(outcome)
             more = label_updates(state, update, source, (message.offset, index))
-            if not more:
-                metrics.UNMATCHED_LABELS.inc()
+            if not more and new:
+                metrics.PENDING_LABELS.inc()
             follow_ups += more
+        elif update.kind == "order" and update.op == "index":
+            follow_ups += released_labels(state)
     return ingested_ms
 
 

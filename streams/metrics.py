@@ -24,8 +24,8 @@ FRESHNESS = Histogram("shopstream_feature_freshness_seconds",
                       "From the oldest input record of a batch reaching Kafka to its features "
                       "being written online.",
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-UNMATCHED_LABELS = Counter("shopstream_unmatched_labels",
-                           "Labels for orders this worker never saw.")
+PENDING_LABELS = Counter("shopstream_pending_labels",
+                         "Labels that arrived before their order and wait for it.")
 PREDICTIONS = Counter("ml_model_predictions", "Fraud scores emitted.", ["model", "version", "decision"])
 SCORE_LATENCY = Histogram("ml_model_latency_seconds",
                           "From an order being consumed to its score being sent.", ["model"],

@@ -12,6 +12,7 @@ from scorers.features import (
     apply,
     label_updates,
     new_state,
+    released_labels,
     route,
 )
 from shopstream.events import CartEvent, Click, Order, OrderItem, OrderLabel
@@ -206,3 +207,17 @@ def test_a_state_saved_by_an_older_version_still_loads():
     restored = pickle.loads(pickle.dumps(state))
     assert restored.source_watermarks == {} and restored.stamped == float("-inf")
     assert apply(restored, route(click(60), "topic:0", 9)[0])["user_activity"][2] == 3
+
+
+def test_a_label_before_its_order_waits_for_it():
+    orders = new_state("order")
+    label = route(OrderLabel(order_id="o1", is_fraud=True, ts=T0 + 100), "labels:0", 0)[0]
+    apply(orders, label)
+    assert label_updates(orders, label, "updates:0", (3, 0)) == []  # the order is not known yet
+    index = next(u for u in route(order(0, 5, order_id="o1"), "orders:0", 0) if u.kind == "order")
+    assert released_labels(orders) == []  # still unknown
+    apply(orders, index)
+    released = released_labels(orders)
+    assert sorted(u.kind for u in released) == ["instrument", "terminal", "user"]
+    assert {(u.ts, u.data, u.source, u.seq) for u in released} == {(T0 + 100, (True,), "updates:0", (3, 0))}
+    assert released_labels(orders) == []  # released once

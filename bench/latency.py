@@ -1,0 +1,213 @@
+"""Fraud-scoring latency: from an order being produced to its score being consumed.
+
+Run with ``make bench-latency`` (it starts Kafka and Redis), or
+``python -m bench.latency`` with them running. In one run it measures:
+
+a. the floor: a plain confluent-kafka loop that consumes each order and produces it to
+   another topic at once (Kafka's own round trip on this machine, at the same rate);
+b. shopstream: a real worker scoring every order with a registered model, while orders
+   arrive at ``--orders`` per second alongside ``--clicks`` background clicks per second.
+
+The model is a freshly initialised ``FraudNet`` registered as the champion: inference
+costs the same as a trained one, and the bench needs no history. It prints p50, p99 and
+max latency, the worker's time in feature reads versus inference per micro-batch, and
+writes ``bench/results/latency-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from bench.throughput import isolated
+from models.fraud import Checkpoint, FraudConfig, FraudNet
+from scorers.fraud import FEATURES, SIGNALS
+from shopstream import workers
+from shopstream.client import ShopProducer
+from shopstream.events import Click, Order, OrderItem
+from shopstream.settings import ScoringSettings, Settings, to_env
+from shopstream.topics import ensure_topics
+from trainers.registry import Registry
+
+RESULTS = Path(__file__).parent / "results"
+console = Console()
+
+
+def order(i: int) -> Order:
+    return Order(order_id=f"bench-{i}", user_id=f"user-{i % 5000}", amount=10 + i % 500,
+                 payment_fingerprint=f"card-{i % 5000}", device_id=f"dev-{i % 3000}",
+                 ip=f"10.0.{i % 250}.{i % 200}", terminal_id=f"term-{i % 300}",
+                 items=[OrderItem(item_id=f"item-{i % 900}", price=10)], ts=datetime.now(UTC))
+
+
+def click(i: int) -> Click:
+    return Click(user_id=f"user-{i % 5000}", session_id=f"s-{i % 20000}", item_id=f"item-{i % 900}",
+                 ts=datetime.now(UTC))
+
+
+def drive(settings: Settings, seconds: float, orders_per_s: float, clicks_per_s: float,
+          sent: dict[str, float]) -> None:
+    """Produce orders (recording when each was sent) and background clicks, paced."""
+    with ShopProducer(settings, config={"linger.ms": 0}) as producer:
+        started, i, c = time.monotonic(), 0, 0
+        while (elapsed := time.monotonic() - started) < seconds:
+            while c < elapsed * clicks_per_s:
+                producer.send(click(c))
+                c += 1
+            while i < elapsed * orders_per_s:
+                o = order(i)
+                sent[o.order_id] = time.time()
+                producer.send(o)
+                i += 1
+            producer.poll(0)
+            time.sleep(0.0005)
+
+
+def receive(settings: Settings, topic: str, received: dict[str, float], stop: threading.Event,
+            key_of=lambda m: m.key().decode()) -> None:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"latency-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "latest", "fetch.wait.max.ms": 1})
+    consumer.subscribe([topic])
+    try:
+        while not stop.is_set():
+            message = consumer.poll(0.05)
+            if message is not None and not message.error():
+                received.setdefault(key_of(message), time.time())
+    finally:
+        consumer.close()
+
+
+def measure(settings: Settings, topic: str, seconds: float, orders_per_s: float, clicks_per_s: float) -> dict:
+    sent, received, stop = {}, {}, threading.Event()
+    listener = threading.Thread(target=receive, args=(settings, topic, received, stop))
+    listener.start()
+    time.sleep(3)  # the consumer has joined and sits at the end of the topic
+    drive(settings, seconds, orders_per_s, clicks_per_s, sent)
+    time.sleep(3)
+    stop.set()
+    listener.join()
+    latencies = np.array([(received[k] - t) * 1000 for k, t in sent.items() if k in received])
+    return {"sent": len(sent), "received": int(len(latencies)),
+            "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
+            "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None,
+            "max_ms": float(latencies.max()) if len(latencies) else None}
+
+
+def echo(settings: Settings, out_topic: str, stop: threading.Event) -> None:
+    """a. Consume orders and produce them again at once."""
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-echo",
+                         "auto.offset.reset": "latest", "fetch.wait.max.ms": 1})
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": 0})
+    consumer.subscribe([settings.topics.orders])
+    try:
+        while not stop.is_set():
+            message = consumer.poll(0.05)
+            if message is not None and not message.error():
+                producer.produce(out_topic, key=json.loads(message.value())["order_id"].encode(),
+                                 value=message.value())
+                producer.poll(0)
+    finally:
+        producer.flush(10)
+        consumer.close()
+
+
+def register_model(settings: Settings) -> str:
+    torch.manual_seed(0)
+    model = FraudNet(FraudConfig(signals=tuple((n, len(f)) for n, f in SIGNALS.items())))
+    path = Checkpoint(model, list(FEATURES), {"bench": True}).save(Path(tempfile.mkdtemp()) / "fraud.pt")
+    registry = Registry(settings)
+    version = registry.register(path, metrics={}, params={}, tags={"feature_service": "fraud_v1",
+                                                                    "purpose": "latency bench"})
+    registry.promote(version.version)
+    return version.version
+
+
+def stage_times(port: int) -> dict[str, float]:
+    """Mean ms per scoring micro-batch in each stage, from the worker's histograms."""
+    import httpx
+
+    sums, counts = {}, {}
+    for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "shopstream_scoring_stage_seconds_sum":
+                sums[sample.labels["stage"]] = sample.value
+            elif sample.name == "shopstream_scoring_stage_seconds_count":
+                counts[sample.labels["stage"]] = sample.value
+    return {stage: 1000 * sums[stage] / counts[stage] for stage in sums if counts.get(stage)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orders", type=float, default=1000.0, help="orders per second")
+    parser.add_argument("--clicks", type=float, default=1000.0, help="background clicks per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    settings = isolated(Settings(), "latency")
+    settings = settings.model_copy(update={
+        "home": Path(tempfile.mkdtemp(prefix="bench-latency-")), "web_port": 6077,
+        "scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud", reload_s=1.0)})
+    ensure_topics(settings)
+    echo_topic = f"{settings.app_id}.echo"
+    ensure_topics(settings, [echo_topic])
+
+    console.print("a. Kafka round trip (consume, produce, consume) ...")
+    stop = threading.Event()
+    echoing = threading.Thread(target=echo, args=(settings, echo_topic, stop))
+    echoing.start()
+    time.sleep(3)
+    floor = measure(settings, echo_topic, args.seconds, args.orders, args.clicks)
+    stop.set()
+    echoing.join()
+
+    console.print("b. shopstream worker scoring with a registered model ...")
+    version = register_model(settings)
+    log_file = settings.home / "worker.log"
+    process = workers.start(to_env(settings), log_file)
+    try:
+        workers.wait_ready(process, settings.web_port, log_file)
+        deadline = time.monotonic() + 60
+        while (m := workers.scrape(settings.web_port)) is None or \
+                m.model_versions.get(settings.scoring.model_name) != float(version):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not load the model")
+            time.sleep(0.5)
+        measure(settings, settings.topics.fraud_scores, 5, args.orders, args.clicks)  # warm-up
+        scored = measure(settings, settings.topics.fraud_scores, args.seconds, args.orders, args.clicks)
+        stages = stage_times(settings.web_port)
+    finally:
+        workers.stop(process)
+
+    table = Table(title=f"order produced -> score consumed, {args.orders:,.0f} orders/s "
+                        f"+ {args.clicks:,.0f} clicks/s, one worker")
+    for column in ("", "received", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(column)
+    for name, r in (("a. Kafka round trip", floor), ("b. shopstream scoring", scored)):
+        table.add_row(name, f"{r['received']:,}/{r['sent']:,}",
+                      *(f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms")))
+    console.print(table)
+    console.print("worker, mean per scoring micro-batch: "
+                  + ", ".join(f"{stage} {ms:.2f} ms" for stage, ms in sorted(stages.items())))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"latency-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    path.write_text(json.dumps({"orders_per_s": args.orders, "clicks_per_s": args.clicks,
+                                "seconds": args.seconds, "kafka_round_trip": floor, "shopstream": scored,
+                                "stage_ms_per_batch": stages}, indent=2))
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
