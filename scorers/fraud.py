@@ -85,8 +85,9 @@ def order_features(order: Order, online: Mapping[str, object]) -> dict[str, floa
     mean = _num(online.get("user_orders__order_amount_mean_30d"))
     values["amount_z_30d"] = max(min((amount - mean) / std, 50.0), -50.0) if std > 0 else 0.0
     values["first_order"] = float(_num(online.get("user_orders__order_amount_count_30d")) == 0)
-    for name in ONLINE_FEATURES:
-        values[name] = _num(online.get(name)) if "_risk_" in name else _log(online.get(name))
+    for name in ONLINE_FEATURES:  # risks are shares already; everything else is heavy-tailed
+        share = name.split("__", 1)[1].startswith("fraud_risk")
+        values[name] = _num(online.get(name)) if share else _log(online.get(name))
     return values
 
 
@@ -215,7 +216,10 @@ class FraudScorer:
         results = []
         for i, prob in enumerate(probs):
             top = np.argsort(-pushes[i])[: self.top_reasons]
-            reasons = [Reason(feature=_readable(names[j]), value=round(float(x[i, j]), 4),
+            # A reason shows the feature as the store has it (75 orders, not log1p(75)).
+            reasons = [Reason(feature="amount" if names[j] == "amount_log" else _readable(names[j]),
+                              value=float(orders[i].amount) if names[j] == "amount_log"
+                              else round(_num(online[i].get(names[j], x[i, j])), 4),
                               contribution=round(float(pushes[i, j]), 4))
                        for j in top if pushes[i, j] > 0]
             results.append((round(float(prob), 6), reasons))

@@ -105,11 +105,13 @@ def demo(
     events: Annotated[int, typer.Option(help="How many events to send.")] = 20_000,
     rate: Annotated[float, typer.Option(help="Events per second; 0: as fast as possible.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed of the simulated shop.")] = 7,
+    model: Annotated[bool, typer.Option(help="Replay history and train a fraud model first.")] = True,
 ) -> None:
     """Stream a simulated shop through a worker, show it live, read features back."""
     from shopstream import demo as demo_module
 
-    demo_module.run(get_settings(), events=events, rate=rate, seed=seed, console=console)
+    demo_module.run(get_settings(), events=events, rate=rate, seed=seed, console=console,
+                    with_model=model)
 
 
 @app.command()

@@ -1,10 +1,19 @@
 """The demo: a simulated shop streaming into a worker, watched live, features read back.
 
 Run with ``make demo`` (which also installs and starts Kafka and Redis and registers the
-Feast repo) or ``shopstream demo --events 20000 --rate 1000``. The screen shows events
-per second by topic, dead letters (the stream carries a few broken records on purpose),
-consumer lag, online micro-batches (their size and write time), feature freshness and
-late events; at the end a few feature vectors are read back through Feast.
+Feast repo) or ``shopstream demo --events 20000 --rate 1000``. It has three acts:
+
+1. history: three weeks of a small shop's past, with fraud and its late labels, sent as
+   fast as possible; the worker builds features and scores every order with the rules;
+2. training: the fraud model is trained from the offline store and registered as the
+   champion, and the worker switches to it without a restart;
+3. live: the shop's present at ``rate`` events per second, scored by the model.
+
+The screen shows events per second by topic, dead letters (the stream carries a few
+broken records on purpose), consumer lag, online micro-batches (their size and write
+time), feature freshness, late events, and fraud scores by model version with the latest
+flagged orders and their reasons; at the end a few feature vectors are read back
+through Feast.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from rich.console import Console, Group
@@ -22,14 +33,16 @@ from rich.table import Table
 
 from shopstream import workers
 from shopstream.burst import SMALL_BAD_KINDS, bad_record
-from shopstream.client import ShopProducer
-from shopstream.events import Click, Order
+from shopstream.client import OutputConsumer, ShopProducer
+from shopstream.events import Click, FraudScore, Order
 from shopstream.featurestore import feature_store
 from shopstream.settings import Settings
-from shopstream.simulator import Shop, SimConfig, default_start
+from shopstream.simulator import DAY, Shop, SimConfig
 from shopstream.topics import ensure_topics
 
 BROKEN_EVERY = 400  # one broken record in this many, to show the dead-letter path
+HISTORY_DAYS = 21  # the past the first model trains on, with the labels that had arrived
+LIVE_DAYS = 7  # then the last week, streamed at the demo's rate
 
 
 @dataclass
@@ -59,14 +72,33 @@ class Sent:
     sessions: list[str] = field(default_factory=list)
 
 
-def produce(settings: Settings, events: int, rate: float, seed: int, sent: Sent) -> None:
-    """Send ``events`` simulated events at ``rate`` per second, with some broken records."""
-    config = SimConfig(seed=seed)
+def shop_config(seed: int) -> SimConfig:
+    """The demo's shop: small enough that three weeks of it stream in a minute or two."""
+    return SimConfig(seed=seed, users=600, items=800, terminals=60, sessions_per_hour=20,
+                     card_testing_per_day=0.7, compromised_terminal_share=0.1)
+
+
+def timeline(seed: int, live_events: int) -> tuple[list, list]:
+    """One shop, two stretches of time: ``HISTORY_DAYS`` days up to a week ago, with the
+    labels that had arrived by then, and the week since (at most ``live_events``)."""
+    start = time.time() - (HISTORY_DAYS + LIVE_DAYS) * DAY
+    cut, history, live = start + HISTORY_DAYS * DAY, [], []
+    for event in Shop(shop_config(seed)).events(start=start):
+        ts = event.ts.timestamp()
+        if ts > time.time() or len(live) >= live_events:  # labels still to come stay unsent
+            break
+        (history if ts <= cut else live).append(event)
+    return history, live
+
+
+def produce(settings: Settings, stream: list, rate: float, seed: int, sent: Sent) -> None:
+    """Send ``stream`` at ``rate`` per second (0: as fast as possible), with some broken
+    records among them."""
     rng = random.Random(seed)
     topics = settings.topics.inputs()
     started = time.monotonic()
     with ShopProducer(settings) as producer:
-        for i, event in enumerate(Shop(config).events(default_start(events, config), n=events)):
+        for i, event in enumerate(stream):
             if i % BROKEN_EVERY == BROKEN_EVERY - 1:
                 broken = bad_record(SMALL_BAD_KINDS[i // BROKEN_EVERY % len(SMALL_BAD_KINDS)],
                                     event.ts, rng)
@@ -82,7 +114,35 @@ def produce(settings: Settings, events: int, rate: float, seed: int, sent: Sent)
                 time.sleep(ahead)
 
 
-def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Progress) -> Group:
+def watch_scores(settings: Settings, flagged: deque, stop: threading.Event) -> None:
+    """Keep the latest flagged orders (review or block) from ``scores.fraud``."""
+    with OutputConsumer(f"demo-{uuid.uuid4().hex[:6]}", ["fraud_score"], settings) as consumer:
+        while not stop.is_set():
+            score = consumer.poll(0.5)
+            if isinstance(score, FraudScore) and score.decision != "allow":
+                flagged.append(score)
+
+
+def fraud_view(m: workers.WorkerMetrics | None, flagged: deque) -> Group:
+    """Scores by model version and decision, and the latest flagged orders with reasons."""
+    counts = Table(title="fraud scores by model version", expand=True)
+    for column in ("model", "allow", "review", "block"):
+        counts.add_column(column, justify="left" if column == "model" else "right")
+    for version in sorted({v for v, _ in (m.predictions if m else {})}):
+        counts.add_row("rules" if version == "rules" else f"version {version}",
+                       *(f"{m.predictions.get((version, d), 0):,.0f}" for d in ("allow", "review", "block")))
+    latest = Table(title="latest flagged orders", expand=True)
+    for column in ("order", "score", "decision", "model", "reasons"):
+        latest.add_column(column)
+    for score in list(flagged)[-5:]:
+        reasons = "; ".join(f"{r.feature}={r.value:g}" if isinstance(r.value, float) else r.feature
+                            for r in score.reasons) or "-"
+        latest.add_row(score.order_id, f"{score.score:.2f}", score.decision, score.model_version, reasons)
+    return Group(counts, latest)
+
+
+def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Progress,
+         flagged: deque | None = None) -> Group:
     """The live screen."""
     table = Table(expand=True, title="worker, by input topic")
     for column in ("topic", "events/s", "consumed", "processed"):
@@ -104,7 +164,10 @@ def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Pro
                         "freshness p50 " + (f"[bold]≤{p50 * 1000:,.0f}[/] ms" if p50 else "-")
                         + ", p99 " + (f"[bold]≤{p99 * 1000:,.0f}[/] ms" if p99 else "-"))
         summary.add_row(f"dead letters [bold red]{m.total_dead:,.0f}[/]", dead, "")
-    return Group(progress, Panel(summary, title="shopstream"), table)
+    parts = [progress, Panel(summary, title="shopstream"), table]
+    if flagged is not None:
+        parts.append(fraud_view(m, flagged))
+    return Group(*parts)
 
 
 def read_back(settings: Settings, sent: Sent, console: Console) -> None:
@@ -147,8 +210,57 @@ def _print_vectors(console: Console, title: str, key: str, features: dict, names
     console.print(table)
 
 
+def stream(settings: Settings, title: str, total: int, sender: threading.Thread, sent: Sent,
+           flagged: deque, console: Console, log_file) -> workers.WorkerMetrics | None:
+    """Show the live screen until ``sender`` is done and the worker has caught up."""
+    before = workers.scrape(settings.web_port) or workers.WorkerMetrics()
+    progress = Progress(TextColumn(title), BarColumn(), MofNCompleteColumn())
+    task = progress.add_task(title, total=total)
+    rates = Rates()
+    last_change, last_seen = time.monotonic(), -1.0
+    sender.start()
+    m = None
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            m = workers.scrape(settings.web_port)
+            handled = (m.total_in - before.total_in) if m else 0
+            progress.update(task, completed=sent.records)
+            live.update(view(m, rates.update(m.events_in if m else {}), progress, flagged))
+            if not sender.is_alive() and handled >= total and m is not None and m.lag == 0:
+                return m
+            if handled != last_seen:
+                last_change, last_seen = time.monotonic(), handled
+            elif time.monotonic() - last_change > 60:
+                raise RuntimeError(f"the worker stopped making progress; see {log_file}")
+            time.sleep(0.5)
+
+
+def train(settings: Settings, console: Console) -> str | None:
+    """Act two: train on the history, register, promote; wait for the worker to switch."""
+    from trainers.fraud import FraudTrainConfig, train_and_register
+    from trainers.loop import LoopConfig
+
+    console.rule("act 2: training the fraud model from the offline store")
+    config = FraudTrainConfig(days=12, valid_days=3, loop=LoopConfig(epochs=8, batch_size=256))
+    result = train_and_register(settings, config, force=True)
+    m = result.metrics
+    console.print(f"version {result.version.version}: validation AUC {m['auc']:.3f}, AP {m['ap']:.3f} "
+                  f"on {result.n_valid:,} orders (trained on {result.n_train:,}); promoted to champion")
+    with console.status("waiting for the worker to pick up the new champion ..."):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            scraped = workers.scrape(settings.web_port)
+            if scraped and scraped.model_versions.get(settings.scoring.model_name) == float(result.version.version):
+                console.print(f"the worker switched to version {result.version.version} without a restart")
+                return result.version.version
+            time.sleep(0.5)
+    console.print("[yellow]the worker has not switched yet; it checks every "
+                  f"{settings.scoring.reload_s:.0f}s[/]")
+    return result.version.version
+
+
 def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: int = 7,
-        console: Console | None = None) -> workers.WorkerMetrics | None:
+        console: Console | None = None, with_model: bool = True) -> workers.WorkerMetrics | None:
     """Start a worker unless one answers, stream the shop through it, show it live."""
     console = console or Console()
     ensure_topics(settings)
@@ -160,38 +272,35 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
         console.print(f"starting a worker (log: {log_file}) ...")
         worker = workers.start({}, log_file)
         console.print(f"worker ready in {workers.wait_ready(worker, settings.web_port, log_file):.1f}s")
-    before = workers.scrape(settings.web_port) or workers.WorkerMetrics()
-    sent = Sent()
-    sender = threading.Thread(target=produce, args=(settings, events, rate, seed, sent), daemon=True)
-    progress = Progress(TextColumn("sent"), BarColumn(), MofNCompleteColumn())
-    task = progress.add_task("sent", total=events)
-    rates = Rates()
+    flagged: deque = deque(maxlen=50)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_scores, args=(settings, flagged, stop), daemon=True)
+    watcher.start()
     started = time.monotonic()
-    last_change, last_seen = time.monotonic(), -1.0
-    sender.start()
     m = None
     try:
-        with Live(console=console, refresh_per_second=4) as live:
-            while True:
-                m = workers.scrape(settings.web_port)
-                handled = (m.total_in - before.total_in) if m else 0
-                progress.update(task, completed=sent.records)
-                live.update(view(m, rates.update(m.events_in if m else {}), progress))
-                if not sender.is_alive() and handled >= events and m is not None and m.lag == 0:
-                    break
-                if handled != last_seen:
-                    last_change, last_seen = time.monotonic(), handled
-                elif time.monotonic() - last_change > 60:
-                    raise RuntimeError(f"the worker stopped making progress; see {log_file}")
-                time.sleep(0.5)
+        past, live = timeline(seed, events)
+        if with_model:
+            console.rule(f"act 1: {HISTORY_DAYS} days of history, scored by the rules (or the current champion)")
+            sent = Sent()
+            sender = threading.Thread(target=produce, args=(settings, past, 0, seed, sent), daemon=True)
+            stream(settings, "history", len(past), sender, sent, flagged, console, log_file)
+            time.sleep(1.5)
+            train(settings, console)
+        console.rule(f"{'act 3: ' if with_model else ''}the last {LIVE_DAYS} days of the shop, "
+                     f"{rate:,.0f} events/s")
+        sent = Sent()
+        sender = threading.Thread(target=produce, args=(settings, live, rate, seed, sent), daemon=True)
+        m = stream(settings, "live", len(live), sender, sent, flagged, console, log_file)
         time.sleep(1.5)  # the last micro-batch reaches the online store
         elapsed = time.monotonic() - started
         console.print(
-            f"[green]done[/] in {elapsed:.1f}s ({events / elapsed:,.0f} events/s end to end): "
-            f"{m.total_out - before.total_out:,.0f} processed, "
-            f"{m.total_dead - before.total_dead:,.0f} dead-lettered.")
+            f"[green]done[/] in {elapsed:.1f}s: {m.total_out:,.0f} events processed, "
+            f"{m.total_dead:,.0f} dead-lettered, "
+            f"{sum(m.predictions.values()):,.0f} orders scored.")
         read_back(settings, sent, console)
     finally:
+        stop.set()
         if worker is not None:
             workers.stop(worker)
     return m

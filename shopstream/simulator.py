@@ -209,7 +209,7 @@ class _Session:
             if takeover:  # the thief fills the basket with expensive things
                 lines = [OrderItem(item_id=i, price=p, qty=rng.randint(2, 5)) for i, p in cart.items()]
             amount = round(sum(line.price * line.qty for line in lines), 2)
-            order_id = f"ord-{next(shop._orders)}"
+            order_id = f"ord-{shop.config.seed}-{next(shop._orders)}"
             shop._truth[order_id] = fraud
             yield Order(order_id=order_id, user_id=user.user_id,
                         session_id=self.session_id, items=lines, amount=amount, currency="EUR",
@@ -228,7 +228,7 @@ class _CardTesting(_Session):
             user = f"user-new-{rng.getrandbits(40):010x}"
             item, _ = shop._item(shop._theme())
             price = round(rng.uniform(0.5, 3.0), 2)
-            order_id = f"ord-{next(shop._orders)}"
+            order_id = f"ord-{shop.config.seed}-{next(shop._orders)}"
             shop._truth[order_id] = "card_testing"
             yield Order(order_id=order_id, user_id=user,
                         session_id=f"sess-{rng.getrandbits(48):012x}",

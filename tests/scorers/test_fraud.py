@@ -65,7 +65,7 @@ def test_order_features_from_the_order_and_its_history():
     features = order_features(order(300, device_id="d1"), {
         "user_orders__order_amount_mean_30d": 100.0, "user_orders__order_amount_std_30d": 50.0,
         "user_orders__order_amount_count_30d": 3, "terminal_risk__fraud_risk_7d": 0.25,
-        "user_activity__clicks_count_24h": None})
+        "terminal_risk__tx_count_30d": 9, "user_activity__clicks_count_24h": None})
     assert features["amount_to_mean_30d"] == pytest.approx(math.log1p(3.0))
     assert features["amount_z_30d"] == pytest.approx(4.0)
     assert features["amount_to_mean_7d"] == 0.0  # no 7-day history: no ratio
@@ -73,6 +73,7 @@ def test_order_features_from_the_order_and_its_history():
     assert features["is_weekend"] == 1.0 and features["is_night"] == 1.0
     assert features["has_device"] == 1.0 and features["has_ip"] == 0.0
     assert features["terminal_risk__fraud_risk_7d"] == 0.25  # a share: not log-scaled
+    assert features["terminal_risk__tx_count_30d"] == pytest.approx(math.log1p(9))  # a count: scaled
     assert features["user_orders__order_amount_count_30d"] == pytest.approx(math.log1p(3))
     assert features["user_activity__clicks_count_24h"] == 0.0  # missing counts as zero
     assert set(features) == set(FEATURES)
@@ -103,8 +104,21 @@ def test_model_scores_carry_version_decision_latency_and_upward_reasons():
     scores = scorer.score([order(10), order(2000)], [{}, {}], consumed_at=[99.0, 99.5], clock=lambda: 100.0)
     assert [(s.model_version, s.decision) for s in scores] == [("7", "allow"), ("7", "block")]
     assert [s.latency_ms for s in scores] == [1000.0, 500.0]
-    assert [[r.feature for r in s.reasons] for s in scores] == [["amount_log"], ["amount_log"]]
-    assert scores[1].reasons[0].value == pytest.approx(math.log1p(2000), abs=1e-3)
+    assert [[r.feature for r in s.reasons] for s in scores] == [["amount"], ["amount"]]
+    assert scores[1].reasons[0].value == 2000.0  # as the shop knows it, not the model's log
+
+
+def test_reasons_show_store_values_not_model_inputs():
+    class PushesTerminalCount(FixedPredictor):
+        def __call__(self, x):
+            probs, pushes = super().__call__(x)
+            pushes[:] = 0.0
+            pushes[:, FEATURES.index("terminal_risk__tx_count_30d")] = 1.0
+            return probs, pushes
+
+    (score,) = FraudScorer(PushesTerminalCount(), review=0.5, block=0.9).score(
+        [order()], [{"terminal_risk__tx_count_30d": 75}], clock=lambda: 0.0)
+    assert [(r.feature, r.value) for r in score.reasons] == [("terminal_risk.tx_count_30d", 75.0)]
 
 
 def test_rules_scorer_is_the_fallback():
