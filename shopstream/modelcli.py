@@ -121,9 +121,15 @@ def models_list() -> None:
 @models_app.command("promote")
 def models_promote(version: Annotated[str, typer.Argument(help="The version to make champion.")]) -> None:
     """Make a version the champion; workers switch to it within ``scoring.reload_s``."""
+    from mlflow.exceptions import MlflowException
+
     from trainers.registry import Registry
 
-    Registry(get_settings()).promote(version)
+    registry = Registry(get_settings())
+    try:
+        registry.promote(version)
+    except MlflowException as exc:
+        raise typer.BadParameter(f"{registry.name} has no version {version!r}") from exc
     console.print(f"version {version} is the champion")
 
 
