@@ -30,7 +30,7 @@ from scorers.fraud import FEATURES, SIGNALS, ModelPredictor, matrix
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
 from trainers.loop import Callback, History, LoopConfig, RichProgress, fit
-from trainers.offline import historical_features, labelled_orders, order_events, raw
+from trainers.offline import compact, historical_features, labelled_orders, order_events, raw
 from trainers.registry import Registry, Version
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Dataset:
 def build_dataset(settings: Settings, start: datetime, end: datetime, *,
                   labels_as_of: datetime, progress=None) -> Dataset:
     """Orders in ``[start, end)`` labelled by ``labels_as_of``, with point-in-time features."""
+    compact(settings)
     frame = labelled_orders(settings, start, end, labels_as_of=labels_as_of)
     if frame.empty:
         return Dataset(frame, np.zeros((0, len(FEATURES)), np.float32))

@@ -31,6 +31,13 @@ def raw(settings: Settings, table: str) -> pd.DataFrame:
         "event_timestamp", kind="stable").reset_index(drop=True)
 
 
+def compact(settings: Settings) -> int:
+    """Merge the offline log's small files (a worker writes one per table and micro-batch):
+    Feast's file store reads thousands of small files slowly. Returns the files merged."""
+    log = OfflineLog(offline_root(settings))
+    return sum(stats.files_before - stats.files_after for stats in map(log.compact, log.tables()))
+
+
 def labelled_orders(settings: Settings, start: datetime, end: datetime, *,
                     labels_as_of: datetime) -> pd.DataFrame:
     """Orders placed in ``[start, end)`` whose label had arrived by ``labels_as_of``.
