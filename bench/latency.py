@@ -46,8 +46,8 @@ RESULTS = Path(__file__).parent / "results"
 console = Console()
 
 
-def order(i: int) -> Order:
-    return Order(order_id=f"bench-{i}", user_id=f"user-{i % 5000}", amount=10 + i % 500,
+def order(i: int, run: str) -> Order:
+    return Order(order_id=f"bench-{run}-{i}", user_id=f"user-{i % 5000}", amount=10 + i % 500,
                  payment_fingerprint=f"card-{i % 5000}", device_id=f"dev-{i % 3000}",
                  ip=f"10.0.{i % 250}.{i % 200}", terminal_id=f"term-{i % 300}",
                  items=[OrderItem(item_id=f"item-{i % 900}", price=10)], ts=datetime.now(UTC))
@@ -60,27 +60,45 @@ def click(i: int) -> Click:
 
 def drive(settings: Settings, seconds: float, orders_per_s: float, clicks_per_s: float,
           sent: dict[str, float]) -> None:
-    """Produce orders (recording when each was sent) and background clicks, paced."""
+    """Produce orders (recording when each was sent) and background clicks, paced.
+
+    Order ids are unique to the call, so a late score from an earlier run is not counted.
+    """
+    run = uuid.uuid4().hex[:6]
     with ShopProducer(settings, config={"linger.ms": 0}) as producer:
+        producer.send(click(-1))  # the idempotent producer gets its id from the broker first
+        producer.flush()
         started, i, c = time.monotonic(), 0, 0
         while (elapsed := time.monotonic() - started) < seconds:
             while c < elapsed * clicks_per_s:
                 producer.send(click(c))
                 c += 1
             while i < elapsed * orders_per_s:
-                o = order(i)
+                o = order(i, run)
                 sent[o.order_id] = time.time()
                 producer.send(o)
                 i += 1
-            producer.poll(0)
             time.sleep(0.0005)
 
 
+def joined(consumer: Consumer, topics: list[str], timeout: float = 30.0) -> None:
+    """Subscribe and return once partitions are assigned: the broker delays a new group's
+    first assignment (group.initial.rebalance.delay.ms), which must not count as latency."""
+    assigned = threading.Event()
+    consumer.subscribe(topics, on_assign=lambda c, partitions: assigned.set())
+    deadline = time.monotonic() + timeout
+    while not assigned.is_set():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no partitions of {topics} assigned after {timeout}s")
+        consumer.poll(0.1)
+
+
 def receive(settings: Settings, topic: str, received: dict[str, float], stop: threading.Event,
-            key_of=lambda m: m.key().decode()) -> None:
+            ready: threading.Event, key_of=lambda m: m.key().decode()) -> None:
     consumer = Consumer({**settings.kafka.client_config(), "group.id": f"latency-{uuid.uuid4().hex[:6]}",
                          "auto.offset.reset": "latest", "fetch.wait.max.ms": 1})
-    consumer.subscribe([topic])
+    joined(consumer, [topic])
+    ready.set()
     try:
         while not stop.is_set():
             message = consumer.poll(0.05)
@@ -91,14 +109,18 @@ def receive(settings: Settings, topic: str, received: dict[str, float], stop: th
 
 
 def measure(settings: Settings, topic: str, seconds: float, orders_per_s: float, clicks_per_s: float) -> dict:
-    sent, received, stop = {}, {}, threading.Event()
-    listener = threading.Thread(target=receive, args=(settings, topic, received, stop))
+    sent, received, stop, ready = {}, {}, threading.Event(), threading.Event()
+    listener = threading.Thread(target=receive, args=(settings, topic, received, stop, ready), daemon=True)
     listener.start()
-    time.sleep(3)  # the consumer has joined and sits at the end of the topic
-    drive(settings, seconds, orders_per_s, clicks_per_s, sent)
-    time.sleep(3)
-    stop.set()
-    listener.join()
+    try:
+        if not ready.wait(60):
+            raise TimeoutError("the score consumer did not join")
+        time.sleep(1)  # its position is resolved to the end of the topic
+        drive(settings, seconds, orders_per_s, clicks_per_s, sent)
+        time.sleep(3)
+    finally:
+        stop.set()
+        listener.join()
     latencies = np.array([(received[k] - t) * 1000 for k, t in sent.items() if k in received])
     return {"sent": len(sent), "received": int(len(latencies)),
             "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
@@ -106,12 +128,13 @@ def measure(settings: Settings, topic: str, seconds: float, orders_per_s: float,
             "max_ms": float(latencies.max()) if len(latencies) else None}
 
 
-def echo(settings: Settings, out_topic: str, stop: threading.Event) -> None:
+def echo(settings: Settings, out_topic: str, stop: threading.Event, ready: threading.Event) -> None:
     """a. Consume orders and produce them again at once."""
     consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-echo",
                          "auto.offset.reset": "latest", "fetch.wait.max.ms": 1})
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 0})
-    consumer.subscribe([settings.topics.orders])
+    joined(consumer, [settings.topics.orders])
+    ready.set()
     try:
         while not stop.is_set():
             message = consumer.poll(0.05)
@@ -165,13 +188,16 @@ def main() -> None:
     ensure_topics(settings, [echo_topic])
 
     console.print("a. Kafka round trip (consume, produce, consume) ...")
-    stop = threading.Event()
-    echoing = threading.Thread(target=echo, args=(settings, echo_topic, stop))
+    stop, ready = threading.Event(), threading.Event()
+    echoing = threading.Thread(target=echo, args=(settings, echo_topic, stop, ready), daemon=True)
     echoing.start()
-    time.sleep(3)
-    floor = measure(settings, echo_topic, args.seconds, args.orders, args.clicks)
-    stop.set()
-    echoing.join()
+    try:
+        if not ready.wait(60):
+            raise TimeoutError("the echo consumer did not join")
+        floor = measure(settings, echo_topic, args.seconds, args.orders, args.clicks)
+    finally:
+        stop.set()
+        echoing.join()
 
     console.print("b. shopstream worker scoring with a registered model ...")
     version = register_model(settings)

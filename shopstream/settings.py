@@ -180,6 +180,9 @@ class ScoringSettings(BaseModel):
     """How often a worker checks the registry for a new champion."""
     top_reasons: int = Field(3, ge=0)
     """How many reasons a score carries."""
+    torch_threads: int = Field(1, ge=1)
+    """Intra-op threads for inference in a worker. Micro-batches are small, and more
+    threads spin against the event loop for the same cores (set once per process)."""
 
 
 class FeatureSettings(BaseModel):

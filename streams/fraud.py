@@ -60,8 +60,11 @@ def read_features(orders: list[Order]) -> list[dict]:
 
 def _champion():
     """The registry's champion, loaded (blocking: runs in a thread)."""
+    import torch
+
     from trainers.fraud import load_champion  # torch and MLflow load only in workers that score
 
+    torch.set_num_threads(settings.scoring.torch_threads)
     return load_champion(settings)
 
 
