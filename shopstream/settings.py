@@ -185,6 +185,33 @@ class ScoringSettings(BaseModel):
     threads spin against the event loop for the same cores (set once per process)."""
 
 
+class RecsSettings(BaseModel):
+    """How workers recommend after clicks and cart changes."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Send recommendations on ``recs.session`` after every click and cart change."""
+    batch_rows: int = Field(256, ge=1)
+    """A micro-batch closes after this many events ..."""
+    batch_ms: float = Field(5.0, gt=0)
+    """... or after this many milliseconds."""
+    k: int = Field(20, ge=1, le=200)
+    """How many items a recommendation carries."""
+    model_name: str = "shopstream-recs"
+    """Registered model name of the recommender bundle in the MLflow registry."""
+    reload_s: float = Field(10.0, gt=0)
+    """How often a worker checks the registry for a new champion."""
+    session_items: int = Field(100, ge=1)
+    """The newest items of a session that its state keeps."""
+    exclude_cart: bool = True
+    """Leave out items that are in the cart."""
+    exclude_bought: bool = True
+    """Leave out items the session has bought."""
+    exclude_viewed: bool = False
+    """Leave out items the session has viewed (off: shoppers come back to items)."""
+
+
 class FeatureSettings(BaseModel):
     """How workers compute features and write them out."""
 
@@ -222,6 +249,7 @@ class Settings(BaseSettings):
     thresholds: Thresholds = Thresholds()
     features: FeatureSettings = FeatureSettings()
     scoring: ScoringSettings = ScoringSettings()
+    recs: RecsSettings = RecsSettings()
 
     app_id: str = "shopstream"
     """Faust application id: the consumer group and the prefix of changelog topics."""

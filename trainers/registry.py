@@ -61,7 +61,7 @@ class Registry:
         return self.client.create_experiment(self.name, artifact_location=artifacts)
 
     def register(self, checkpoint: Path, *, metrics: dict[str, float], params: dict[str, object],
-                 tags: dict[str, str]) -> Version:
+                 tags: dict[str, str], description: str = "shopstream fraud scorer") -> Version:
         """Log a run with ``checkpoint`` and register it as a new version."""
         run = self.client.create_run(self._experiment(), tags={"model": self.name, **tags})
         run_id = run.info.run_id
@@ -72,7 +72,7 @@ class Registry:
         self.client.log_artifact(run_id, str(checkpoint), artifact_path="model")
         self.client.set_terminated(run_id)
         if not self.client.search_registered_models(f"name='{self.name}'"):
-            self.client.create_registered_model(self.name, description="shopstream fraud scorer")
+            self.client.create_registered_model(self.name, description=description)
         created = self.client.create_model_version(
             self.name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
             tags={**tags, **{f"metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()}})

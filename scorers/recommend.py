@@ -1,0 +1,181 @@
+"""The served session recommender: session state in, ranked items out. Pure.
+
+It blends strategies by clear rules:
+
+1. A cart change with items in the cart asks "what goes with this basket": items bought
+   together with the cart come first (strategy ``bought_together``).
+2. A session with items the models know gets a blend of the sequence model (its softmax
+   over the items that the faiss index retrieves), co-visitation and session neighbours
+   (V-SKNN), each normalised to sum to one and weighted by ``Blend`` (the trainer picks
+   the weights on its validation days). The strategy names the parts that contributed,
+   for example ``sequence+covisit``.
+3. A cold session, or one whose items nobody has seen, gets recent popularity
+   (``popular``).
+
+Whatever a rule leaves short of ``k`` items is filled from the next rule down, and the
+strategy then says so (``covisit+popular``). Items in the cart and items bought in the
+session are left out (``exclude_cart``, ``exclude_bought``); items already viewed stay
+in, because shoppers do come back to them, unless ``exclude_viewed``.
+
+>>> from scorers.neighbours import CoVisitation, Popularity, Session
+>>> log = [Session(("tent", "pegs", "lamp"), 0), Session(("tent", "pegs"), 0), Session(("mug", "tea"), 0)]
+>>> rec = Recommender(covisit=CoVisitation().fit(log), popular=Popularity().fit(log), k=3)
+>>> rec.recommend(SessionView(items=("tent",)))
+([('pegs', 0.8), ('lamp', 0.2), ('tent', 0.1)], 'covisit+popular')
+>>> rec.recommend(SessionView())[1]
+'popular'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scorers.neighbours import BoughtTogether, CoVisitation, Popularity, Scores, SessionKNN, top
+from scorers.retrieval import ItemIndex
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """What the recommender knows about a session: items viewed (oldest first), the
+    cart, and what the session bought."""
+
+    items: tuple[str, ...] = ()
+    cart: tuple[str, ...] = ()
+    bought: tuple[str, ...] = ()
+    trigger: str = "click"  # click | cart: what the recommendations answer
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Weights of the strategies blended for a warm session."""
+
+    sequence: float = 0.5
+    covisit: float = 0.25
+    neighbours: float = 0.25
+
+
+def normalised(scores: Scores) -> Scores:
+    """Scores scaled to sum to one (an empty or all-zero map stays as it is)."""
+    total = sum(v for v in scores.values() if v > 0)
+    return {i: v / total for i, v in scores.items() if v > 0} if total > 0 else {}
+
+
+class SequenceScorer:
+    """The sequence model behind a faiss index: sessions in, ``{item: probability}`` out.
+
+    The probabilities are a softmax over the ``candidates`` items the index returns for
+    the session's query vector, the items the full softmax would rank highest.
+    """
+
+    def __init__(self, model, vocab: Sequence[str], index: ItemIndex, candidates: int = 200):
+        import torch  # here, so that the rules-only paths do not import torch
+
+        self._torch = torch
+        self.model = model
+        self.vocab = list(vocab)
+        self.position = {item: i + 1 for i, item in enumerate(self.vocab)}  # 0 is padding
+        self.index = index
+        self.candidates = candidates
+
+    def known(self, items: Sequence[str]) -> list[int]:
+        return [self.position[i] for i in items if i in self.position]
+
+    def scores_batch(self, sessions: Sequence[Sequence[str]]) -> list[Scores]:
+        from models.sequence import left_pad
+
+        known = [self.known(items) for items in sessions]
+        rows = [r for r, seq in enumerate(known) if seq]
+        out: list[Scores] = [{} for _ in sessions]
+        if not rows:
+            return out
+        seq = left_pad([known[r] for r in rows], self.model.config.max_len)  # (B, T)
+        with self._torch.inference_mode():
+            queries = self.model.encode(seq).numpy()  # (B, C)
+        for r, hits in zip(rows, self.index.search(queries, self.candidates), strict=True):
+            if hits:
+                logits = np.array([s for _, s in hits])
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                out[r] = {item: float(v) for (item, _), v in zip(hits, p, strict=True)}
+        return out
+
+
+@dataclass
+class Recommender:
+    """Blends the strategies it has; any of them may be missing (no model yet)."""
+
+    sequence: SequenceScorer | None = None
+    covisit: CoVisitation | None = None
+    neighbours: SessionKNN | None = None
+    bought_together: BoughtTogether | None = None
+    popular: Popularity | None = None
+    blend: Blend = field(default_factory=Blend)
+    k: int = 20
+    exclude_cart: bool = True
+    exclude_bought: bool = True
+    exclude_viewed: bool = False
+    version: str = "rules"
+
+    def excluded(self, view: SessionView) -> set[str]:
+        return ((set(view.cart) if self.exclude_cart else set())
+                | (set(view.bought) if self.exclude_bought else set())
+                | (set(view.items) if self.exclude_viewed else set()))
+
+    def warm(self, view: SessionView, sequence: Scores) -> tuple[Scores, list[str]]:
+        """Rule 2: the blend, and the names of the strategies that contributed."""
+        parts = {"sequence": sequence}
+        if self.covisit is not None:
+            parts["covisit"] = self.covisit.scores(view.items)
+        if self.neighbours is not None:
+            parts["neighbours"] = self.neighbours.scores(view.items)
+        blended: Scores = {}
+        used, total = [], 0.0
+        for name, scores in parts.items():
+            weight = getattr(self.blend, name)
+            scores = normalised(scores)
+            if weight <= 0 or not scores:
+                continue
+            used.append(name)
+            total += weight
+            for item, value in scores.items():
+                blended[item] = blended.get(item, 0.0) + weight * value
+        # Renormalised over the parts present, so a session the model cannot read still
+        # gets scores on the same scale.
+        return {i: v / total for i, v in blended.items()}, used
+
+    def recommend(self, view: SessionView, sequence: Scores | None = None) -> tuple[list[tuple[str, float]], str]:
+        """The ranked ``(item, score)`` list for one session, and the strategy."""
+        if sequence is None:
+            sequence = self.sequence.scores_batch([view.items])[0] if self.sequence and view.items else {}
+        excluded = self.excluded(view)
+        ranked: list[tuple[str, float]] = []
+        strategies: list[str] = []
+
+        def fill(scores: Scores, name: str) -> None:
+            taken = excluded | {i for i, _ in ranked}
+            more = top(scores, self.k - len(ranked), taken)
+            if more:
+                ranked.extend((i, float(f"{s:.6g}")) for i, s in more)
+                strategies.append(name)
+
+        if view.trigger == "cart" and view.cart and self.bought_together is not None:
+            fill(normalised(self.bought_together.scores(view.cart)), "bought_together")
+        if len(ranked) < self.k and view.items:
+            blended, used = self.warm(view, sequence)
+            fill(blended, "+".join(used))
+        if len(ranked) < self.k and self.popular is not None:
+            popular = normalised(self.popular.scores(()))
+            if ranked and popular:  # below everything personal, in popularity order
+                scale = 0.5 * ranked[-1][1] / max(popular.values())
+                popular = {i: v * scale for i, v in popular.items()}
+            fill(popular, "popular")
+        return ranked, "+".join(strategies) or "none"
+
+    def recommend_batch(self, views: Sequence[SessionView]) -> list[tuple[list[tuple[str, float]], str]]:
+        """``recommend`` for many sessions, with one model call for all of them."""
+        sequences = (self.sequence.scores_batch([v.items for v in views]) if self.sequence
+                     else [{} for _ in views])
+        return [self.recommend(v, s) for v, s in zip(views, sequences, strict=True)]

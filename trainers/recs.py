@@ -1,0 +1,352 @@
+"""The recommender trainer: ``shopstream train recs``.
+
+Reads the session views and orders that the workers logged offline, keeps the last
+``valid_days`` for validation (``trainers.sessions``), and builds everything the served
+recommender (``scorers.recommend``) needs:
+
+- the sequence model (``models.sequence``), trained next-item with the generic loop,
+  early-stopped on validation MRR@20, and a faiss index of its item embeddings;
+- co-visitation, session neighbours (V-SKNN), bought-together and popularity, fitted on
+  the whole window;
+- the blend weights, picked on the validation cases from a grid.
+
+The bundle (one ``recs.pt`` file) is registered in MLflow under ``settings.recs.model_name``
+with its metrics, and becomes the champion only if its validation MRR@20 beats the
+champion's on the same cases (``--force`` overrides). Workers pick the new champion up
+without a restart (``streams.recs``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from models.sequence import SequenceCheckpoint, SequenceConfig, SequenceRecommender, left_pad
+from scorers.neighbours import BoughtTogether, CoVisitation, Popularity, Session, SessionKNN
+from scorers.recommend import Blend, Recommender, SequenceScorer, SessionView
+from scorers.retrieval import ItemIndex
+from shopstream.settings import Settings
+from trainers import ranking
+from trainers.loop import Callback, History, LoopConfig, RichProgress, fit
+from trainers.registry import Registry, Version
+from trainers.sessions import Case, cases, clean, sessions, split
+
+log = logging.getLogger(__name__)
+K = 20
+
+
+@dataclass
+class RecsTrainConfig:
+    days: float = 28.0  # the training window, ending at the newest view logged
+    valid_days: float = 1.0  # its last days validate the model and pick the blend
+    min_support: int = 1  # items seen fewer times are dropped (Ludewig et al. use 5 on full data)
+    max_len: int = 50
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.3
+    full_softmax_below: int = 200_000  # larger catalogs train with sampled softmax
+    neighbour_sessions: int = 200_000  # the most recent sessions that V-SKNN keeps
+    blend_step: float = 0.25  # grid step of the blend weights
+    refit: bool = True  # retrain on the validation days too, for the epochs validation chose
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=40, batch_size=128, lr=2e-3,
+                                                                 weight_decay=0.1, patience=8))
+    # patience: the one-cycle schedule warms up for the first 30 % of the epochs
+
+
+# --- the sequence model ------------------------------------------------------------------
+
+
+def training_tensors(train: list[Session], position: dict[str, int], max_len: int) -> tuple[torch.Tensor, ...]:
+    """Inputs and next-item targets (N, max_len), left-padded, one row per window."""
+    inputs, targets = [], []
+    for session in train:
+        seq = [position[i] for i in session.items if i in position]
+        for end in range(len(seq), 1, -max_len):  # long sessions: windows from the end
+            window = seq[max(0, end - max_len - 1):end]
+            inputs.append(window[:-1])
+            targets.append(window[1:])
+    return left_pad(inputs, max_len), left_pad(targets, max_len)
+
+
+def model_lists(model: SequenceRecommender, prefixes: list[tuple[str, ...]], position: dict[str, int],
+                vocab: list[str], k: int = K, batch: int = 1024) -> list[list[str]]:
+    """The model's top ``k`` by full softmax for each prefix (validation during training)."""
+    out: list[list[str]] = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(prefixes), batch):
+            chunk = [[position[i] for i in p if i in position] for p in prefixes[start:start + batch]]
+            logits, _ = model(left_pad(chunk, model.config.max_len))  # (B, n_items + 1)
+            logits[:, 0] = float("-inf")
+            best = logits.topk(min(k, logits.shape[1] - 1)).indices.tolist()
+            out += [[vocab[i - 1] for i in row] if seq else [] for row, seq in zip(best, chunk, strict=True)]
+    return out
+
+
+def train_sequence(train: list[Session], valid: list[Case], config: RecsTrainConfig,
+                   callbacks: list[Callback]) -> tuple[SequenceCheckpoint, dict[str, float]]:
+    vocab = sorted({i for s in train for i in s.items})
+    position = {item: i + 1 for i, item in enumerate(vocab)}
+    torch.manual_seed(config.loop.seed)  # the initial weights too, so a run can be repeated
+    model = SequenceRecommender(SequenceConfig(
+        n_items=len(vocab), max_len=config.max_len, dim=config.dim, heads=config.heads,
+        layers=config.layers, dropout=config.dropout,
+        sampled=0 if len(vocab) < config.full_softmax_below else 8192))
+    inputs, targets = training_tensors(train, position, config.max_len)
+    if len(inputs) == 0:
+        raise ValueError("no training session has two views of known items: log more sessions first")
+    prefixes, answers = [c.prefix for c in valid], [c.target for c in valid]
+
+    def validate(m: SequenceRecommender) -> dict[str, float]:
+        return ranking.evaluate(model_lists(m, prefixes, position, vocab), answers, k=K, digits=5)
+
+    best = fit(model, [inputs, targets], validate, config.loop, monitor=f"mrr@{K}", callbacks=callbacks)
+    return SequenceCheckpoint(model, vocab, {"n_train_windows": len(inputs)}), best
+
+
+def refit_sequence(train: list[Session], epochs: int, config: RecsTrainConfig,
+                   callbacks: list[Callback]) -> SequenceCheckpoint:
+    """The model again, on every session, for the number of epochs validation chose:
+    the newest days, held out to choose it, are the most like tomorrow's sessions."""
+    vocab = sorted({i for s in train for i in s.items})
+    position = {item: i + 1 for i, item in enumerate(vocab)}
+    torch.manual_seed(config.loop.seed)  # the initial weights too, so a run can be repeated
+    model = SequenceRecommender(SequenceConfig(
+        n_items=len(vocab), max_len=config.max_len, dim=config.dim, heads=config.heads,
+        layers=config.layers, dropout=config.dropout,
+        sampled=0 if len(vocab) < config.full_softmax_below else 8192))
+    inputs, targets = training_tensors(train, position, config.max_len)
+    epoch = iter(range(1, epochs + 1))
+    loop = replace(config.loop, epochs=epochs, patience=epochs)
+    # Nothing is held out now: "validation" only counts epochs, so the last one is kept.
+    fit(model, [inputs, targets], lambda m: {"epoch": next(epoch)}, loop, monitor="epoch", callbacks=callbacks)
+    return SequenceCheckpoint(model, vocab, {"n_train_windows": len(inputs), "epochs": epochs})
+
+
+# --- the strategies and the blend -----------------------------------------------------------
+
+
+def fit_strategies(train: list[Session], baskets: list[Session], config: RecsTrainConfig) -> dict:
+    return {"covisit": CoVisitation().fit(train),
+            "neighbours": SessionKNN().fit(train[-config.neighbour_sessions:]),
+            "bought_together": BoughtTogether().fit(baskets),
+            "popular": Popularity(half_life_days=7).fit(train)}
+
+
+def sequence_scorer(checkpoint: SequenceCheckpoint) -> SequenceScorer:
+    vectors = checkpoint.model.item_vectors().numpy()
+    return SequenceScorer(checkpoint.model, checkpoint.vocab, ItemIndex.build(vectors, checkpoint.vocab))
+
+
+def served_lists(recommender: Recommender, prefixes: list[tuple[str, ...]], batch: int = 256) -> list[list[str]]:
+    """What the served recommender returns after each prefix (no cart, nothing bought)."""
+    out: list[list[str]] = []
+    for start in range(0, len(prefixes), batch):
+        views = [SessionView(items=p) for p in prefixes[start:start + batch]]
+        out += [[i for i, _ in ranked] for ranked, _ in recommender.recommend_batch(views)]
+    return out
+
+
+def tune_blend(recommender: Recommender, valid: list[Case], step: float) -> tuple[Blend, dict[str, float]]:
+    """The grid point of weights (summing to one) with the best validation MRR@20."""
+    prefixes, answers = [c.prefix for c in valid], [c.target for c in valid]
+    steps = int(round(1 / step))
+    best, best_metrics = recommender.blend, None
+    for a, b in itertools.product(range(steps + 1), repeat=2):
+        if a + b > steps:
+            continue
+        recommender.blend = Blend(sequence=a * step, covisit=b * step, neighbours=(steps - a - b) * step)
+        result = ranking.evaluate(served_lists(recommender, prefixes), answers, k=K, digits=5)
+        if best_metrics is None or (result[f"mrr@{K}"], result[f"hr@{K}"]) > \
+                (best_metrics[f"mrr@{K}"], best_metrics[f"hr@{K}"]):
+            best, best_metrics = recommender.blend, result
+    recommender.blend = best
+    return best, best_metrics
+
+
+@dataclass
+class Fitted:
+    recommender: Recommender
+    sequence: dict[str, float]
+    blend: dict[str, float]
+    n_train: int
+    n_valid: int
+
+
+def fit_recommender(frame: pd.DataFrame, baskets: list[Session], config: RecsTrainConfig, *,
+                    progress: bool = True, callbacks: list[Callback] = ()) -> Fitted:
+    """Train on a session log (``session_id, item_id, ts``): the whole recommender."""
+    fit_part, valid_part = split(frame, config.valid_days, config.min_support)
+    train_sessions, valid_cases = sessions(fit_part), cases(sessions(valid_part))
+    if not valid_cases:
+        raise ValueError(f"the last {config.valid_days} day(s) hold no session of two views of known "
+                         "items to validate on: log more sessions or widen --valid-days")
+    progress_bar = [RichProgress("training sequence model")] if progress else []
+    checkpoint, seq_metrics = train_sequence(train_sessions, valid_cases, config, [*callbacks, *progress_bar])
+    recommender = Recommender(sequence=sequence_scorer(checkpoint), k=K,
+                              **fit_strategies(train_sessions, baskets, config))
+    blend, blend_metrics = tune_blend(recommender, valid_cases, config.blend_step)
+    log.info("blend %s: validation %s", blend, blend_metrics)
+    # Everything again with the validation days too, keeping the chosen epochs and blend.
+    everything = sessions(clean(frame, config.min_support))
+    for name, strategy in fit_strategies(everything, baskets, config).items():
+        setattr(recommender, name, strategy)
+    if config.refit:
+        progress_bar = [RichProgress("refitting on every day")] if progress else []
+        recommender.sequence = sequence_scorer(refit_sequence(
+            everything, int(seq_metrics["best_epoch"]), config, progress_bar))
+    return Fitted(recommender, seq_metrics, blend_metrics, len(train_sessions), len(valid_cases))
+
+
+# --- the bundle -------------------------------------------------------------------------------
+
+
+def save_bundle(recommender: Recommender, path: Path, meta: dict | None = None) -> Path:
+    """Everything the recommender needs in one file (plain tensors, lists and dicts)."""
+    seq = recommender.sequence
+    neighbours = recommender.neighbours
+    torch.save({
+        "sequence": SequenceCheckpoint(seq.model, seq.vocab).to_dict() if seq else None,
+        "index": torch.from_numpy(seq.index.to_bytes()) if seq else None,
+        "covisit": recommender.covisit.state() if recommender.covisit else None,
+        "bought_together": recommender.bought_together.state() if recommender.bought_together else None,
+        "popular": recommender.popular.scores(()) if recommender.popular else None,
+        "neighbours": [(tuple(sorted(items)), ts) for items, ts in
+                       zip(neighbours._sessions, neighbours._ends, strict=True)] if neighbours else None,
+        "blend": asdict(recommender.blend), "meta": meta or {}}, path)
+    return path
+
+
+def load_bundle(path: Path, version: str = "local", **options) -> Recommender:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    sequence = None
+    if saved["sequence"] is not None:
+        checkpoint = SequenceCheckpoint.from_dict(saved["sequence"])
+        index = ItemIndex.from_bytes(saved["index"].numpy(), checkpoint.vocab)
+        sequence = SequenceScorer(checkpoint.model, checkpoint.vocab, index)
+    popular = None
+    if saved["popular"] is not None:
+        popular = Popularity()
+        popular._scores = dict(saved["popular"])
+    neighbours = None
+    if saved["neighbours"] is not None:
+        neighbours = SessionKNN().fit([Session(tuple(items), ts) for items, ts in saved["neighbours"]])
+    return Recommender(
+        sequence=sequence, neighbours=neighbours, popular=popular, blend=Blend(**saved["blend"]),
+        covisit=CoVisitation.from_state(saved["covisit"]) if saved["covisit"] is not None else None,
+        bought_together=(BoughtTogether.from_state(saved["bought_together"])
+                         if saved["bought_together"] is not None else None),
+        version=version, **options)
+
+
+# --- the batch job ------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    version: Version | None
+    promoted: bool
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    n_train: int
+    n_valid: int
+
+
+def offline_log(settings: Settings, days: float, end: datetime | None = None) -> tuple[pd.DataFrame, list[Session]]:
+    """Views and baskets of the last ``days`` of the offline log."""
+    from trainers.offline import compact, raw
+
+    compact(settings)
+    clicks = raw(settings, "raw_click")
+    if clicks.empty:
+        raise ValueError("the offline log holds no clicks yet: run workers and replay or simulate a shop")
+    end = end or clicks["event_timestamp"].max().to_pydatetime()
+    start = end - timedelta(days=days)
+    clicks = clicks[(clicks["event_timestamp"] > start) & (clicks["event_timestamp"] <= end)]
+    frame = pd.DataFrame({"session_id": clicks["session_id"].astype(str), "item_id": clicks["item_id"].astype(str),
+                          "ts": clicks["event_timestamp"]})
+    orders = raw(settings, "raw_order")
+    baskets = []
+    if not orders.empty:
+        import json
+
+        orders = orders[(orders["event_timestamp"] > start) & (orders["event_timestamp"] <= end)]
+        for payload, ts in zip(orders["payload"], orders["event_timestamp"], strict=True):
+            items = tuple(i["item_id"] for i in json.loads(payload).get("items", []))
+            if items:
+                baskets.append(Session(items, ts.timestamp()))
+    return frame.drop_duplicates(), baskets
+
+
+def evaluate_on(recommender: Recommender, valid: list[Case], popularity: dict[str, float], catalog: int) -> dict:
+    return ranking.evaluate(served_lists(recommender, [c.prefix for c in valid]), [c.target for c in valid],
+                            k=K, popularity=popularity, catalog=catalog, digits=5)
+
+
+def train_and_register(settings: Settings, config: RecsTrainConfig | None = None, *,
+                       end: datetime | None = None, force: bool = False, progress: bool = True) -> TrainResult:
+    """The whole batch job: sessions, training, evaluation, registry, promotion."""
+    config = config or RecsTrainConfig()
+    frame, baskets = offline_log(settings, config.days, end)
+    history = History()
+    fitted = fit_recommender(frame, baskets, config, progress=progress, callbacks=[history])
+    _, valid_part = split(frame, config.valid_days, config.min_support)
+    valid = cases(sessions(valid_part))
+    popularity = frame["item_id"].value_counts().to_dict()
+    catalog = frame["item_id"].nunique()
+    result = evaluate_on(fitted.recommender, valid, popularity, catalog)
+
+    registry = Registry(settings, settings.recs.model_name)
+    champion = registry.champion()
+    champion_metrics = None
+    if champion is not None:
+        try:  # the champion on the same validation cases
+            champion_metrics = evaluate_on(load_bundle(registry.download(champion)), valid, popularity, catalog)
+        except (ValueError, RuntimeError, FileNotFoundError, KeyError) as exc:
+            log.warning("cannot run the champion %s on the new cases (%s): it loses", champion.version, exc)
+            champion_metrics = {f"mrr@{K}": -1.0}
+    wins = champion_metrics is None or result[f"mrr@{K}"] > champion_metrics[f"mrr@{K}"]
+    folder = Path(tempfile.mkdtemp(prefix="shopstream-recs-"))
+    window = (frame["ts"].min().isoformat(), frame["ts"].max().isoformat())
+    path = save_bundle(fitted.recommender, folder / "recs.pt", {"train_start": window[0], "train_end": window[1]})
+    metrics = {**{k: v for k, v in result.items() if isinstance(v, float)},
+               **{f"sequence.{k}": v for k, v in fitted.sequence.items() if isinstance(v, float)},
+               "n_train_sessions": fitted.n_train, "n_valid_cases": fitted.n_valid}
+    version = registry.register(path, metrics=metrics, params={
+        **{k: v for k, v in asdict(config).items() if k != "loop"},
+        **{f"loop.{k}": v for k, v in asdict(config.loop).items()},
+        **{f"blend.{k}": v for k, v in asdict(fitted.recommender.blend).items()}},
+        tags={"feature_service": "recs_v1", "train_start": window[0], "train_end": window[1],
+              "n_views": str(len(frame)), "n_items": str(catalog)},
+        description="shopstream session recommender")
+    if wins or force:
+        registry.promote(version.version)
+    return TrainResult(version, wins or force, result, champion_metrics, fitted.n_train, fitted.n_valid)
+
+
+def load_champion(settings: Settings, registry: Registry | None = None, **options) -> Recommender | None:
+    """The champion bundle as a recommender, or None when there is none."""
+    registry = registry or Registry(settings, settings.recs.model_name)
+    champion = registry.champion()
+    if champion is None:
+        return None
+    return load_bundle(registry.download(champion), champion.version, **options)
+
+
+def describe(result: TrainResult) -> str:
+    lines = [f"version {result.version.version if result.version else '-'}: "
+             + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))]
+    if result.champion_metrics:
+        lines.append("champion on the same cases: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in result.champion_metrics.items() if isinstance(v, float)))
+    lines.append("promoted to champion" if result.promoted else "not promoted: the champion is as good or better")
+    return "\n".join(lines)
+
