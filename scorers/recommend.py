@@ -28,6 +28,7 @@ in, because shoppers do come back to them, unless ``exclude_viewed``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +47,42 @@ class SessionView:
     cart: tuple[str, ...] = ()
     bought: tuple[str, ...] = ()
     trigger: str = "click"  # click | cart: what the recommendations answer
+
+
+@dataclass
+class SessionState:
+    """A session as the recommendation agent keeps it: a reducer over its clicks and
+    cart changes, which ignores a redelivered event (its offset is not newer).
+
+    >>> state = SessionState()
+    >>> state.update("click", "tent", "shop.clicks:0", 5), state.update("add", "tent", "shop.carts:0", 2)
+    (True, True)
+    >>> state.update("click", "tent", "shop.clicks:0", 5)  # redelivered after a restart
+    False
+    >>> state.view("cart")
+    SessionView(items=('tent',), cart=('tent',), bought=(), trigger='cart')
+    """
+
+    items: list[str] = field(default_factory=list)
+    cart: dict[str, int] = field(default_factory=dict)  # item -> quantity changes summed
+    offsets: dict[str, int] = field(default_factory=dict)  # source partition -> newest offset
+    max_items: int = 100
+
+    def update(self, op: str, item: str, source: str, offset: int) -> bool:
+        """Apply a click (``op`` click) or cart change (add, remove); False if already seen."""
+        if offset <= self.offsets.get(source, -1):
+            return False
+        self.offsets[source] = offset
+        if op == "click":
+            self.items = (self.items + [item])[-self.max_items:]
+        else:
+            self.cart[item] = self.cart.get(item, 0) + (1 if op == "add" else -1)
+            if self.cart[item] <= 0:
+                del self.cart[item]
+        return True
+
+    def view(self, trigger: str) -> SessionView:
+        return SessionView(items=tuple(self.items), cart=tuple(sorted(self.cart)), trigger=trigger)
 
 
 @dataclass(frozen=True)
@@ -79,6 +116,7 @@ class SequenceScorer:
         self.position = {item: i + 1 for i, item in enumerate(self.vocab)}  # 0 is padding
         self.index = index
         self.candidates = candidates
+        self.timings: dict[str, float] = {}  # seconds in the model and the index, last batch
 
     def known(self, items: Sequence[str]) -> list[int]:
         return [self.position[i] for i in items if i in self.position]
@@ -91,10 +129,14 @@ class SequenceScorer:
         out: list[Scores] = [{} for _ in sessions]
         if not rows:
             return out
+        started = time.perf_counter()
         seq = left_pad([known[r] for r in rows], self.model.config.max_len)  # (B, T)
         with self._torch.inference_mode():
             queries = self.model.encode(seq).numpy()  # (B, C)
-        for r, hits in zip(rows, self.index.search(queries, self.candidates), strict=True):
+        encoded = time.perf_counter()
+        found = self.index.search(queries, self.candidates)
+        self.timings = {"model": encoded - started, "retrieval": time.perf_counter() - encoded}
+        for r, hits in zip(rows, found, strict=True):
             if hits:
                 logits = np.array([s for _, s in hits])
                 p = np.exp(logits - logits.max())
@@ -118,6 +160,7 @@ class Recommender:
     exclude_bought: bool = True
     exclude_viewed: bool = False
     version: str = "rules"
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, last batch
 
     def excluded(self, view: SessionView) -> set[str]:
         return ((set(view.cart) if self.exclude_cart else set())
@@ -178,4 +221,8 @@ class Recommender:
         """``recommend`` for many sessions, with one model call for all of them."""
         sequences = (self.sequence.scores_batch([v.items for v in views]) if self.sequence
                      else [{} for _ in views])
-        return [self.recommend(v, s) for v, s in zip(views, sequences, strict=True)]
+        blended = time.perf_counter()
+        results = [self.recommend(v, s) for v, s in zip(views, sequences, strict=True)]
+        self.timings = {**(self.sequence.timings if self.sequence else {}),
+                        "blend": time.perf_counter() - blended}
+        return results

@@ -213,7 +213,12 @@ class SessionRecs(Output):
     user_id: Id | None = None
     items: list[RecommendedItem]
     strategy: str
-    """Which recommender produced the list: sequence, covisit, bought_together, popular."""
+    """Which strategies produced the list, joined by ``+`` in the order they filled it:
+    bought_together, sequence, covisit, neighbours, popular (see ``scorers.recommend``)."""
+    trigger: Literal["click", "cart"] = "click"
+    """What the recommendations answer: a click, or a cart change."""
+    session_length: int = Field(0, ge=0)
+    """Items the session had viewed when they were made (the prefix length)."""
 
 
 class DriftSignal(Output):

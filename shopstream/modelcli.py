@@ -67,18 +67,39 @@ def train_fraud(
 
     config = FraudTrainConfig(days=days, valid_days=valid_days, delay_days=delay_days,
                               negatives=negatives, loop=LoopConfig(epochs=epochs))
+    _repeat(lambda: _print_result(train_and_register(get_settings(), config, labels_as_of=_date(labels_as_of),
+                                                     force=force, output=output)), every)
+
+
+@train_app.command("recs")
+def train_recs(
+    days: Annotated[float, typer.Option(help="Training window in days, ending at the newest click.")] = 28.0,
+    valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = 1.0,
+    min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = 1,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 40,
+    force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
+    every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 7d.")] = None,
+) -> None:
+    """Train the session recommender, register it, and promote it if it beats the champion."""
+    from trainers.loop import LoopConfig
+    from trainers.recs import RecsTrainConfig, describe, train_and_register
+
+    config = RecsTrainConfig(days=days, valid_days=valid_days, min_support=min_support,
+                             loop=LoopConfig(epochs=epochs, batch_size=128, lr=2e-3, weight_decay=0.1, patience=8))
+    _repeat(lambda: console.print(describe(train_and_register(get_settings(), config, force=force))), every)
+
+
+def _repeat(job, every: str | None) -> None:
+    """Run ``job`` once, or on a schedule; a schedule survives a run with too little data."""
     interval = seconds(every) if every else None
     while True:
         started = time.monotonic()
         try:
-            result = train_and_register(get_settings(), config, labels_as_of=_date(labels_as_of),
-                                        force=force, output=output)
+            job()
         except (ValueError, FileNotFoundError) as exc:
             if interval is None:
                 raise typer.BadParameter(str(exc)) from exc
             console.print(f"[yellow]not trained this time:[/] {exc}")
-        else:
-            _print_result(result)
         if interval is None:
             return
         wait = max(interval - (time.monotonic() - started), 0)
@@ -100,32 +121,43 @@ def _print_result(result) -> None:
                   else "[yellow]kept the current champion: the new version did not beat it[/]")
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """Every registered version with its metrics and aliases."""
+MODELS = ("fraud", "recs")
+ModelOption = Annotated[str, typer.Option("--model", help="Which model: fraud or recs.")]
+
+
+def _registry(model: str):
     from trainers.registry import Registry
 
-    registry = Registry(get_settings())
+    if model not in MODELS:
+        raise typer.BadParameter(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    settings = get_settings()
+    return Registry(settings, settings.scoring.model_name if model == "fraud" else settings.recs.model_name)
+
+
+@models_app.command("list")
+def models_list(model: ModelOption = "fraud") -> None:
+    """Every registered version with its metrics and aliases."""
+    registry = _registry(model)
     table = Table(title=registry.name)
-    for column in ("version", "aliases", "AUC", "AP", "CP@100", "training window", "rows", "created"):
+    shown = ("auc", "ap", "cp100") if model == "fraud" else ("hr@20", "mrr@20", "ndcg@20")
+    for column in ("version", "aliases", *(k.upper() for k in shown), "training window", "rows", "created"):
         table.add_column(column)
     for v in registry.versions():
         table.add_row(v.version, ",".join(v.aliases), *(f"{v.metrics.get(k, float('nan')):.4f}"
-                                                        for k in ("auc", "ap", "cp100")),
+                                                        for k in shown),
                       f"{v.tags.get('train_start', '')[:10]}..{v.tags.get('train_end', '')[:10]}",
-                      v.tags.get("n_rows", ""),
+                      v.tags.get("n_rows", v.tags.get("n_views", "")),
                       datetime.fromtimestamp(v.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 
 
 @models_app.command("promote")
-def models_promote(version: Annotated[str, typer.Argument(help="The version to make champion.")]) -> None:
-    """Make a version the champion; workers switch to it within ``scoring.reload_s``."""
+def models_promote(version: Annotated[str, typer.Argument(help="The version to make champion.")],
+                   model: ModelOption = "fraud") -> None:
+    """Make a version the champion; workers switch to it within ``reload_s``."""
     from mlflow.exceptions import MlflowException
 
-    from trainers.registry import Registry
-
-    registry = Registry(get_settings())
+    registry = _registry(model)
     try:
         registry.promote(version)
     except MlflowException as exc:
@@ -134,12 +166,10 @@ def models_promote(version: Annotated[str, typer.Argument(help="The version to m
 
 
 @models_app.command("rollback")
-def models_rollback() -> None:
+def models_rollback(model: ModelOption = "fraud") -> None:
     """Make the previous champion the champion again."""
-    from trainers.registry import Registry
-
     try:
-        version = Registry(get_settings()).rollback()
+        version = _registry(model).rollback()
     except LookupError as exc:
         raise typer.BadParameter(str(exc)) from exc
     console.print(f"rolled back: version {version} is the champion")
@@ -173,3 +203,38 @@ def eval_fraud(
         raise typer.BadParameter("expected history start < train end < test start < test end")
     run(get_settings(), transactions, window, output, rate=rate, epochs=epochs, redis_db=redis_db,
         console=console)
+
+
+@eval_app.command("recs")
+def eval_recs(
+    sessions: Annotated[Path, typer.Option(help="Session log: DIGINETICA, a session_id,item_id,timestamp "
+                                                "CSV (epoch seconds), or REES46.")],
+    format: Annotated[str, typer.Option("--format", help="diginetica, csv or rees46.")] = "diginetica",  # noqa: A002
+    test_days: Annotated[float, typer.Option(help="The last days are the test set.")] = 7.0,
+    valid_days: Annotated[float | None, typer.Option(help="Validation days before the test "
+                                                          "(default: as many as test days).")] = None,
+    min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = 1,
+    epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 40,
+    parity: Annotated[bool, typer.Option(help="Also replay the test sessions through a live worker.")] = True,
+    rate: Annotated[float, typer.Option(help="Clicks/s for the parity replay.")] = 500.0,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="CONTRACT=COLUMN, e.g. "
+                                                                 "timestamp=ts (repeatable).")] = None,
+    redis_db: Annotated[int, typer.Option(help="Redis database for the parity run (emptied first).")] = 14,
+    output: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.parquet, plots.")] = Path(
+        "eval-recs"),
+) -> None:
+    """Next-item HR/MRR/NDCG@20 against POP, item-kNN and V-SKNN, and a live parity check."""
+    from shopstream.replay import parse_mapping
+    from trainers.evaluate_recs import FORMATS, run
+
+    if not sessions.exists():
+        raise typer.BadParameter(f"{sessions} does not exist")
+    if format not in FORMATS:
+        raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    try:
+        mapping = parse_mapping(map_ or [])
+        run(get_settings(), sessions, format, test_days, output, mapping=mapping, valid_days=valid_days,
+            min_support=min_support, epochs=epochs, check_parity=parity, rate=rate, redis_db=redis_db,
+            console=console)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 
 from shopstream.topics import ensure_topics
-from streams import agents, fraud  # noqa: F401 - registers the input and fraud agents
+from streams import agents, fraud, recs  # noqa: F401 - registers the input, fraud and recs agents
 from streams.app import app, settings, updates_topic_name
 from streams.features import online_writer
 

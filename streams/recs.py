@@ -1,0 +1,164 @@
+"""The recommendation agent: every click and cart change gets recommendations on
+``recs.session``.
+
+It reads ``shop.clicks`` and ``shop.carts`` (both keyed by session, so one session's
+events arrive in order on one partition) beside the input agents, in small micro-batches:
+update each session's state (``scorers.recommend.SessionState``, kept in a
+changelog-backed table so a restarted worker carries on), ask the recommender for all the
+batch's sessions at once, and send one ``SessionRecs`` per event.
+
+Hot reload works as for fraud (``streams.fraud``): a timer asks the registry for the
+champion bundle, loads it off the event loop, and swaps the whole recommender between two
+batches. Until there is a champion, recommendations come from popularity counted in this
+worker (strategy ``popular``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+import faust
+
+from scorers.neighbours import Popularity, Session
+from scorers.recommend import Recommender, SessionState
+from shopstream.events import CartEvent, InvalidEvent, RecommendedItem, SessionRecs
+from streams import metrics
+from streams.agents import decode
+from streams.app import app, settings
+
+log = logging.getLogger(__name__)
+MODEL = settings.recs.model_name
+KIND = {settings.topics.clicks: "click", settings.topics.carts: "cart"}
+inputs = app.topic(settings.topics.clicks, settings.topics.carts, value_type=bytes, key_type=bytes)
+recs_topic = app.topic(settings.topics.session_recs, value_type=bytes, key_type=bytes)
+# Keyed by session id. use_partitioner: the changelog partition is the key's partition under
+# the app's partitioner, the CRC32 one that shop clients (librdkafka) use for the inputs.
+session_table = app.Table("session-recs-v1", default=None, partitions=settings.topics.partitions,
+                          use_partitioner=True, key_type=bytes, value_type=bytes)
+OPTIONS = {"k": settings.recs.k, "exclude_cart": settings.recs.exclude_cart,
+           "exclude_bought": settings.recs.exclude_bought, "exclude_viewed": settings.recs.exclude_viewed}
+recommender = Recommender(popular=Popularity(), **OPTIONS)
+"""The recommender in use; replaced whole (never mutated) when the champion changes."""
+_recent: list[Session] = []  # recent clicks, for popularity before there is a champion
+
+
+def load_state(key: bytes) -> SessionState:
+    saved = session_table.get(key)
+    state = SessionState(max_items=settings.recs.session_items)
+    if saved:
+        data = json.loads(saved)
+        state.items, state.cart, state.offsets = data["items"], data["cart"], data["offsets"]
+    return state
+
+
+def dump_state(state: SessionState) -> bytes:
+    return json.dumps({"items": state.items, "cart": state.cart, "offsets": state.offsets}).encode()
+
+
+def _champion() -> Recommender | None:
+    """The registry's champion bundle, loaded (blocking: runs in a thread)."""
+    import torch
+
+    from trainers.recs import load_champion
+
+    torch.set_num_threads(settings.scoring.torch_threads)
+    return load_champion(settings, **OPTIONS)
+
+
+async def reload_champion() -> None:
+    global recommender
+    try:
+        from trainers.registry import Registry
+
+        champion = await asyncio.to_thread(lambda: Registry(settings, MODEL).champion())
+        if champion is None or champion.version == recommender.version:
+            return
+        loaded = await asyncio.to_thread(_champion)
+    except Exception as exc:  # noqa: BLE001 - a broken bundle must not stop recommendations
+        metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
+        log.warning("cannot load the recommender champion (%r); keeping %s", exc, recommender.version)
+        return
+    if loaded is None:
+        return
+    recommender = loaded
+    metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
+    metrics.MODEL_VERSION.labels(MODEL).set(float(loaded.version))
+    log.info("now recommending with %s version %s", MODEL, loaded.version)
+
+
+@app.timer(interval=settings.recs.reload_s, on_leader=False)
+async def follow_recs_champion() -> None:
+    if settings.recs.enabled:
+        await reload_champion()
+
+
+@app.task
+async def load_recs_at_start() -> None:
+    if settings.recs.enabled:
+        await reload_champion()
+
+
+@app.timer(interval=10.0)
+async def refresh_popularity() -> None:
+    """Popularity from this worker's recent clicks, for use before there is a champion."""
+    global _recent
+    if recommender.version == "rules" and _recent:
+        recommender.popular = Popularity().fit(_recent)  # this one is ours to refit
+        _recent = _recent[-50_000:]
+
+
+@app.agent(inputs, name="recs_agent")
+async def recs_agent(stream: faust.StreamT) -> None:
+    """Clicks and cart changes in, session recommendations out."""
+    batch_rows, within = settings.recs.batch_rows, settings.recs.batch_ms / 1000
+    async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
+        if not settings.recs.enabled:
+            continue
+        consumed = time.time()
+        current = recommender  # one recommender for the whole batch
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        states: dict[bytes, SessionState] = {}
+        answers = []  # [(event, SessionView)]
+        for record in records:
+            message = record.message
+            kind = KIND.get(message.topic)
+            try:
+                event = decode(kind, message, now)
+            except InvalidEvent:
+                continue  # the input agents dead-letter it
+            if not event.session_id:
+                continue
+            key = event.session_id.encode()
+            state = states.get(key) or load_state(key)
+            op = event.action if isinstance(event, CartEvent) else "click"
+            if not state.update(op, event.item_id, f"{message.topic}:{message.partition}", message.offset):
+                continue  # redelivered: its recommendations were sent before
+            states[key] = state
+            answers.append((event, state.view(kind)))
+            if kind == "click" and current.version == "rules":
+                _recent.append(Session((event.item_id,), event.ts.timestamp()))
+        for key, state in states.items():
+            session_table[key] = dump_state(state)
+        metrics.SCORING_STAGE_SECONDS.labels("recs_state").observe(time.perf_counter() - started)
+        if not answers:
+            continue
+        results = current.recommend_batch([view for _, view in answers])
+        for stage, spent in current.timings.items():  # model, retrieval, blend
+            metrics.SCORING_STAGE_SECONDS.labels(f"recs_{stage}").observe(spent)
+        done = time.time()
+        for (event, view), (ranked, strategy) in zip(answers, results, strict=True):
+            recs = SessionRecs(session_id=event.session_id, user_id=event.user_id, strategy=strategy,
+                               items=[RecommendedItem(item_id=i, score=s) for i, s in ranked],
+                               trigger=view.trigger, session_length=len(view.items),
+                               model_version=current.version, latency_ms=max(done - consumed, 0.0) * 1000,
+                               ts=datetime.now(UTC))
+            await recs_topic.send(key=event.session_id.encode(), value=recs.model_dump_json().encode(),
+                                  force=True)
+            metrics.PREDICTIONS.labels(MODEL, current.version, strategy.split("+")[0]).inc()
+            metrics.SCORE_LATENCY.labels(MODEL).observe(recs.latency_ms / 1000)
+        metrics.OUTPUTS.labels(settings.topics.session_recs).inc(len(answers))
