@@ -102,13 +102,20 @@ async def load_recs_at_start() -> None:
         await reload_champion()
 
 
-@app.timer(interval=10.0)
-async def refresh_popularity() -> None:
-    """Popularity from this worker's recent clicks, for use before there is a champion."""
-    global _recent
-    if recommender.version == "rules" and _recent:
-        recommender.popular = Popularity().fit(_recent)  # this one is ours to refit
-        _recent = _recent[-50_000:]
+_refitted = 0.0
+
+
+def refresh_popularity() -> None:
+    """Before there is a champion: popularity from this worker's recent clicks, refitted
+    at once when there is none yet, then every 10 seconds."""
+    global _recent, _refitted
+    if recommender.version != "rules" or not _recent:
+        return
+    if recommender.popular.scores(()) and time.monotonic() - _refitted < 10:
+        return
+    _recent = _recent[-50_000:]
+    recommender.popular = Popularity().fit(_recent)  # the rules recommender is this module's own
+    _refitted = time.monotonic()
 
 
 @app.agent(inputs, name="recs_agent")
@@ -147,6 +154,7 @@ async def recs_agent(stream: faust.StreamT) -> None:
         metrics.SCORING_STAGE_SECONDS.labels("recs_state").observe(time.perf_counter() - started)
         if not answers:
             continue
+        refresh_popularity()
         results = current.recommend_batch([view for _, view in answers])
         for stage, spent in current.timings.items():  # model, retrieval, blend
             metrics.SCORING_STAGE_SECONDS.labels(f"recs_{stage}").observe(spent)
