@@ -45,6 +45,9 @@ bench: up  ## Throughput and freshness: raw Kafka loop vs naive Feast push vs a 
 bench-latency: up  ## Fraud-scoring latency: Kafka round trip vs a worker scoring orders.
 	$(BIN)/python -m bench.latency
 
+bench-recs: up  ## Recommendation latency (100k-item index) and exact vs HNSW search.
+	$(BIN)/python -m bench.recs_latency
+
 unit: venv  ## Run only the tests that need no services.
 	$(BIN)/pytest -m "not integration"
 
@@ -54,4 +57,4 @@ lint: venv  ## Check style with ruff.
 clean:  ## Remove the venv, caches and local service data.
 	rm -rf $(VENV) .cache .shopstream .pytest_cache
 
-.PHONY: help venv system up down demo test bench bench-latency unit lint clean
+.PHONY: help venv system up down demo test bench bench-latency bench-recs unit lint clean

@@ -108,15 +108,19 @@ def receive(settings: Settings, topic: str, received: dict[str, float], stop: th
         consumer.close()
 
 
-def measure(settings: Settings, topic: str, seconds: float, orders_per_s: float, clicks_per_s: float) -> dict:
+def measure(settings: Settings, topic: str, seconds: float, orders_per_s: float, clicks_per_s: float,
+            driver=drive, key_of=lambda m: m.key().decode()) -> dict:
+    """Latency from each input being sent (``driver`` records when, by key) to its output
+    being consumed from ``topic`` (matched by ``key_of(message)``)."""
     sent, received, stop, ready = {}, {}, threading.Event(), threading.Event()
-    listener = threading.Thread(target=receive, args=(settings, topic, received, stop, ready), daemon=True)
+    listener = threading.Thread(target=receive, args=(settings, topic, received, stop, ready, key_of),
+                                daemon=True)
     listener.start()
     try:
         if not ready.wait(60):
             raise TimeoutError("the score consumer did not join")
         time.sleep(1)  # its position is resolved to the end of the topic
-        drive(settings, seconds, orders_per_s, clicks_per_s, sent)
+        driver(settings, seconds, orders_per_s, clicks_per_s, sent)
         time.sleep(3)
     finally:
         stop.set()
@@ -128,19 +132,24 @@ def measure(settings: Settings, topic: str, seconds: float, orders_per_s: float,
             "max_ms": float(latencies.max()) if len(latencies) else None}
 
 
-def echo(settings: Settings, out_topic: str, stop: threading.Event, ready: threading.Event) -> None:
-    """a. Consume orders and produce them again at once."""
+def order_key(message) -> bytes:
+    return json.loads(message.value())["order_id"].encode()
+
+
+def echo(settings: Settings, out_topic: str, stop: threading.Event, ready: threading.Event,
+         source: str | None = None, key_fn=order_key) -> None:
+    """a. Consume inputs (orders by default) and produce them again at once, keyed by
+    ``key_fn(message)`` as their outputs would be."""
     consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-echo",
                          "auto.offset.reset": "latest", "fetch.wait.max.ms": 1})
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 0})
-    joined(consumer, [settings.topics.orders])
+    joined(consumer, [source or settings.topics.orders])
     ready.set()
     try:
         while not stop.is_set():
             message = consumer.poll(0.05)
             if message is not None and not message.error():
-                producer.produce(out_topic, key=json.loads(message.value())["order_id"].encode(),
-                                 value=message.value())
+                producer.produce(out_topic, key=key_fn(message), value=message.value())
                 producer.poll(0)
     finally:
         producer.flush(10)

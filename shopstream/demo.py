@@ -4,15 +4,18 @@ Run with ``make demo`` (which also installs and starts Kafka and Redis and regis
 Feast repo) or ``shopstream demo --events 20000 --rate 1000``. It has three acts:
 
 1. history: three weeks of a small shop's past, with fraud and its late labels, sent as
-   fast as possible; the worker builds features and scores every order with the rules;
-2. training: the fraud model is trained from the offline store and registered as the
-   champion, and the worker switches to it without a restart;
-3. live: the shop's present at ``rate`` events per second, scored by the model.
+   fast as possible; the worker builds features, scores every order with the rules and
+   recommends popular items after every click;
+2. training: the fraud model is trained from the offline store, the session recommender
+   from the offline click log, both registered as champions, and the worker switches to
+   them without a restart;
+3. live: the shop's present at ``rate`` events per second, scored and recommended by
+   the models.
 
 The screen shows events per second by topic, dead letters (the stream carries a few
 broken records on purpose), consumer lag, online micro-batches (their size and write
-time), feature freshness, late events, and fraud scores by model version with the latest
-flagged orders and their reasons; at the end a few feature vectors are read back
+time), feature freshness, late events, fraud scores by model version with the latest
+flagged orders and their reasons, and session recommendations by strategy; at the end a few feature vectors are read back
 through Feast.
 """
 
@@ -34,7 +37,7 @@ from rich.table import Table
 from shopstream import workers
 from shopstream.burst import SMALL_BAD_KINDS, bad_record
 from shopstream.client import OutputConsumer, ShopProducer
-from shopstream.events import Click, FraudScore, Order
+from shopstream.events import Click, FraudScore, Order, SessionRecs
 from shopstream.featurestore import feature_store
 from shopstream.settings import Settings
 from shopstream.simulator import DAY, Shop, SimConfig
@@ -114,13 +117,35 @@ def produce(settings: Settings, stream: list, rate: float, seed: int, sent: Sent
                 time.sleep(ahead)
 
 
-def watch_scores(settings: Settings, flagged: deque, stop: threading.Event) -> None:
-    """Keep the latest flagged orders (review or block) from ``scores.fraud``."""
-    with OutputConsumer(f"demo-{uuid.uuid4().hex[:6]}", ["fraud_score"], settings) as consumer:
+def watch_scores(settings: Settings, flagged: deque, recs: deque, stop: threading.Event) -> None:
+    """Keep the latest flagged orders (review or block) from ``scores.fraud`` and the
+    latest recommendations from ``recs.session``."""
+    with OutputConsumer(f"demo-{uuid.uuid4().hex[:6]}", ["fraud_score", "session_recs"], settings) as consumer:
         while not stop.is_set():
-            score = consumer.poll(0.5)
-            if isinstance(score, FraudScore) and score.decision != "allow":
-                flagged.append(score)
+            output = consumer.poll(0.5)
+            if isinstance(output, FraudScore) and output.decision != "allow":
+                flagged.append(output)
+            elif isinstance(output, SessionRecs):
+                recs.append(output)
+
+
+def recs_view(m: workers.WorkerMetrics | None, recs: deque) -> Group:
+    """Recommendations by model version and strategy, and the latest few."""
+    counts = Table(title="session recommendations by model version and strategy", expand=True)
+    strategies = sorted({s for _, s in (m.recommendations if m else {})})
+    counts.add_column("model")
+    for strategy in strategies:
+        counts.add_column(strategy, justify="right")
+    for version in sorted({v for v, _ in (m.recommendations if m else {})}):
+        counts.add_row("popularity (no model yet)" if version == "rules" else f"version {version}",
+                       *(f"{m.recommendations.get((version, s), 0):,.0f}" for s in strategies))
+    latest = Table(title="latest recommendations", expand=True)
+    for column in ("session", "after", "viewed", "strategy", "model", "top items"):
+        latest.add_column(column)
+    for r in list(recs)[-4:]:
+        latest.add_row(r.session_id[-12:], r.trigger, str(r.session_length), r.strategy, r.model_version,
+                       ", ".join(i.item_id for i in r.items[:5]))
+    return Group(counts, latest)
 
 
 def fraud_view(m: workers.WorkerMetrics | None, flagged: deque) -> Group:
@@ -142,7 +167,7 @@ def fraud_view(m: workers.WorkerMetrics | None, flagged: deque) -> Group:
 
 
 def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Progress,
-         flagged: deque | None = None) -> Group:
+         flagged: deque | None = None, recs: deque | None = None) -> Group:
     """The live screen."""
     table = Table(expand=True, title="worker, by input topic")
     for column in ("topic", "events/s", "consumed", "processed"):
@@ -167,6 +192,8 @@ def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Pro
     parts = [progress, Panel(summary, title="shopstream"), table]
     if flagged is not None:
         parts.append(fraud_view(m, flagged))
+    if recs is not None:
+        parts.append(recs_view(m, recs))
     return Group(*parts)
 
 
@@ -211,7 +238,7 @@ def _print_vectors(console: Console, title: str, key: str, features: dict, names
 
 
 def stream(settings: Settings, title: str, total: int, sender: threading.Thread, sent: Sent,
-           flagged: deque, console: Console, log_file) -> workers.WorkerMetrics | None:
+           flagged: deque, recs: deque, console: Console, log_file) -> workers.WorkerMetrics | None:
     """Show the live screen until ``sender`` is done and the worker has caught up."""
     before = workers.scrape(settings.web_port) or workers.WorkerMetrics()
     progress = Progress(TextColumn(title), BarColumn(), MofNCompleteColumn())
@@ -225,7 +252,7 @@ def stream(settings: Settings, title: str, total: int, sender: threading.Thread,
             m = workers.scrape(settings.web_port)
             handled = (m.total_in - before.total_in) if m else 0
             progress.update(task, completed=sent.records)
-            live.update(view(m, rates.update(m.events_in if m else {}), progress, flagged))
+            live.update(view(m, rates.update(m.events_in if m else {}), progress, flagged, recs))
             if not sender.is_alive() and handled >= total and m is not None and m.lag == 0:
                 return m
             if handled != last_seen:
@@ -259,6 +286,30 @@ def train(settings: Settings, console: Console) -> str | None:
     return result.version.version
 
 
+def train_recs(settings: Settings, console: Console) -> str | None:
+    """Act two, part two: the session recommender from the offline click log."""
+    from trainers.loop import LoopConfig
+    from trainers.recs import RecsTrainConfig, train_and_register
+
+    console.rule("act 2: training the session recommender from the offline click log")
+    config = RecsTrainConfig(days=HISTORY_DAYS, valid_days=2, blend_step=0.5,
+                             loop=LoopConfig(epochs=10, batch_size=128, lr=2e-3, weight_decay=0.1, patience=4))
+    result = train_and_register(settings, config, force=True)
+    m = result.metrics
+    console.print(f"version {result.version.version}: validation HR@20 {m['hr@20']:.3f}, MRR@20 "
+                  f"{m['mrr@20']:.3f} on {result.n_valid:,} next-item cases (trained on {result.n_train:,} "
+                  "sessions); promoted to champion")
+    with console.status("waiting for the worker to pick up the new recommender ..."):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            scraped = workers.scrape(settings.web_port)
+            if scraped and scraped.model_versions.get(settings.recs.model_name) == float(result.version.version):
+                console.print(f"the worker switched to recommender version {result.version.version}")
+                return result.version.version
+            time.sleep(0.5)
+    return result.version.version
+
+
 def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: int = 7,
         console: Console | None = None, with_model: bool = True) -> workers.WorkerMetrics | None:
     """Start a worker unless one answers, stream the shop through it, show it live."""
@@ -273,8 +324,9 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
         worker = workers.start({}, log_file)
         console.print(f"worker ready in {workers.wait_ready(worker, settings.web_port, log_file):.1f}s")
     flagged: deque = deque(maxlen=50)
+    recs: deque = deque(maxlen=50)
     stop = threading.Event()
-    watcher = threading.Thread(target=watch_scores, args=(settings, flagged, stop), daemon=True)
+    watcher = threading.Thread(target=watch_scores, args=(settings, flagged, recs, stop), daemon=True)
     watcher.start()
     started = time.monotonic()
     m = None
@@ -284,20 +336,22 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
             console.rule(f"act 1: {HISTORY_DAYS} days of history, scored by the rules (or the current champion)")
             sent = Sent()
             sender = threading.Thread(target=produce, args=(settings, past, 0, seed, sent), daemon=True)
-            stream(settings, "history", len(past), sender, sent, flagged, console, log_file)
+            stream(settings, "history", len(past), sender, sent, flagged, recs, console, log_file)
             time.sleep(1.5)
             train(settings, console)
+            train_recs(settings, console)
         console.rule(f"{'act 3: ' if with_model else ''}the last {LIVE_DAYS} days of the shop, "
                      f"{rate:,.0f} events/s")
         sent = Sent()
         sender = threading.Thread(target=produce, args=(settings, live, rate, seed, sent), daemon=True)
-        m = stream(settings, "live", len(live), sender, sent, flagged, console, log_file)
+        m = stream(settings, "live", len(live), sender, sent, flagged, recs, console, log_file)
         time.sleep(1.5)  # the last micro-batch reaches the online store
         elapsed = time.monotonic() - started
         console.print(
             f"[green]done[/] in {elapsed:.1f}s: {m.total_out:,.0f} events processed, "
             f"{m.total_dead:,.0f} dead-lettered, "
-            f"{sum(m.predictions.values()):,.0f} orders scored.")
+            f"{sum(m.predictions.values()):,.0f} orders scored, "
+            f"{sum(m.recommendations.values()):,.0f} recommendations sent.")
         read_back(settings, sent, console)
     finally:
         stop.set()

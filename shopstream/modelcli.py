@@ -139,8 +139,9 @@ def models_list(model: ModelOption = "fraud") -> None:
     """Every registered version with its metrics and aliases."""
     registry = _registry(model)
     table = Table(title=registry.name)
-    shown = ("auc", "ap", "cp100") if model == "fraud" else ("hr@20", "mrr@20", "ndcg@20")
-    for column in ("version", "aliases", *(k.upper() for k in shown), "training window", "rows", "created"):
+    shown = ("auc", "ap", "cp100") if model == "fraud" else ("hr_at_20", "mrr_at_20", "ndcg_at_20")
+    for column in ("version", "aliases", *(k.upper().replace("_AT_", "@") for k in shown), "training window",
+                   "rows", "created"):
         table.add_column(column)
     for v in registry.versions():
         table.add_row(v.version, ",".join(v.aliases), *(f"{v.metrics.get(k, float('nan')):.4f}"

@@ -33,6 +33,7 @@ class WorkerMetrics:
     freshness: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count)
     model_versions: dict[str, float] = field(default_factory=dict)  # model -> version (0: rules)
     predictions: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, decision)
+    recommendations: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, strategy)
     labelled: dict[str, float] = field(default_factory=dict)  # tp, fp, fn, tn of labelled scores
 
     def freshness_quantile(self, q: float) -> float | None:
@@ -66,6 +67,7 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
     freshness: list[tuple[float, float]] = []
     versions: dict[str, float] = {}
     predictions: dict[tuple[str, str], float] = {}
+    recommendations: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "shopstream_events_in_total":
@@ -91,13 +93,15 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
             elif sample.name == "shopstream_labelled_scores_total":
                 sums["labelled"][sample.labels["outcome"]] += sample.value
             elif sample.name == "ml_model_predictions_total":
+                # Fraud scores count by decision, recommendations by strategy.
+                kind = recommendations if sample.labels["model"].endswith("recs") else predictions
                 key = (sample.labels["version"], sample.labels["decision"])
-                predictions[key] = predictions.get(key, 0.0) + sample.value
+                kind[key] = kind.get(key, 0.0) + sample.value
     return WorkerMetrics(dict(sums["in"]), dict(sums["out"]), dict(sums["dead"]), lag,
                          late=sums["late"][""], online_batches=sums["online"]["batches"],
                          online_rows=sums["online"]["rows"],
                          online_write_s=sums["online"]["seconds"], freshness=freshness,
-                         model_versions=versions, predictions=predictions,
+                         model_versions=versions, predictions=predictions, recommendations=recommendations,
                          labelled=dict(sums["labelled"]))
 
 

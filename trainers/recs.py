@@ -264,8 +264,11 @@ def offline_log(settings: Settings, days: float, end: datetime | None = None) ->
     """Views and baskets of the last ``days`` of the offline log."""
     from trainers.offline import compact, raw
 
-    compact(settings)
-    clicks = raw(settings, "raw_click")
+    try:
+        compact(settings)
+        clicks = raw(settings, "raw_click")
+    except FileNotFoundError:
+        clicks = pd.DataFrame()
     if clicks.empty:
         raise ValueError("the offline log holds no clicks yet: run workers and replay or simulate a shop")
     end = end or clicks["event_timestamp"].max().to_pydatetime()
@@ -273,7 +276,10 @@ def offline_log(settings: Settings, days: float, end: datetime | None = None) ->
     clicks = clicks[(clicks["event_timestamp"] > start) & (clicks["event_timestamp"] <= end)]
     frame = pd.DataFrame({"session_id": clicks["session_id"].astype(str), "item_id": clicks["item_id"].astype(str),
                           "ts": clicks["event_timestamp"]})
-    orders = raw(settings, "raw_order")
+    try:
+        orders = raw(settings, "raw_order")
+    except FileNotFoundError:
+        orders = pd.DataFrame()
     baskets = []
     if not orders.empty:
         import json

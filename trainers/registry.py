@@ -34,6 +34,15 @@ class Version:
     created_ms: int
 
 
+def metric_name(key: str) -> str:
+    """A metric's name as MLflow stores it.
+
+    >>> metric_name("mrr@20")
+    'mrr_at_20'
+    """
+    return key.replace("@", "_at_")
+
+
 class Registry:
     """Register, list, promote and roll back versions of one model."""
 
@@ -65,8 +74,8 @@ class Registry:
         """Log a run with ``checkpoint`` and register it as a new version."""
         run = self.client.create_run(self._experiment(), tags={"model": self.name, **tags})
         run_id = run.info.run_id
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, float(value))
+        for key, value in metrics.items():  # MLflow allows no "@" in names: hr@20 -> hr_at_20
+            self.client.log_metric(run_id, metric_name(key), float(value))
         for key, value in params.items():
             self.client.log_param(run_id, key, str(value)[:500])
         self.client.log_artifact(run_id, str(checkpoint), artifact_path="model")
@@ -75,7 +84,7 @@ class Registry:
             self.client.create_registered_model(self.name, description=description)
         created = self.client.create_model_version(
             self.name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
-            tags={**tags, **{f"metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()}})
+            tags={**tags, **{f"metric.{metric_name(k)}": f"{float(v):.6g}" for k, v in metrics.items()}})
         log.info("registered %s version %s", self.name, created.version)
         return self.get(created.version)
 

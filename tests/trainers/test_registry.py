@@ -64,3 +64,36 @@ def test_models_commands(settings, tmp_path):
     assert runner.invoke(app, ["models", "promote", "1"]).exit_code == 0
     assert runner.invoke(app, ["models", "rollback"]).exit_code == 0
     assert registry.champion().version == "2"
+
+
+def test_models_commands_for_the_recommender(settings, tmp_path):
+    from scorers.neighbours import Popularity, Session
+    from scorers.recommend import Recommender
+    from trainers.recs import load_champion as load_recs
+    from trainers.recs import save_bundle
+
+    registry = Registry(settings, settings.recs.model_name)
+    bundle = save_bundle(Recommender(popular=Popularity().fit([Session(("a", "b"), 0.0)])), tmp_path / "recs.pt")
+    for hr in (0.3, 0.4):
+        registry.register(bundle, metrics={"hr@20": hr, "mrr@20": hr / 2}, params={}, tags={"n_views": "10"},
+                          description="test")
+    runner = CliRunner()
+    assert runner.invoke(app, ["models", "promote", "2", "--model", "recs"]).exit_code == 0
+    listed = runner.invoke(app, ["models", "list", "--model", "recs"], terminal_width=200)
+    assert listed.exit_code == 0 and "0.4000" in listed.output and "HR@20" in listed.output
+    assert load_recs(settings).version == "2"
+    assert Registry(settings).champion() is None  # the fraud model is another registered model
+    wrong = runner.invoke(app, ["models", "list", "--model", "churn"])
+    assert wrong.exit_code != 0 and "unknown model" in wrong.output
+
+
+def test_train_recs_says_clearly_when_the_offline_log_is_empty(settings):
+    result = CliRunner().invoke(app, ["train", "recs"])
+    assert result.exit_code != 0 and "no clicks yet" in result.output
+
+
+def test_eval_recs_refuses_an_unknown_format(tmp_path):
+    log = tmp_path / "s.csv"
+    log.write_text("session_id,item_id,timestamp\n")
+    result = CliRunner().invoke(app, ["eval", "recs", "--sessions", str(log), "--format", "parquet"])
+    assert result.exit_code != 0 and "unknown format" in result.output
