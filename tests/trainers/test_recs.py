@@ -61,3 +61,30 @@ def test_split_keeps_test_items_seen_in_training_and_cuts_every_prefix():
 def test_trainer_says_clearly_when_there_is_nothing_to_validate():
     with pytest.raises(ValueError, match="no session of two views"):
         fit_recommender(small_log(3), [], RecsTrainConfig(valid_days=0.0001), progress=False)
+
+
+def test_train_and_register_from_the_offline_log_with_the_champion_gate(tmp_path):
+    from shopstream.events import Click
+    from shopstream.featurestore import offline_root
+    from shopstream.offline import OfflineLog, events_table
+    from shopstream.settings import Settings
+    from trainers.recs import load_champion, train_and_register
+
+    settings = Settings(home=tmp_path / "home")
+    frame = small_log(200)
+    clicks = [Click(user_id="u", session_id=s, item_id=i, ts=t.to_pydatetime())
+              for s, i, t in frame.itertuples(index=False)]
+    OfflineLog(offline_root(settings)).append(
+        "raw_click", events_table(clicks, [("shop.clicks", 0, n) for n in range(len(clicks))]))
+    config = RecsTrainConfig(valid_days=2, dim=16, layers=1, max_len=8, dropout=0.0, blend_step=0.5,
+                             loop=LoopConfig(epochs=3, batch_size=32, lr=1e-2, patience=3))
+    first = train_and_register(settings, config, progress=False)
+    assert first.promoted and first.version.version == "1"
+    assert first.version.metrics["hr_at_20"] == pytest.approx(first.metrics["hr@20"])
+    again = train_and_register(settings, config, progress=False)  # the same data: a tie does not win
+    assert not again.promoted and again.champion_metrics["mrr@20"] == pytest.approx(again.metrics["mrr@20"])
+    forced = train_and_register(settings, config, force=True, progress=False)
+    assert forced.promoted
+    champion = load_champion(settings)
+    assert champion.version == "3"
+    assert champion.recommend(SessionView(items=("b2", "b3")))[0][0][0] == "b4"
