@@ -249,7 +249,7 @@ def stream(settings: Settings, title: str, total: int, sender: threading.Thread,
     m = None
     with Live(console=console, refresh_per_second=4) as live:
         while True:
-            m = workers.scrape(settings.web_port)
+            m = workers.scrape(settings.web_port) or m  # a busy worker may not answer every time
             handled = (m.total_in - before.total_in) if m else 0
             progress.update(task, completed=sent.records)
             live.update(view(m, rates.update(m.events_in if m else {}), progress, flagged, recs))
@@ -257,8 +257,10 @@ def stream(settings: Settings, title: str, total: int, sender: threading.Thread,
                 return m
             if handled != last_seen:
                 last_change, last_seen = time.monotonic(), handled
-            elif time.monotonic() - last_change > 60:
-                raise RuntimeError(f"the worker stopped making progress; see {log_file}")
+            elif time.monotonic() - last_change > 120:
+                state = (f"it has consumed {handled:,.0f} of {total:,} records, lag {m.lag:,.0f}" if m
+                         else "its /metrics page does not answer")
+                raise RuntimeError(f"the worker made no progress for 2 minutes ({state}); see {log_file}")
             time.sleep(0.5)
 
 

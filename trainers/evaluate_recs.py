@@ -40,8 +40,8 @@ from trainers.sessions import Case, cases, from_events, sessions, split
 
 FORMATS = {"diginetica": "sessions", "csv": "sessions", "rees46": "shop"}
 PUBLISHED = {  # Ludewig et al., UMUAI 2021, full DIGINETICA: HR@20, MRR@20
-    "V-SKNN (published, full data)": (0.473, 0.178), "STAN (published)": (0.480, 0.183),
-    "GRU4Rec (published)": (0.464, 0.164), "SR-GNN (published)": (0.364, 0.156)}
+    "V-SKNN, published (full DIGINETICA)": (0.473, 0.178), "STAN, published": (0.480, 0.183),
+    "GRU4Rec, published": (0.464, 0.164), "SR-GNN, published": (0.364, 0.156)}
 
 
 def baseline_lists(train: list, test_cases: list[Case]) -> dict[str, list[list[str]]]:
@@ -205,8 +205,9 @@ def _print(summary: dict, console: Console) -> None:
     if "parity" in summary:
         m = summary["parity"]["live"]
         table.add_row("shopstream, live (from recs.session)", *(f"{m.get(k, float('nan')):.3f}" for k in metrics))
-    for name, (hr, mrr) in PUBLISHED.items():
-        table.add_row(name, f"{hr:.3f}", f"{mrr:.3f}", "", "", "")
+    if summary["format"] == "diginetica":  # references for that data set only
+        for name, (hr, mrr) in PUBLISHED.items():
+            table.add_row(name, f"{hr:.3f}", f"{mrr:.3f}", "", "", "")
     console.print(table)
     if "parity" in summary:
         p = summary["parity"]
