@@ -167,18 +167,23 @@ class Recommender:
                 | (set(view.bought) if self.exclude_bought else set())
                 | (set(view.items) if self.exclude_viewed else set()))
 
-    def warm(self, view: SessionView, sequence: Scores) -> tuple[Scores, list[str]]:
-        """Rule 2: the blend, and the names of the strategies that contributed."""
+    def parts(self, view: SessionView, sequence: Scores) -> dict[str, Scores]:
+        """Each blended strategy's normalised scores for the session."""
         parts = {"sequence": sequence}
         if self.covisit is not None:
             parts["covisit"] = self.covisit.scores(view.items)
         if self.neighbours is not None:
             parts["neighbours"] = self.neighbours.scores(view.items)
+        return {name: normalised(scores) for name, scores in parts.items()}
+
+    def warm(self, view: SessionView, sequence: Scores,
+             parts: dict[str, Scores] | None = None) -> tuple[Scores, list[str]]:
+        """Rule 2: the blend, and the names of the strategies that contributed."""
+        parts = self.parts(view, sequence) if parts is None else parts
         blended: Scores = {}
         used, total = [], 0.0
         for name, scores in parts.items():
             weight = getattr(self.blend, name)
-            scores = normalised(scores)
             if weight <= 0 or not scores:
                 continue
             used.append(name)
@@ -189,8 +194,10 @@ class Recommender:
         # gets scores on the same scale.
         return {i: v / total for i, v in blended.items()}, used
 
-    def recommend(self, view: SessionView, sequence: Scores | None = None) -> tuple[list[tuple[str, float]], str]:
-        """The ranked ``(item, score)`` list for one session, and the strategy."""
+    def recommend(self, view: SessionView, sequence: Scores | None = None,
+                  parts: dict[str, Scores] | None = None) -> tuple[list[tuple[str, float]], str]:
+        """The ranked ``(item, score)`` list for one session, and the strategy (``parts``:
+        the strategies' scores from ``parts()``, when they are already known)."""
         if sequence is None:
             sequence = self.sequence.scores_batch([view.items])[0] if self.sequence and view.items else {}
         excluded = self.excluded(view)
@@ -207,7 +214,7 @@ class Recommender:
         if view.trigger == "cart" and view.cart and self.bought_together is not None:
             fill(normalised(self.bought_together.scores(view.cart)), "bought_together")
         if len(ranked) < self.k and view.items:
-            blended, used = self.warm(view, sequence)
+            blended, used = self.warm(view, sequence, parts)
             fill(blended, "+".join(used))
         if len(ranked) < self.k and self.popular is not None:
             popular = normalised(self.popular.scores(()))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -56,6 +57,7 @@ class RecsTrainConfig:
     neighbour_sessions: int = 200_000  # the most recent sessions that V-SKNN keeps
     blend_step: float = 0.25  # grid step of the blend weights
     refit: bool = True  # retrain on the validation days too, for the epochs validation chose
+    max_valid_cases: int = 5000  # a fixed random sample of the validation cases, when there are more
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=40, batch_size=128, lr=2e-3,
                                                                  weight_decay=0.1, patience=8))
     # patience: the one-cycle schedule warms up for the first 30 % of the epochs
@@ -157,19 +159,35 @@ def served_lists(recommender: Recommender, prefixes: list[tuple[str, ...]], batc
 
 def tune_blend(recommender: Recommender, valid: list[Case], step: float) -> tuple[Blend, dict[str, float]]:
     """The grid point of weights (summing to one) with the best validation MRR@20."""
-    prefixes, answers = [c.prefix for c in valid], [c.target for c in valid]
+    answers = [c.target for c in valid]
+    views = [SessionView(items=c.prefix) for c in valid]
+    sequences = []  # the strategies' scores do not depend on the weights: compute them once
+    for start in range(0, len(views), 256):
+        sequences += recommender.sequence.scores_batch([v.items for v in views[start:start + 256]])
+    parts = [recommender.parts(v, seq) for v, seq in zip(views, sequences, strict=True)]
     steps = int(round(1 / step))
     best, best_metrics = recommender.blend, None
     for a, b in itertools.product(range(steps + 1), repeat=2):
         if a + b > steps:
             continue
         recommender.blend = Blend(sequence=a * step, covisit=b * step, neighbours=(steps - a - b) * step)
-        result = ranking.evaluate(served_lists(recommender, prefixes), answers, k=K, digits=5)
+        lists = [[i for i, _ in recommender.recommend(v, seq, p)[0]]
+                 for v, seq, p in zip(views, sequences, parts, strict=True)]
+        result = ranking.evaluate(lists, answers, k=K, digits=5)
         if best_metrics is None or (result[f"mrr@{K}"], result[f"hr@{K}"]) > \
                 (best_metrics[f"mrr@{K}"], best_metrics[f"hr@{K}"]):
             best, best_metrics = recommender.blend, result
     recommender.blend = best
     return best, best_metrics
+
+
+def validation_cases(valid_part: pd.DataFrame, config: RecsTrainConfig) -> list[Case]:
+    """The next-item cases of the validation days; a fixed sample when there are many,
+    because every epoch and every blend weight is scored on all of them."""
+    every = cases(sessions(valid_part))
+    if len(every) <= config.max_valid_cases:
+        return every
+    return sorted(random.Random(0).sample(every, config.max_valid_cases))
 
 
 @dataclass
@@ -185,7 +203,7 @@ def fit_recommender(frame: pd.DataFrame, baskets: list[Session], config: RecsTra
                     progress: bool = True, callbacks: list[Callback] = ()) -> Fitted:
     """Train on a session log (``session_id, item_id, ts``): the whole recommender."""
     fit_part, valid_part = split(frame, config.valid_days, config.min_support)
-    train_sessions, valid_cases = sessions(fit_part), cases(sessions(valid_part))
+    train_sessions, valid_cases = sessions(fit_part), validation_cases(valid_part, config)
     if not valid_cases:
         raise ValueError(f"the last {config.valid_days} day(s) hold no session of two views of known "
                          "items to validate on: log more sessions or widen --valid-days")
@@ -305,7 +323,7 @@ def train_and_register(settings: Settings, config: RecsTrainConfig | None = None
     history = History()
     fitted = fit_recommender(frame, baskets, config, progress=progress, callbacks=[history])
     _, valid_part = split(frame, config.valid_days, config.min_support)
-    valid = cases(sessions(valid_part))
+    valid = validation_cases(valid_part, config)
     popularity = frame["item_id"].value_counts().to_dict()
     catalog = frame["item_id"].nunique()
     result = evaluate_on(fitted.recommender, valid, popularity, catalog)
