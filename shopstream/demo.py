@@ -257,7 +257,9 @@ def stream(settings: Settings, title: str, total: int, sender: threading.Thread,
                 return m
             if handled != last_seen:
                 last_change, last_seen = time.monotonic(), handled
-            elif time.monotonic() - last_change > 120:
+            # A restarted worker first restores its tables from their changelogs, which
+            # takes minutes after several runs: give that more time than a stall.
+            elif time.monotonic() - last_change > (120 if handled else 900):
                 state = (f"it has consumed {handled:,.0f} of {total:,} records, lag {m.lag:,.0f}" if m
                          else "its /metrics page does not answer")
                 raise RuntimeError(f"the worker made no progress for 2 minutes ({state}); see {log_file}")
