@@ -296,8 +296,9 @@ def train_recs(settings: Settings, console: Console) -> str | None:
     from trainers.recs import RecsTrainConfig, train_and_register
 
     console.rule("act 2: training the session recommender from the offline click log")
-    config = RecsTrainConfig(days=HISTORY_DAYS, valid_days=2, blend_step=0.5,
-                             loop=LoopConfig(epochs=10, batch_size=128, lr=2e-3, weight_decay=0.1, patience=4))
+    # A quick model: fewer epochs and no refit on the validation days (``train recs`` does both).
+    config = RecsTrainConfig(days=HISTORY_DAYS, valid_days=2, blend_step=0.5, refit=False, max_valid_cases=2000,
+                             loop=LoopConfig(epochs=8, batch_size=128, lr=2e-3, weight_decay=0.1, patience=4))
     result = train_and_register(settings, config, force=True)
     m = result.metrics
     console.print(f"version {result.version.version}: validation HR@20 {m['hr@20']:.3f}, MRR@20 "
