@@ -236,7 +236,9 @@ class SessionKNN:
         weights = self.weights(items)
         candidates: set[int] = set()
         for item in weights:
-            candidates.update(self._with_item.get(item, ()))
+            # Each item's sessions are in index (recency) order: the most recent
+            # sample_size of the union are among the most recent sample_size of each.
+            candidates.update(self._with_item.get(item, ())[-self.sample_size:])
         if len(candidates) > self.sample_size:
             candidates = set(heapq.nlargest(self.sample_size, candidates))  # the most recent
         similarity = {c: sum(w for item, w in weights.items() if item in self._sessions[c])

@@ -162,6 +162,14 @@ class Recommender:
     version: str = "rules"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, last batch
 
+    def _popular(self) -> Scores:
+        """The normalised popularity, the most popular ``k`` plus room for exclusions:
+        computed once per fitted ``Popularity`` (the rules-phase one is refitted whole)."""
+        if getattr(self, "_popular_of", None) is not self.popular:
+            self._popular_of = self.popular
+            self._popular_top = dict(top(normalised(self.popular.scores(())), self.k + 200))
+        return self._popular_top
+
     def excluded(self, view: SessionView) -> set[str]:
         return ((set(view.cart) if self.exclude_cart else set())
                 | (set(view.bought) if self.exclude_bought else set())
@@ -217,7 +225,7 @@ class Recommender:
             blended, used = self.warm(view, sequence, parts)
             fill(blended, "+".join(used))
         if len(ranked) < self.k and self.popular is not None:
-            popular = normalised(self.popular.scores(()))
+            popular = self._popular()
             if ranked and popular:  # below everything personal, in popularity order
                 scale = 0.5 * ranked[-1][1] / max(popular.values())
                 popular = {i: v * scale for i, v in popular.items()}
