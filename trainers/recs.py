@@ -93,8 +93,8 @@ def model_lists(model: SequenceRecommender, prefixes: list[tuple[str, ...]], pos
     return out
 
 
-def train_sequence(train: list[Session], valid: list[Case], config: RecsTrainConfig,
-                   callbacks: list[Callback]) -> tuple[SequenceCheckpoint, dict[str, float]]:
+def new_model(train: list[Session], config: RecsTrainConfig) -> tuple[list[str], dict[str, int], SequenceRecommender]:
+    """The vocabulary of ``train``, each item's index (0 is padding), and a fresh model."""
     vocab = sorted({i for s in train for i in s.items})
     position = {item: i + 1 for i, item in enumerate(vocab)}
     torch.manual_seed(config.loop.seed)  # the initial weights too, so a run can be repeated
@@ -102,6 +102,12 @@ def train_sequence(train: list[Session], valid: list[Case], config: RecsTrainCon
         n_items=len(vocab), max_len=config.max_len, dim=config.dim, heads=config.heads,
         layers=config.layers, dropout=config.dropout,
         sampled=0 if len(vocab) < config.full_softmax_below else 8192))
+    return vocab, position, model
+
+
+def train_sequence(train: list[Session], valid: list[Case], config: RecsTrainConfig,
+                   callbacks: list[Callback]) -> tuple[SequenceCheckpoint, dict[str, float]]:
+    vocab, position, model = new_model(train, config)
     inputs, targets = training_tensors(train, position, config.max_len)
     if len(inputs) == 0:
         raise ValueError("no training session has two views of known items: log more sessions first")
@@ -118,13 +124,7 @@ def refit_sequence(train: list[Session], epochs: int, config: RecsTrainConfig,
                    callbacks: list[Callback]) -> SequenceCheckpoint:
     """The model again, on every session, for the number of epochs validation chose:
     the newest days, held out to choose it, are the most like tomorrow's sessions."""
-    vocab = sorted({i for s in train for i in s.items})
-    position = {item: i + 1 for i, item in enumerate(vocab)}
-    torch.manual_seed(config.loop.seed)  # the initial weights too, so a run can be repeated
-    model = SequenceRecommender(SequenceConfig(
-        n_items=len(vocab), max_len=config.max_len, dim=config.dim, heads=config.heads,
-        layers=config.layers, dropout=config.dropout,
-        sampled=0 if len(vocab) < config.full_softmax_below else 8192))
+    vocab, position, model = new_model(train, config)
     inputs, targets = training_tensors(train, position, config.max_len)
     epoch = iter(range(1, epochs + 1))
     loop = replace(config.loop, epochs=epochs, patience=epochs)
