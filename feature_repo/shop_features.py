@@ -13,6 +13,7 @@ the round trip: apply, push, online read, historical read.
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.types import Array, Float64, Int64, String
 
 from scorers.features import VIEWS
@@ -35,7 +36,8 @@ def _sources(view_name):
     """The file source over a view's offline log, and the push source for online writes."""
     batch = FileSource(
         name=f"{view_name}_source",
-        path=str(OFFLINE / view_name),
+        path=str(OFFLINE / view_name / "*.parquet"),
+        file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
         created_timestamp_column="created",
     )

@@ -22,8 +22,9 @@ JOIN_KEYS = {"user": "user_id", "session": "session_id", "item": "item_id",
 def feature_table(view_name: str, rows: list[tuple]) -> pa.Table:
     """Rows ``(entity id, event time, *features)`` of a view as an Arrow table.
 
-    ``created`` is the wall-clock time of the write: Feast uses it to choose between
-    two rows of one entity with the same event time (the later write wins).
+    ``created`` is the wall-clock time of the write, plus each row's position in
+    microseconds: Feast uses it to choose between two rows of one entity with the same
+    event time, and the later write must win even inside one batch.
     """
     view = VIEWS[view_name]
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(len(view.features) + 2)]
@@ -32,7 +33,8 @@ def feature_table(view_name: str, rows: list[tuple]) -> pa.Table:
         "event_timestamp": pa.array([int(ts * 1_000_000) for ts in columns[1]],
                                     pa.timestamp("us", tz="UTC")),
     }
-    arrays["created"] = pa.array([datetime.now(UTC)] * len(columns[0]), pa.timestamp("us", tz="UTC"))
+    now = int(datetime.now(UTC).timestamp() * 1_000_000)
+    arrays["created"] = pa.array(range(now, now + len(columns[0])), pa.timestamp("us", tz="UTC"))
     for name, values in zip(view.features, columns[2:], strict=True):
         if name in view.lists:
             arrays[name] = pa.array(values, pa.list_(pa.string()))

@@ -91,9 +91,10 @@ def historical_features(settings: Settings, orders: pd.DataFrame, service: str =
         if progress is not None:
             progress(len(part))
     joined = pd.concat(result) if result else entity_df
-    # Feast's file store may drop entity rows that precede every feature row: restore them.
-    joined = entity_df[["row"]].merge(joined.drop(columns=list(ORDER_KEYS.values()) + ["event_timestamp"],
-                                                  errors="ignore"), on="row", how="left").sort_values("row")
+    # Back in ``orders``' order, each row once: the join names an entity row by its keys
+    # and time, so two orders with the same keys in the same microsecond come back twice.
+    joined = joined.drop(columns=list(ORDER_KEYS.values()) + ["event_timestamp"], errors="ignore")
+    joined = entity_df[["row"]].merge(joined.drop_duplicates("row"), on="row", how="left").sort_values("row")
     for name in wanted:
         if name not in joined.columns:
             joined[name] = None

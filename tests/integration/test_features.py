@@ -109,8 +109,9 @@ def test_features_online_and_point_in_time_offline(worker):
     assert activity["clicks_count_1h"].tolist() == [1, 3, 3, 4, 4]
     assert activity["clicks_count_10m"].tolist() == [1, 1, 1, 2, 2]
     orders = historical(["user_orders:order_amount_count_1d", "user_orders:order_amount_sum_1d"])
-    # Feast's file offline store leaves out entity rows before a view's first row.
+    # Every entity row comes back; those before the user's first order have no values.
     seconds = [int(ts.timestamp()) - t0 for ts in orders["event_timestamp"]]
-    assert seconds == [750, 790, 1000]
-    assert orders["order_amount_count_1d"].tolist() == [1, 2, 2]
-    assert orders["order_amount_sum_1d"].tolist() == [100.0, 150.0, 150.0]
+    assert seconds == [20, 700, 750, 790, 1000]
+    assert orders["order_amount_count_1d"].isna().tolist() == [True, True, False, False, False]
+    assert orders["order_amount_count_1d"].tolist()[2:] == [1, 2, 2]
+    assert orders["order_amount_sum_1d"].tolist()[2:] == [100.0, 150.0, 150.0]

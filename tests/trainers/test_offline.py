@@ -84,3 +84,47 @@ def test_labels_that_arrive_after_the_cut_are_not_used(settings):
                             labels_as_of=T0 + timedelta(days=8))
     assert list(frame["order_id"]) == ["o1"]
     assert list(frame["label"]) == [0]
+
+
+def test_the_later_of_two_rows_with_one_event_time_wins_even_in_one_batch(settings):
+    # A late event corrects a row at the same event time; both land in one micro-batch.
+    first, second = order("o1", 0, 40.0), order("o2", 60, 50.0)
+    log_events(settings, "raw_order", [first, second])
+    stamp = first.ts.timestamp() + 1
+    features = VIEWS["user_orders"].features
+    stale = ("u1", stamp, *[1.0 if "sum" in f else 0 for f in features])
+    fixed = ("u1", stamp, *[2.0 if "sum" in f else 0 for f in features])
+    OfflineLog(offline_root(settings)).append("user_orders", feature_table("user_orders", [stale, fixed]))
+    log_events(settings, "raw_order_label", [OrderLabel(order_id="o2", is_fraud=False,
+                                                        ts=T0 + timedelta(days=1))])
+    frame = labelled_orders(settings, T0 - timedelta(days=1), T0 + timedelta(days=1),
+                            labels_as_of=T0 + timedelta(days=2))
+    [row] = historical_features(settings, frame)
+    assert row["user_orders__order_amount_sum_30d"] == 2.0
+
+
+def test_every_order_gets_the_row_a_brute_force_as_of_join_finds(settings):
+    # Four users and two cards, thirty orders: each order's row must be, view by view,
+    # the newest row of its entity strictly before it, or nothing if there is none.
+    events = [Order(order_id=f"o{i}", user_id=f"u{i % 4}", amount=10.0 + i,
+                    payment_fingerprint=f"card-{i % 2}", terminal_id=f"t{i % 3}",
+                    items=[OrderItem(item_id="i1", price=10.0 + i)],
+                    ts=T0 + timedelta(minutes=7 * i)) for i in range(30)]
+    log_events(settings, "raw_order", events)
+    log_features(settings, events)
+    log_events(settings, "raw_order_label", [OrderLabel(order_id=e.order_id, is_fraud=i % 5 == 0,
+                                                        ts=T0 + timedelta(days=1))
+                                             for i, e in enumerate(events)])
+    frame = labelled_orders(settings, T0, T0 + timedelta(days=1), labels_as_of=T0 + timedelta(days=2))
+    rows = historical_features(settings, frame)
+    assert len(rows) == len(events)
+    log = OfflineLog(offline_root(settings))
+    for view, key, column in [("user_orders", "user_id", "user_id"),
+                              ("instrument_velocity", "instrument_id", "payment_fingerprint"),
+                              ("terminal_risk", "terminal_id", "terminal_id")]:
+        table = log.read(view).to_pandas()
+        feature = VIEWS[view].features[0]
+        for (_, placed), row in zip(frame.iterrows(), rows, strict=True):
+            before = table[(table[key] == placed[column]) & (table.event_timestamp < placed.event_timestamp)]
+            expected = before.sort_values(["event_timestamp", "created"])[feature].iloc[-1] if len(before) else None
+            assert row[f"{view}__{feature}"] == expected, (view, placed.order_id)
