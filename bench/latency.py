@@ -5,8 +5,10 @@ Run with ``make bench-latency`` (it starts Kafka and Redis), or
 
 a. the floor: a plain confluent-kafka loop that consumes each order and produces it to
    another topic at once (Kafka's own round trip on this machine, at the same rate);
-b. shopstream: a real worker scoring every order with a registered model, while orders
-   arrive at ``--orders`` per second alongside ``--clicks`` background clicks per second.
+b. shopstream: real workers scoring every order with a registered model, while orders
+   arrive at ``--orders`` per second alongside ``--clicks`` background clicks per second,
+   in two deployments (``--modes``): ``one`` worker doing everything, and ``split``, a
+   feature worker beside a scoring worker (``SHOPSTREAM_ROLES``).
 
 The model is a freshly initialised ``FraudNet`` registered as the champion: inference
 costs the same as a trained one, and the bench needs no history. It prints p50, p99 and
@@ -38,7 +40,7 @@ from scorers.fraud import FEATURES, SIGNALS
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Click, Order, OrderItem
-from shopstream.settings import ScoringSettings, Settings, to_env
+from shopstream.settings import ROLES, ScoringSettings, Settings, to_env
 from shopstream.topics import ensure_topics
 from trainers.registry import Registry
 
@@ -181,17 +183,57 @@ def stage_times(port: int) -> dict[str, float]:
     return {stage: 1000 * sums[stage] / counts[stage] for stage in sums if counts.get(stage)}
 
 
+WORKERS = {"one": [ROLES], "split": [("features", "recs"), ("fraud",)]}
+"""The worker processes of each mode, by roles: one worker doing everything, or a feature
+worker and a scoring worker (``SHOPSTREAM_ROLES``)."""
+
+
+def scoring_run(base: Settings, mode: str, args: argparse.Namespace) -> tuple[dict, dict[str, float]]:
+    """Latency of the workers of ``mode`` on topics of their own, and their stage times."""
+    settings = isolated(base, f"latency-{mode}")
+    settings = settings.model_copy(update={
+        "scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud", reload_s=1.0)})
+    ensure_topics(settings)
+    version = register_model(settings)
+    started = []
+    try:
+        for i, roles in enumerate(WORKERS[mode]):
+            worker = settings.model_copy(update={"roles": roles, "web_port": settings.web_port + i})
+            log_file = settings.home / f"worker-{mode}-{i}.log"
+            started.append((worker, workers.start(to_env(worker), log_file), log_file))
+        for worker, process, log_file in started:
+            workers.wait_ready(process, worker.web_port, log_file)
+        port = next(w.web_port for w, _, _ in started if "fraud" in w.roles)
+        deadline = time.monotonic() + 60
+        while (m := workers.scrape(port)) is None or \
+                m.model_versions.get(settings.scoring.model_name) != float(version):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not load the model")
+            time.sleep(0.5)
+        measure(settings, settings.topics.fraud_scores, 5, args.orders, args.clicks)  # warm-up
+        scored = measure(settings, settings.topics.fraud_scores, args.seconds, args.orders, args.clicks)
+        return scored, stage_times(port)
+    finally:
+        for _, process, _ in started:
+            workers.stop(process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=float, default=1000.0, help="orders per second")
     parser.add_argument("--clicks", type=float, default=1000.0, help="background clicks per second")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--modes", default="one,split",
+                        help="comma-separated: one (one worker does everything), split "
+                             "(a feature worker and a scoring worker)")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if unknown := set(modes) - set(WORKERS):
+        parser.error(f"unknown modes {sorted(unknown)}; choose from {sorted(WORKERS)}")
 
-    settings = isolated(Settings(), "latency")
-    settings = settings.model_copy(update={
-        "home": Path(tempfile.mkdtemp(prefix="bench-latency-")), "web_port": 6077,
-        "scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud", reload_s=1.0)})
+    base = Settings().model_copy(update={
+        "home": Path(tempfile.mkdtemp(prefix="bench-latency-")), "web_port": 6077})
+    settings = isolated(base, "latency-floor")
     ensure_topics(settings)
     echo_topic = f"{settings.app_id}.echo"
     ensure_topics(settings, [echo_topic])
@@ -208,39 +250,30 @@ def main() -> None:
         stop.set()
         echoing.join()
 
-    console.print("b. shopstream worker scoring with a registered model ...")
-    version = register_model(settings)
-    log_file = settings.home / "worker.log"
-    process = workers.start(to_env(settings), log_file)
-    try:
-        workers.wait_ready(process, settings.web_port, log_file)
-        deadline = time.monotonic() + 60
-        while (m := workers.scrape(settings.web_port)) is None or \
-                m.model_versions.get(settings.scoring.model_name) != float(version):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the worker did not load the model")
-            time.sleep(0.5)
-        measure(settings, settings.topics.fraud_scores, 5, args.orders, args.clicks)  # warm-up
-        scored = measure(settings, settings.topics.fraud_scores, args.seconds, args.orders, args.clicks)
-        stages = stage_times(settings.web_port)
-    finally:
-        workers.stop(process)
+    results, stages = {}, {}
+    for mode in modes:
+        console.print(f"{mode}: shopstream scoring with a registered model, workers {WORKERS[mode]} ...")
+        results[mode], stages[mode] = scoring_run(base, mode, args)
 
     table = Table(title=f"order produced -> score consumed, {args.orders:,.0f} orders/s "
-                        f"+ {args.clicks:,.0f} clicks/s, one worker")
-    for column in ("", "received", "p50 ms", "p99 ms", "max ms"):
+                        f"+ {args.clicks:,.0f} clicks/s")
+    for column in ("", "received", "p50 ms", "p99 ms", "max ms", "read ms/batch", "inference ms/batch"):
         table.add_column(column)
-    for name, r in (("a. Kafka round trip", floor), ("b. shopstream scoring", scored)):
+    rows = [("a. Kafka round trip", floor, {})] + [
+        (f"shopstream, {mode}: {' + '.join(','.join(r) for r in WORKERS[mode])}", results[mode], stages[mode])
+        for mode in modes]
+    for name, r, stage in rows:
         table.add_row(name, f"{r['received']:,}/{r['sent']:,}",
-                      *(f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms")))
+                      *(f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms")),
+                      *(f"{stage[k]:.2f}" if k in stage else "-" for k in ("feature_read", "inference")))
     console.print(table)
-    console.print("worker, mean per scoring micro-batch: "
-                  + ", ".join(f"{stage} {ms:.2f} ms" for stage, ms in sorted(stages.items())))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"latency-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps({"orders_per_s": args.orders, "clicks_per_s": args.clicks,
-                                "seconds": args.seconds, "kafka_round_trip": floor, "shopstream": scored,
-                                "stage_ms_per_batch": stages}, indent=2))
+                                "seconds": args.seconds, "kafka_round_trip": floor,
+                                "shopstream": {mode: {**results[mode], "workers": WORKERS[mode],
+                                                      "stage_ms_per_batch": stages[mode]}
+                                               for mode in modes}}, indent=2))
     console.print(f"wrote {path}")
 
 

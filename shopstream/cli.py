@@ -93,8 +93,17 @@ def schema(out: Annotated[Path, typer.Option(help="Folder to write into.")] = Pa
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    roles: Annotated[str | None, typer.Option(
+        help="What this worker does, comma-separated: features, fraud, recs (default: all; "
+             "or SHOPSTREAM_ROLES).")] = None,
+) -> None:
     """Run a stream worker in the foreground (Ctrl-C stops it)."""
+    import os
+
+    if roles is not None:
+        os.environ["SHOPSTREAM_ROLES"] = roles  # read when the worker's settings load
+        get_settings.cache_clear()
     from streams.worker import main as worker_main
 
     worker_main()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 
@@ -231,6 +231,16 @@ class FeatureSettings(BaseModel):
     """Append features and raw events to the offline log."""
 
 
+Role = Literal["features", "fraud", "recs"]
+ROLES: tuple[Role, ...] = ("features", "fraud", "recs")
+"""What a worker can do: ``features`` (the input agents, entity state, online and offline
+feature writes), ``fraud`` (score orders) and ``recs`` (session recommendations)."""
+
+
+def _comma_list(value: object) -> object:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
     """Everything a shopstream process needs to know about its surroundings."""
 
@@ -253,6 +263,10 @@ class Settings(BaseSettings):
 
     app_id: str = "shopstream"
     """Faust application id: the consumer group and the prefix of changelog topics."""
+    roles: Annotated[tuple[Role, ...], NoDecode, BeforeValidator(_comma_list)] = ROLES
+    """What this worker does, comma-separated (``SHOPSTREAM_ROLES=fraud``). A worker with
+    fewer than all roles joins its own consumer group, ``{app_id}-{roles}``, so scoring can
+    run in processes of its own, apart from the feature workers it shares the store with."""
     web_port: int = 6066
     """Port of the worker's web server (``/health`` and ``/metrics``)."""
     home: Path = Path(".shopstream")
@@ -273,6 +287,18 @@ def registry_uri(settings: Settings) -> str:
     return settings.registry_uri or f"sqlite:///{settings.home.resolve() / 'mlflow.db'}"
 
 
+def group_id(settings: Settings) -> str:
+    """The worker's Faust app id and consumer group: ``app_id``, or ``app_id-roles`` for a
+    worker that does not do everything.
+
+    >>> group_id(Settings(roles="fraud")), group_id(Settings())
+    ('shopstream-fraud', 'shopstream')
+    """
+    if set(settings.roles) == set(ROLES):
+        return settings.app_id
+    return "-".join([settings.app_id, *sorted(set(settings.roles))])
+
+
 def to_env(settings: Settings) -> dict[str, str]:
     """``SHOPSTREAM_*`` variables that recreate ``settings`` in a child process.
 
@@ -286,7 +312,7 @@ def to_env(settings: Settings) -> dict[str, str]:
                 flatten(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
         elif value is not None:
             secret = value.get_secret_value() if isinstance(value, SecretStr) else value
-            env[f"SHOPSTREAM_{prefix}"] = str(secret)
+            env[f"SHOPSTREAM_{prefix}"] = ",".join(secret) if isinstance(secret, tuple) else str(secret)
 
     flatten("", settings)
     return env

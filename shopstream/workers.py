@@ -106,10 +106,12 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
 
 
 def offsets(settings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
-    """``{(topic, partition): (committed offset of the app's group, end offset)}``."""
+    """``{(topic, partition): (committed offset of the workers' group, end offset)}``."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": settings.app_id})
+    from shopstream.settings import group_id
+
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group_id(settings)})
     try:
         metadata = consumer.list_topics(timeout=10).topics  # the real partition counts
         partitions = [TopicPartition(topic, p) for topic in topics if topic in metadata

@@ -124,5 +124,7 @@ def _input_agent(kind: str, topic_name: str) -> None:
     app.agent(topic, name=f"{kind}_agent")(agent)
 
 
-for _kind, _topic in settings.topics.inputs().items():
-    _input_agent(_kind, _topic)
+def register() -> None:
+    """Register an input agent for every input topic (the ``features`` role)."""
+    for kind, topic in settings.topics.inputs().items():
+        _input_agent(kind, topic)

@@ -20,14 +20,15 @@ from prometheus_client import generate_latest
 
 from shopstream.featurestore import offline_root
 from shopstream.offline import OfflineLog
-from shopstream.settings import Settings, get_settings
+from shopstream.settings import Settings, get_settings, group_id
 from streams import metrics
 
 log = logging.getLogger(__name__)
 
 
 def updates_topic_name(settings: Settings) -> str:
-    """The internal topic that carries entity updates between the two stages."""
+    """The internal topic that carries entity updates between the two stages. It is named
+    after ``app_id``, not the consumer group: scoring workers send to it too."""
     return f"{settings.app_id}-entity-updates"
 
 
@@ -66,7 +67,7 @@ def create_app(settings: Settings) -> faust.App:
     """A Faust app configured from ``settings``."""
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka.brokers.split(","))
     return faust.App(
-        settings.app_id,
+        group_id(settings),
         broker=brokers,
         broker_credentials=broker_credentials(settings),
         value_serializer="raw",  # agents decode and validate themselves, see streams.agents
@@ -75,7 +76,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topics.replication_factor,
         producer_max_request_size=settings.kafka.max_message_bytes,
         consumer_max_fetch_size=settings.kafka.max_message_bytes,
-        datadir=str(settings.home.resolve() / "faust" / settings.app_id),
+        datadir=str(settings.home.resolve() / "faust" / group_id(settings)),
         web_port=settings.web_port,
         web_host="0.0.0.0",
         broker_commit_interval=1.0,
@@ -125,7 +126,8 @@ async def prometheus_metrics(web, request):
 async def health(web, request):
     """Liveness and readiness: the worker is up, and which partitions it owns."""
     assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
-    return web.json({"status": "ok", "app_id": settings.app_id, "assigned": assigned})
+    return web.json({"status": "ok", "app_id": settings.app_id, "group": group_id(settings),
+                     "roles": list(settings.roles), "assigned": assigned})
 
 
 @app.timer(interval=2.0)

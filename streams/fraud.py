@@ -1,10 +1,12 @@
 """The fraud agent: every order on ``shop.orders`` gets a score on ``scores.fraud``.
 
-It reads the same records as the order agent (Faust commits an offset once both have
-acknowledged it), in small micro-batches because a shop waits for the answer: read the
-orders' features from the online store, score them (``scorers.fraud``), send one
-``FraudScore`` per order. The order agent routes the order's own updates at the same
-time, so the features are those from just before the order, as in training.
+In a worker with every role it reads the same records as the order agent (Faust commits
+an offset once both have acknowledged it); a worker with ``SHOPSTREAM_ROLES=fraud`` reads
+them in a consumer group of its own, so orders never queue behind feature updates. It
+works in small micro-batches because a shop waits for the answer: read the orders'
+features from the online store, score them (``scorers.fraud``), send one ``FraudScore``
+per order. The order agent routes the order's own updates at the same time, so the
+features are those from just before the order, as in training.
 
 Hot reload: a timer asks the registry for the champion; when it changed, the new model
 is loaded off the event loop and swapped in between two batches, so a batch is scored

@@ -1,26 +1,41 @@
-"""Runs a shopstream worker: every input agent, the web server, the metrics.
+"""Runs a shopstream worker: the agents of its roles, the web server, the metrics.
 
 Run with ``shopstream worker`` or ``python -m streams.worker``. Start more workers with
-the same ``SHOPSTREAM_APP_ID`` to share the partitions.
+the same ``SHOPSTREAM_APP_ID`` to share the partitions. ``SHOPSTREAM_ROLES`` picks what
+a worker does (``features``, ``fraud``, ``recs``; all by default): scoring workers apart
+from feature workers answer orders without queueing behind feature updates.
 """
 
 from __future__ import annotations
 
+import importlib
+
 import faust
 
 from shopstream.topics import ensure_topics
-from streams import agents, fraud, recs  # noqa: F401 - registers the input, fraud and recs agents
+from streams import agents
 from streams.app import app, settings, updates_topic_name
-from streams.features import online_writer
+
+
+def register(roles) -> None:
+    """Register the agents of ``roles`` with the app."""
+    if "features" in roles:
+        agents.register()
+        from streams.features import online_writer
+
+        if settings.features.online:
+            online_writer()  # registers the Feast definitions before the first batch arrives
+    for role in ("fraud", "recs"):
+        if role in roles:
+            importlib.import_module(f"streams.{role}")  # its agents register on import
 
 
 def main() -> None:
     """Start a worker in the foreground until interrupted."""
     ensure_topics(settings)
     ensure_topics(settings, [updates_topic_name(settings)])
+    register(settings.roles)
     app.conf.datadir.mkdir(parents=True, exist_ok=True)
-    if settings.features.online:
-        online_writer()  # registers the Feast definitions before the first batch arrives
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     worker.execute_from_commandline()
 

@@ -84,3 +84,17 @@ def test_every_field_is_documented():
                 yield prefix + name
 
     assert list(undocumented(Settings)) == []
+
+
+def test_roles_come_comma_separated_and_name_the_consumer_group(monkeypatch):
+    from shopstream.settings import ROLES, Settings, group_id, to_env
+
+    assert Settings().roles == ROLES and group_id(Settings()) == "shopstream"
+    monkeypatch.setenv("SHOPSTREAM_ROLES", "recs, fraud")
+    settings = Settings()
+    assert settings.roles == ("recs", "fraud")
+    assert group_id(settings) == "shopstream-fraud-recs"  # sorted: the same group either way
+    assert to_env(settings)["SHOPSTREAM_ROLES"] == "recs,fraud"
+    monkeypatch.setenv("SHOPSTREAM_ROLES", "fraud,scoring")
+    with pytest.raises(ValueError, match="features"):
+        Settings()
