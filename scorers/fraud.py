@@ -61,6 +61,12 @@ def _log(value) -> float:
     return math.log1p(max(_num(value), 0.0))
 
 
+ACCOUNT_AGE_CAP_DAYS = 7.0
+"""The model sees account age only up to a week. Age counts from the first event the
+stream saw, so beyond "new account" it measures how long shopstream has run (or where a
+replay began), and a model trained on it would drift as the deployment ages."""
+
+
 def order_features(order: Order, online: Mapping[str, object]) -> dict[str, float]:
     """The model's inputs for ``order``, given its features as of just before it.
 
@@ -88,6 +94,8 @@ def order_features(order: Order, online: Mapping[str, object]) -> dict[str, floa
     for name in ONLINE_FEATURES:  # risks are shares already; everything else is heavy-tailed
         share = name.split("__", 1)[1].startswith("fraud_risk")
         values[name] = _num(online.get(name)) if share else _log(online.get(name))
+    age = _num(online.get("user_activity__account_age_days"))
+    values["user_activity__account_age_days"] = math.log1p(min(age, ACCOUNT_AGE_CAP_DAYS))
     return values
 
 

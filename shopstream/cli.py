@@ -156,18 +156,23 @@ def replay(
     label_delay_days: Annotated[float, typer.Option(
         help="transactions: days between an order and its label.")] = 7.0,
     limit: Annotated[int | None, typer.Option(help="Send only the first N events.")] = None,
+    max_backlog: Annotated[int | None, typer.Option(
+        help="Pause while the workers have more than N input records left, so that the "
+             "topics stay in step in event time (labels after their orders).")] = None,
 ) -> None:
     """Replay a real log (session clicks, shop events, card transactions) in event-time order."""
     import itertools
 
     from shopstream.replay import parse_mapping, read
-    from shopstream.send import send
+    from shopstream.send import backlog_over, send
 
     try:
         events = read(file, format, parse_mapping(map or []), label_delay_days=label_delay_days)
         if limit is not None:
             events = itertools.islice(events, limit)
-        stats = send(events, get_settings(), speed=speed, total=limit, console=console)
+        settings = get_settings()
+        hold = backlog_over(settings, max_backlog) if max_backlog is not None else None
+        stats = send(events, settings, speed=speed, total=limit, console=console, hold=hold)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

@@ -33,7 +33,7 @@ from scorers.fraud import matrix
 from shopstream import workers
 from shopstream.events import FraudScore, Order
 from shopstream.replay import read
-from shopstream.send import send
+from shopstream.send import backlog_over, send
 from shopstream.settings import ScoringSettings, Settings, Topics, to_env
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
@@ -42,6 +42,9 @@ from trainers.fraud import FraudTrainConfig, train_and_register
 from trainers.loop import LoopConfig
 from trainers.offline import historical_features, order_events, raw
 
+HISTORY_BACKLOG = 5_000
+"""Most records (inputs and entity updates) the worker may have left to do while the
+history is replayed: about three hours of event time on the full transaction log."""
 PUBLISHED = {"best published (full data)": {"auc": 0.876, "ap": 0.687, "cp100": 0.303}}
 
 
@@ -163,7 +166,11 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
     process = workers.start(to_env(settings), log_file)
     try:
         workers.wait_ready(process, settings.web_port, log_file, timeout=180)
-        send(history, settings, total=len(history), console=console)
+        # As fast as the worker goes, but in step: a label topic weeks of event time behind
+        # the orders would apply its labels outside their risk windows.
+        send(history, settings, total=len(history), console=console,
+             hold=backlog_over(settings, HISTORY_BACKLOG, [*settings.topics.inputs().values(),
+                                                           updates_topic_name(settings)]))
         wait_processed(settings, console, "features of the history")
         train_start = max(window.history_start + timedelta(days=7),
                           window.train_end - timedelta(days=window.train_days))

@@ -79,6 +79,12 @@ def test_order_features_from_the_order_and_its_history():
     assert set(features) == set(FEATURES)
 
 
+@pytest.mark.parametrize(("days", "seen"), [(0.5, 0.5), (6.0, 6.0), (7.0, 7.0), (45.0, 7.0), (400.0, 7.0)])
+def test_account_age_is_seen_up_to_a_week(days, seen):
+    features = order_features(order(30), {"user_activity__account_age_days": days})
+    assert features["user_activity__account_age_days"] == pytest.approx(math.log1p(seen))
+
+
 def test_matrix_columns_follow_features():
     x = matrix([order(10), order(20)], [{}, {"user_activity__clicks_count_24h": 4}])
     assert x.shape == (2, len(FEATURES)) and x.dtype == np.float32
