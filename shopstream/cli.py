@@ -158,7 +158,8 @@ def replay(
     limit: Annotated[int | None, typer.Option(help="Send only the first N events.")] = None,
     max_backlog: Annotated[int | None, typer.Option(
         help="Pause while the workers have more than N input records left, so that the "
-             "topics stay in step in event time (labels after their orders).")] = None,
+             "topics stay in step in event time (labels after their orders). The workers' "
+             "group comes from SHOPSTREAM_APP_ID and SHOPSTREAM_ROLES, as for the workers.")] = None,
 ) -> None:
     """Replay a real log (session clicks, shop events, card transactions) in event-time order."""
     import itertools
