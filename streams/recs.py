@@ -107,11 +107,13 @@ _refitted = 0.0
 
 def refresh_popularity() -> None:
     """Before there is a champion: popularity from this worker's recent clicks, refitted
-    at once when there is none yet, then every 10 seconds."""
+    with every batch while it knows fewer than ``2 k`` items (a worker that has just
+    started would otherwise keep answering from its first handful of clicks, and a cart
+    holding those few items would get nothing), then every 10 seconds."""
     global _recent, _refitted
     if recommender.version != "rules" or not _recent:
         return
-    if recommender.popular.scores(()) and time.monotonic() - _refitted < 10:
+    if len(recommender.popular.scores(())) >= 2 * recommender.k and time.monotonic() - _refitted < 10:
         return
     _recent = _recent[-50_000:]
     recommender.popular = Popularity().fit(_recent)  # the rules recommender is this module's own

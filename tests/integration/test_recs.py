@@ -76,6 +76,13 @@ def test_popular_first_then_hot_reload_under_traffic_answers_every_click_once(se
                 time.sleep(0.02)
 
     try:
+        # One click answered alone first: the worker's popularity then knows one item, and
+        # must keep learning, or a cart holding that item would be answered with nothing.
+        first = Click(user_id="u", session_id="live-first", item_id="a0", ts=datetime.now(UTC))
+        with ShopProducer(settings) as producer:
+            producer.send(first)
+        sent.append(first)
+        assert [r.items[0].item_id for r in recommendations(settings, 1)] == ["a0"]
         sender = threading.Thread(target=traffic)
         sender.start()
         time.sleep(3)  # rules first: popularity counted in the worker
