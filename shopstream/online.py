@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from feast import FeatureStore
+from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
 from feast.type_map import feast_value_type_to_python_type
 
 from scorers.features import VIEWS
