@@ -272,7 +272,8 @@ def train(settings: Settings, console: Console) -> str | None:
     from trainers.loop import LoopConfig
 
     console.rule("act 2: training the fraud model from the offline store")
-    config = FraudTrainConfig(days=12, valid_days=3, loop=LoopConfig(epochs=8, batch_size=256))
+    # A quick model: fewer epochs and no refit on the validation days (``train fraud`` does both).
+    config = FraudTrainConfig(days=12, valid_days=3, refit=False, loop=LoopConfig(epochs=8, batch_size=256))
     result = train_and_register(settings, config, force=True)
     m = result.metrics
     console.print(f"version {result.version.version}: validation AUC {m['auc']:.3f}, AP {m['ap']:.3f} "

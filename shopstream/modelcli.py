@@ -57,6 +57,8 @@ def train_fraud(
                                                           "(default: the newest).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 20,
     negatives: Annotated[float, typer.Option(help="Share of genuine orders kept.")] = 1.0,
+    refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
+                                             "included, for the chosen epochs.")] = True,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 24h.")] = None,
     output: Annotated[Path | None, typer.Option(help="Folder for the checkpoint and plots.")] = None,
@@ -66,7 +68,7 @@ def train_fraud(
     from trainers.loop import LoopConfig
 
     config = FraudTrainConfig(days=days, valid_days=valid_days, delay_days=delay_days,
-                              negatives=negatives, loop=LoopConfig(epochs=epochs))
+                              negatives=negatives, refit=refit, loop=LoopConfig(epochs=epochs))
     _repeat(lambda: _print_result(train_and_register(get_settings(), config, labels_as_of=_date(labels_as_of),
                                                      force=force, output=output)), every)
 
@@ -111,10 +113,16 @@ def _print_result(result) -> None:
     table = Table(title=f"fraud model version {result.version.version}")
     for column in ("", "AUC", "AP", "card precision@100", "calibration error"):
         table.add_column(column)
-    rows = [("new", result.metrics)] + ([("champion", result.champion_metrics)] if result.champion_metrics else [])
+    rows = [("new (held out)", result.metrics)]
+    champion = result.champion_metrics
+    if champion:
+        rows.append((f"champion, on the {champion.get('n_valid', result.n_valid):,} orders it has not trained on",
+                     champion))
     for name, m in rows:
         table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in ("auc", "ap", "cp100", "ece")))
     console.print(table)
+    if champion and "new_ap" in champion:
+        console.print(f"the new model's AP on those orders: {champion['new_ap']:.4f}")
     console.print(f"trained on {result.n_train:,} orders, validated on {result.n_valid:,}; "
                   f"plots: {', '.join(str(p) for p in result.plots)}")
     console.print("[green]promoted to champion[/]" if result.promoted

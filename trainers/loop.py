@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -124,3 +124,15 @@ def fit(model: nn.Module, tensors: Sequence[torch.Tensor], validate: Callable[[n
     for callback in callbacks:
         callback.on_end(best_epoch, best)
     return {**best, "best_epoch": best_epoch}
+
+
+def fit_epochs(model: nn.Module, tensors: Sequence[torch.Tensor], config: LoopConfig, epochs: int,
+               callbacks: Sequence[Callback] = ()) -> None:
+    """Train for exactly ``epochs`` epochs with nothing held out, keeping the last weights.
+
+    This is the refit after model selection: ``fit`` chose the number of epochs on
+    held-out days, and the model is trained again on every day, those included.
+    """
+    counter = iter(range(1, epochs + 1))
+    fit(model, tensors, lambda m: {"epoch": next(counter)}, replace(config, epochs=epochs, patience=epochs),
+        monitor="epoch", callbacks=callbacks)

@@ -22,7 +22,7 @@ import itertools
 import logging
 import random
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from scorers.recommend import Blend, Recommender, SequenceScorer, SessionView
 from scorers.retrieval import ItemIndex
 from shopstream.settings import Settings
 from trainers import ranking
-from trainers.loop import Callback, History, LoopConfig, RichProgress, fit
+from trainers.loop import Callback, History, LoopConfig, RichProgress, fit, fit_epochs
 from trainers.registry import Registry, Version
 from trainers.sessions import Case, cases, clean, sessions, split
 
@@ -126,10 +126,7 @@ def refit_sequence(train: list[Session], epochs: int, config: RecsTrainConfig,
     the newest days, held out to choose it, are the most like tomorrow's sessions."""
     vocab, position, model = new_model(train, config)
     inputs, targets = training_tensors(train, position, config.max_len)
-    epoch = iter(range(1, epochs + 1))
-    loop = replace(config.loop, epochs=epochs, patience=epochs)
-    # Nothing is held out now: "validation" only counts epochs, so the last one is kept.
-    fit(model, [inputs, targets], lambda m: {"epoch": next(epoch)}, loop, monitor="epoch", callbacks=callbacks)
+    fit_epochs(model, [inputs, targets], config.loop, epochs, callbacks)
     return SequenceCheckpoint(model, vocab, {"n_train_windows": len(inputs), "epochs": epochs})
 
 

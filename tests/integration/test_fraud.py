@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Consumer
 
+from models.fraud import Checkpoint
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import FraudScore, Order, OrderItem
@@ -96,9 +97,13 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
         assert registry.champion().version == "1"
         assert registry.get("1").tags["feature_service"] == "fraud_v1"
 
-        # The same data and seed again: a tie does not win, --force promotes anyway.
+        # Version 1 was refit on the whole window, so on the same window again no validation
+        # order is unseen by it: the gate cannot judge fairly, and the champion stays.
+        assert Checkpoint.load(registry.download(registry.get("1"))).meta["fit_end"] == \
+            registry.get("1").tags["train_end"]
         again = train_and_register(settings, config, output=tmp_path / "v2", progress=False)
         assert again.version.version == "2" and not again.promoted
+        assert again.champion_metrics["n_valid"] == 0
         assert registry.champion().version == "1"
         wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None
                    and m.model_versions.get(settings.scoring.model_name) == 1.0,
