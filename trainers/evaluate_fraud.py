@@ -213,7 +213,7 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
         **{f"score_{name}": values for name, values in others.items()},
     })
     table.to_parquet(output / "scores.parquet", index=False)
-    kept = _without_known_compromised(table, frame, window.delay_days)
+    kept = without_known_compromised(table, frame, window.delay_days)
     results, curves = {}, {}
     for name, column in (("shopstream", "score"), ("logreg", "score_logreg"), ("gbm", "score_gbm")):
         scored = kept.dropna(subset=[column])
@@ -231,7 +231,7 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
     return summary
 
 
-def _without_known_compromised(table: pd.DataFrame, frame: pd.DataFrame, delay_days: float) -> pd.DataFrame:
+def without_known_compromised(table: pd.DataFrame, frame: pd.DataFrame, delay_days: float) -> pd.DataFrame:
     parts = []
     for day, rows in table.groupby(table["ts"].dt.floor("D")):
         known = known_compromised(frame, day, delay_days)
