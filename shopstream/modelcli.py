@@ -6,6 +6,7 @@ importing torch or MLflow.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -125,8 +126,13 @@ def _print_result(result) -> None:
         console.print(f"the new model's AP on those orders: {champion['new_ap']:.4f}")
     console.print(f"trained on {result.n_train:,} orders, validated on {result.n_valid:,}; "
                   f"plots: {', '.join(str(p) for p in result.plots)}")
-    console.print("[green]promoted to champion[/]" if result.promoted
-                  else "[yellow]kept the current champion: the new version did not beat it[/]")
+    if result.promoted:
+        console.print("[green]promoted to champion[/]")
+    elif champion and math.isnan(champion.get("ap", 0.0)):
+        console.print("[yellow]kept the current champion: it has trained on every validation order with "
+                      "a fraud, so there is no fair comparison (--force promotes)[/]")
+    else:
+        console.print("[yellow]kept the current champion: the new version did not beat it[/]")
 
 
 MODELS = ("fraud", "recs")
