@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--test-end", required=True)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--negatives", type=float, default=1.0, help="share of genuine orders the deep model trains on")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
@@ -88,8 +89,8 @@ def main() -> None:
 
     rows = {name: test(scores) for name, scores in baselines(data.x, data.frame["label"].to_numpy(),
                                                               test_x).items()}
-    for seed in (int(s) for s in args.seeds.split(",")):
-        config = FraudTrainConfig(loop=LoopConfig(epochs=args.epochs, seed=seed))
+    for seed in (int(s) for s in args.seeds.split(",") if s):  # --seeds "" runs the baselines only
+        config = FraudTrainConfig(negatives=args.negatives, loop=LoopConfig(epochs=args.epochs, seed=seed))
         model, best = train_model(train, valid, config)
         rows[f"held out, seed {seed} ({best['best_epoch']} epochs)"] = test(scores_of(model, test_x))
         rows[f"refit, seed {seed}"] = test(scores_of(refit_model(data, int(best["best_epoch"]), config), test_x))

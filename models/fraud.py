@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.layers import SignalEncoder, Standardize
+from models.layers import SignalEncoder, Standardize, self_attention
 
 FRAUD_TYPES = ("unknown", "card_testing", "account_takeover", "compromised_terminal",
                "compromised_card", "large_amount")
@@ -72,7 +72,7 @@ class FraudNet(nn.Module):
         parts = torch.split(z, [n for _, n in self.config.signals], dim=1)
         signals = torch.stack([enc(part) for enc, part in zip(self.encoders, parts, strict=True)],
                               dim=1)  # (B, S, D)
-        attended, _ = self.fusion(signals, signals, signals)  # (B, S, D): each signal reads the others
+        attended = self_attention(self.fusion, signals)  # (B, S, D): each signal reads the others
         fused = self.norm(signals + attended).flatten(1)  # (B, S * D)
         return self.trunk(fused)  # (B, 2D)
 
