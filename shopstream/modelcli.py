@@ -57,7 +57,8 @@ def train_fraud(
     labels_as_of: Annotated[str | None, typer.Option(help="Use labels known at this time "
                                                           "(default: the newest).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 20,
-    negatives: Annotated[float, typer.Option(help="Share of genuine orders kept.")] = 1.0,
+    negatives: Annotated[float, typer.Option(min=0.01, max=1.0,
+                                             help="Share of genuine orders trained on (weighted back).")] = 1.0,
     refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
                                              "included, for the chosen epochs.")] = True,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
@@ -203,6 +204,9 @@ def eval_fraud(
     train_days: Annotated[float, typer.Option(help="Training window length in days.")] = 21.0,
     rate: Annotated[float, typer.Option(help="Events/s at which the test window is replayed.")] = 500.0,
     epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 20,
+    negatives: Annotated[float, typer.Option(min=0.01, max=1.0,
+                                             help="Share of genuine training orders the deep model "
+                                                  "trains on (weighted back).")] = 1.0,
     redis_db: Annotated[int, typer.Option(help="Redis database for this run (emptied first).")] = 15,
     output: Annotated[Path, typer.Option(help="Folder for metrics.json, scores.parquet, plots.")] = Path(
         "eval-fraud"),
@@ -216,8 +220,8 @@ def eval_fraud(
                         delay_days=delay_days, train_days=train_days)
     if not window.history_start < window.train_end < window.test_start < window.test_end:
         raise typer.BadParameter("expected history start < train end < test start < test end")
-    run(get_settings(), transactions, window, output, rate=rate, epochs=epochs, redis_db=redis_db,
-        console=console)
+    run(get_settings(), transactions, window, output, rate=rate, epochs=epochs, negatives=negatives,
+        redis_db=redis_db, console=console)
 
 
 @eval_app.command("recs")

@@ -140,7 +140,8 @@ def baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> d
 
 
 def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path, *, rate: float = 500.0,
-        epochs: int = 20, redis_db: int = 15, console: Console | None = None) -> dict:
+        epochs: int = 20, negatives: float = 1.0, redis_db: int = 15,
+        console: Console | None = None) -> dict:
     """The whole evaluation; returns what ``metrics.json`` holds."""
     import redis
 
@@ -175,7 +176,7 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
         train_start = max(window.history_start + timedelta(days=7),
                           window.train_end - timedelta(days=window.train_days))
         config = FraudTrainConfig(delay_days=window.delay_days, valid_days=min(4.0, window.train_days / 4),
-                                  loop=LoopConfig(epochs=epochs))
+                                  negatives=negatives, loop=LoopConfig(epochs=epochs))
         result = train_and_register(settings, config, labels_as_of=window.test_start, force=True,
                                     window=(train_start, window.train_end), output=output / "model")
         version = result.version.version

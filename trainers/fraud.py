@@ -48,7 +48,7 @@ class FraudTrainConfig:
     days: float = 28.0  # length of the training window, validation included
     valid_days: float = 4.0  # the window's last days validate and decide promotion
     delay_days: float = 7.0  # labels are complete only for orders older than this
-    negatives: float = 1.0  # share of genuine orders kept (weighted back), to train faster
+    negatives: float = 1.0  # share of genuine orders kept (weighted back), to train on more days
     refit: bool = True  # train again on the whole window for the epochs validation chose
     model: FraudConfig = field(default_factory=FraudConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -106,12 +106,14 @@ def evaluation_frame(data: Dataset, scores: np.ndarray) -> pd.DataFrame:
 def new_model(train: Dataset, config: FraudTrainConfig) -> tuple[FraudNet, list[torch.Tensor]]:
     """An untrained ``FraudNet`` fitted to ``train``'s statistics, and its training tensors."""
     rng = np.random.default_rng(config.loop.seed)
+    n_fraud = max(int(train.frame["label"].sum()), 1)
+    # Balance the classes' total weight, but not fully: calibrated-ish probabilities. The
+    # weight is that of the whole window; times ``negatives``, it weighs each kept genuine
+    # order back as 1 / negatives of them, so subsampling does not move the scores.
+    pos_weight = math.sqrt((len(train.x) - n_fraud) / n_fraud) * config.negatives
     keep = (train.frame["label"].to_numpy() == 1) | (rng.random(len(train.x)) < config.negatives)
     train = train.select(keep)
     labels = train.frame["label"].to_numpy().astype(np.float32)
-    n_fraud = max(int(labels.sum()), 1)
-    # Balance the classes' total weight, but not fully: calibrated-ish probabilities.
-    pos_weight = math.sqrt((len(labels) - n_fraud) / n_fraud)
     model_config = FraudConfig(**{**asdict(config.model), "pos_weight": pos_weight,
                                   "signals": tuple((name, len(names)) for name, names in SIGNALS.items())})
     torch.manual_seed(config.loop.seed)  # the same data and config give the same model

@@ -90,3 +90,17 @@ def test_the_gate_compares_on_unseen_orders_and_keeps_a_champion_it_cannot_judge
     champion(registry, tmp_path, SPLIT + timedelta(days=2))  # it has seen every validation order
     wins, theirs = beats_champion(registry, new, valid, SPLIT)
     assert not wins and theirs["n_valid"] == 0 and math.isnan(theirs["ap"])
+
+
+@pytest.mark.parametrize("negatives", [1.0, 0.5, 0.2])
+def test_subsampled_genuine_orders_are_weighted_back(negatives):
+    """Keeping a share of genuine orders must not change the loss the model minimises:
+    each kept one stands for 1 / negatives of them, so the fraud rows' relative weight
+    falls by the same share."""
+    data = dataset(4000, 4, START)
+    n_fraud = int(data.frame["label"].sum())
+    model, (x, labels, _) = new_model(data, FraudTrainConfig(negatives=negatives))
+    full_weight = math.sqrt((len(data.x) - n_fraud) / n_fraud)
+    assert model.config.pos_weight == pytest.approx(full_weight * negatives)
+    assert int(labels.sum()) == n_fraud  # every fraud is kept
+    assert len(x) - n_fraud == pytest.approx((len(data.x) - n_fraud) * negatives, rel=0.1)
