@@ -40,7 +40,7 @@ from scorers.fraud import FEATURES, SIGNALS
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Click, Order, OrderItem
-from shopstream.settings import ROLES, ScoringSettings, Settings, to_env
+from shopstream.settings import ROLES, Settings, to_env
 from shopstream.topics import ensure_topics
 from trainers.registry import Registry
 
@@ -192,7 +192,8 @@ def scoring_run(base: Settings, mode: str, args: argparse.Namespace) -> tuple[di
     """Latency of the workers of ``mode`` on topics of their own, and their stage times."""
     settings = isolated(base, f"latency-{mode}")
     settings = settings.model_copy(update={
-        "scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud", reload_s=1.0)})
+        "scoring": settings.scoring.model_copy(update={"model_name": f"{settings.app_id}-fraud",
+                                                       "reload_s": 1.0})})  # SHOPSTREAM_SCORING__* apply
     ensure_topics(settings)
     version = register_model(settings)
     started = []
@@ -273,6 +274,8 @@ def main() -> None:
     path = RESULTS / f"latency-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps({"orders_per_s": args.orders, "clicks_per_s": args.clicks,
                                 "seconds": args.seconds, "kafka_round_trip": floor,
+                                "scoring": base.scoring.model_dump(include={"batch_rows", "batch_ms",
+                                                                           "torch_threads"}),
                                 "shopstream": {mode: {**results[mode], "workers": WORKERS[mode],
                                                       "stage_ms_per_batch": stages[mode]}
                                                for mode in modes}}, indent=2))
