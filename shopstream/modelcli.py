@@ -48,6 +48,10 @@ def _date(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+Negatives = Annotated[float, typer.Option(min=0.01, max=1.0,
+                                          help="Share of genuine orders the deep model trains on "
+                                               "(weighted back).")]
+
 @train_app.command("fraud")
 def train_fraud(
     days: Annotated[float, typer.Option(help="Training window in days, validation included.")] = 28.0,
@@ -57,8 +61,7 @@ def train_fraud(
     labels_as_of: Annotated[str | None, typer.Option(help="Use labels known at this time "
                                                           "(default: the newest).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 20,
-    negatives: Annotated[float, typer.Option(min=0.01, max=1.0,
-                                             help="Share of genuine orders trained on (weighted back).")] = 1.0,
+    negatives: Negatives = 1.0,
     refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
                                              "included, for the chosen epochs.")] = True,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
@@ -204,9 +207,7 @@ def eval_fraud(
     train_days: Annotated[float, typer.Option(help="Training window length in days.")] = 21.0,
     rate: Annotated[float, typer.Option(help="Events/s at which the test window is replayed.")] = 500.0,
     epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 20,
-    negatives: Annotated[float, typer.Option(min=0.01, max=1.0,
-                                             help="Share of genuine training orders the deep model "
-                                                  "trains on (weighted back).")] = 1.0,
+    negatives: Negatives = 1.0,
     redis_db: Annotated[int, typer.Option(help="Redis database for this run (emptied first).")] = 15,
     output: Annotated[Path, typer.Option(help="Folder for metrics.json, scores.parquet, plots.")] = Path(
         "eval-fraud"),
