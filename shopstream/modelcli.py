@@ -52,6 +52,7 @@ Negatives = Annotated[float, typer.Option(min=0.01, max=1.0,
                                           help="Share of genuine orders the deep model trains on "
                                                "(weighted back).")]
 
+
 @train_app.command("fraud")
 def train_fraud(
     days: Annotated[float, typer.Option(help="Training window in days, validation included.")] = 28.0,
