@@ -223,7 +223,8 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
         results[name] = {k: v for k, v in fraud_metrics.evaluate(curve).items() if k in ("auc", "ap", "cp100")}
         curves[name] = curve
     fraud_metrics.plot(curves, output, "test window")
-    summary = {"models": results, "n_test": int(len(kept)), "n_test_fraud": int(kept["label"].sum()),
+    summary = {"models": results, "cp100_ceiling": fraud_metrics.card_precision_ceiling(curves["shopstream"]),
+               "n_test": int(len(kept)), "n_test_fraud": int(kept["label"].sum()),
                "n_scored": int(table["score"].notna().sum()), "n_test_orders": len(test_orders),
                "model_version": version, "train_rows": int(len(train_x)),
                "window": {k: str(v) for k, v in window.__dict__.items()}, "rate": rate}
@@ -242,7 +243,9 @@ def without_known_compromised(table: pd.DataFrame, frame: pd.DataFrame, delay_da
 
 def _print(summary: dict, console: Console) -> None:
     table = Table(title=f"fraud, test window: {summary['n_test']:,} transactions, "
-                        f"{summary['n_test_fraud']:,} fraud (known-compromised cards removed)")
+                        f"{summary['n_test_fraud']:,} fraud (known-compromised cards removed)",
+                  caption=f"card precision@100 of a perfect ranking on these days: "
+                          f"{summary['cp100_ceiling']:.3f}")
     for column in ("model", "AUC ROC", "average precision", "card precision@100"):
         table.add_column(column)
     for name, m in {**summary["models"], **PUBLISHED}.items():

@@ -37,6 +37,19 @@ def card_precision_at_k(frame: pd.DataFrame, k: int = 100) -> float:
     return float(np.mean(per_day)) if per_day else float("nan")
 
 
+def card_precision_ceiling(frame: pd.DataFrame, k: int = 100) -> float:
+    """Card precision@k of a perfect ranking: the most any model can reach on ``frame``.
+
+    A day with fewer than ``k`` compromised cards caps that day's precision below 1.
+
+    >>> frame = pd.DataFrame({"day": ["d1", "d1", "d2"], "card": ["a", "b", "a"],
+    ...                       "score": [0.1, 0.9, 0.5], "label": [1, 0, 0]})
+    >>> card_precision_ceiling(frame, k=2)
+    0.25
+    """
+    return card_precision_at_k(frame.assign(score=frame["label"]), k)
+
+
 def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[float, pd.DataFrame]:
     """Expected calibration error, and the table of mean score vs fraud rate per score bin."""
     edges = np.quantile(scores, np.linspace(0, 1, bins + 1))

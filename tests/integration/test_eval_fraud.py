@@ -33,6 +33,7 @@ def test_eval_fraud_on_a_slice(settings, data_dir, tmp_path):
     for name in ("shopstream", "logreg", "gbm"):
         assert set(written["models"][name]) == {"auc", "ap", "cp100"}
         assert 0 <= written["models"][name]["auc"] <= 1
+        assert written["models"][name]["cp100"] <= written["cp100_ceiling"]
     scores = pd.read_parquet(tmp_path / "out" / "scores.parquet")
     test = part[part.TX_DATETIME >= "2018-04-22"]
     assert sorted(scores["transaction_id"]) == sorted(test["TRANSACTION_ID"])  # known-compromised kept

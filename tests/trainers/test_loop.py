@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from trainers.loop import Callback, History, LoopConfig, fit
-from trainers.metrics import card_precision_at_k, evaluate, plot
+from trainers.metrics import card_precision_at_k, card_precision_ceiling, evaluate, plot
 
 
 class Logistic(nn.Module):
@@ -64,6 +65,18 @@ def test_card_precision_counts_cards_once_per_day(k, expected):
                           "score": [0.9, 0.1, 0.8, 0.2, 0.7, 0.6], "label": [0, 1, 0, 0, 1, 0]})
     # d1: a (label 1) then b, c; d2: a (label 1) then b
     assert card_precision_at_k(frame, k) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_ranking_beats_the_card_precision_ceiling(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    frame = pd.DataFrame({"day": rng.integers(0, 3, n), "card": rng.integers(0, 40, n),
+                          "score": rng.random(n), "label": (rng.random(n) < 0.1).astype(int)})
+    ceiling = card_precision_ceiling(frame, k=10)
+    fraud_cards = frame[frame["label"] == 1].groupby("day")["card"].nunique()
+    assert ceiling == pytest.approx((fraud_cards.clip(upper=10) / 10).sum() / frame["day"].nunique())
+    assert card_precision_at_k(frame, k=10) <= ceiling
 
 
 def test_evaluate_and_plots(tmp_path):
