@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainers.evaluate_fraud import without_known_compromised
+from trainers.evaluate_fraud import metric_frame, without_known_compromised
 from trainers.metrics import card_precision_ceiling
 
 WINDOW = pd.Timedelta(days=30)
@@ -81,8 +81,8 @@ def main() -> None:
         rows = kept[kept["group"] == name]
         shares = [(rows[m] > genuine[m].quantile(0.99)).mean() if len(rows) else float("nan") for m in models]
         print(f"{name:10} {len(rows):6}  " + "  ".join(f"{s:12.2f}" for s in shares))
-    curve = pd.DataFrame({"day": kept["ts"].dt.date, "card": kept["customer_id"], "label": kept["label"]})
-    print(f"card precision@100 of a perfect ranking: {card_precision_ceiling(curve):.3f}")
+    ceiling = card_precision_ceiling(metric_frame(kept, kept["label"]))
+    print(f"card precision@100 of a perfect ranking: {ceiling:.3f}")
 
 
 if __name__ == "__main__":

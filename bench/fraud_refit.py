@@ -31,7 +31,7 @@ import pandas as pd
 from scorers.fraud import matrix
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
-from trainers.evaluate_fraud import baselines, without_known_compromised
+from trainers.evaluate_fraud import baselines, metric_frame, without_known_compromised
 from trainers.fraud import (
     FraudTrainConfig,
     build_dataset,
@@ -82,8 +82,7 @@ def main() -> None:
           f"test {len(kept):,} ({int(kept['label'].sum())} fraud, known-compromised cards removed)")
 
     def test(scores: np.ndarray) -> dict[str, float]:
-        curve = pd.DataFrame({"day": kept["ts"].dt.date, "card": kept["customer_id"],
-                              "score": scores[kept.index.to_numpy()], "label": kept["label"]})
+        curve = metric_frame(kept, scores[kept.index.to_numpy()])
         result = fraud_metrics.evaluate(curve)
         return {k: round(float(result[k]), 3) for k in ("auc", "ap", "cp100")}
 

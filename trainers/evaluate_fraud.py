@@ -218,8 +218,7 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
     results, curves = {}, {}
     for name, column in (("shopstream", "score"), ("logreg", "score_logreg"), ("gbm", "score_gbm")):
         scored = kept.dropna(subset=[column])
-        curve = pd.DataFrame({"day": scored["ts"].dt.date, "card": scored["customer_id"],
-                              "score": scored[column], "label": scored["label"]})
+        curve = metric_frame(scored, scored[column])
         results[name] = {k: v for k, v in fraud_metrics.evaluate(curve).items() if k in ("auc", "ap", "cp100")}
         curves[name] = curve
     fraud_metrics.plot(curves, output, "test window")
@@ -239,6 +238,13 @@ def without_known_compromised(table: pd.DataFrame, frame: pd.DataFrame, delay_da
         known = known_compromised(frame, day, delay_days)
         parts.append(rows[~rows["customer_id"].isin(known)])
     return pd.concat(parts) if parts else table
+
+
+def metric_frame(table: pd.DataFrame, scores) -> pd.DataFrame:
+    """The (day, card, score, label) rows that ``trainers.metrics`` reads, from a test table
+    with ``ts``, ``customer_id`` and ``label``."""
+    return pd.DataFrame({"day": table["ts"].dt.date, "card": table["customer_id"], "score": scores,
+                         "label": table["label"]})
 
 
 def _print(summary: dict, console: Console) -> None:
