@@ -130,6 +130,36 @@ async def health(web, request):
                      "roles": list(settings.roles), "assigned": assigned})
 
 
+def await_chain(task: asyncio.Task) -> list[str]:
+    """Where ``task`` waits: every frame of its chain of awaits, outermost first
+    (``Task.print_stack`` shows only the outermost coroutine of a suspended task)."""
+    import gc
+    import inspect
+
+    frames, current = [], task.get_coro()
+    while current is not None:
+        frame = getattr(current, "cr_frame", None) or getattr(current, "ag_frame", None)
+        if frame is not None:
+            frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = getattr(current, "cr_await", None) or getattr(current, "ag_await", None)
+        if awaited is None and frame is None:
+            # ``async for`` awaits the generator's ``asend`` object, which only the
+            # garbage collector can see through.
+            awaited = next((r for r in gc.get_referents(current)
+                            if inspect.isasyncgen(r) or inspect.iscoroutine(r)), None)
+        current = awaited
+    return frames
+
+
+@app.page("/debug/tasks")
+async def debug_tasks(web, request):
+    """The await chain of every asyncio task of the worker, for a worker that stops making
+    progress without an error. Plain text, one block per task."""
+    blocks = [f"{task.get_name()}\n  " + "\n  ".join(await_chain(task))
+              for task in asyncio.all_tasks()]
+    return web.bytes("\n\n".join(sorted(blocks)).encode(), content_type="text/plain")
+
+
 @app.timer(interval=2.0)
 async def update_lag() -> None:
     """Refresh the consumer-lag gauge from the highwater marks and committed offsets."""

@@ -94,6 +94,11 @@ def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, t
     try:
         drain(settings)
         interrupted = settled(settings, events)
+    except BaseException:
+        for name in ("first.log", "second.log"):
+            print(f"--- {name} tail:\n" + (tmp_path / name).read_text()[-8000:])
+        print("--- the restarted worker's tasks:\n" + workers.debug_tasks(settings.web_port))
+        raise
     finally:
         workers.stop(restarted)
 
