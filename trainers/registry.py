@@ -43,6 +43,32 @@ def metric_name(key: str) -> str:
     return key.replace("@", "_at_")
 
 
+def create_sqlite_registry(path: Path) -> None:
+    """Create the local registry database at ``path`` once, whole or not at all.
+
+    MLflow creates its tables on first use. Workers open the registry from several threads
+    and processes at once, and the migrations of two openers race ("table ... already
+    exists"); a process killed while they run leaves a database that cannot be opened
+    again. So it is made under a file lock, in a temporary file renamed into place.
+    """
+    import os
+
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.exists():  # made by whoever held the lock before us
+            return
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.unlink(missing_ok=True)
+        uri = f"sqlite:///{partial}"
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()  # runs the migrations
+        os.replace(partial, path)
+
+
 class Registry:
     """Register, list, promote and roll back versions of one model."""
 
@@ -55,7 +81,7 @@ class Registry:
         self.uri = registry_uri(settings)
         self._mlflow = mlflow
         if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            create_sqlite_registry(Path(self.uri.removeprefix("sqlite:///")))
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     # --- writing ---------------------------------------------------------------------

@@ -97,3 +97,31 @@ def test_eval_recs_refuses_an_unknown_format(tmp_path):
     log.write_text("session_id,item_id,timestamp\n")
     result = CliRunner().invoke(app, ["eval", "recs", "--sessions", str(log), "--format", "parquet"])
     assert result.exit_code != 0 and "unknown format" in result.output
+
+
+def test_first_opening_from_many_threads_at_once_makes_one_whole_registry(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Workers check for a champion from several threads as they start; each opening of a
+    # registry that does not exist yet used to run MLflow's migrations, and they raced.
+    with ThreadPoolExecutor(6) as pool:
+        champions = list(pool.map(lambda _: Registry(settings).champion(), range(6)))
+    assert champions == [None] * 6
+    assert (settings.home / "mlflow.db").exists()
+    assert not list(settings.home.glob(".*.partial"))  # only the whole file is left
+
+
+def test_a_process_killed_while_it_makes_the_registry_leaves_none_behind(settings):
+    import subprocess
+    import sys
+
+    # The creator dies just before the finished file would take its place, as a worker
+    # killed during MLflow's migrations would: nothing is left at the registry's path.
+    code = ("import os, signal, sys; from pathlib import Path; import trainers.registry as r; "
+            "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+            "r.create_sqlite_registry(Path(sys.argv[1]))")
+    died = subprocess.run([sys.executable, "-c", code, str(settings.home / "mlflow.db")])
+    assert died.returncode == -9
+    assert not (settings.home / "mlflow.db").exists()
+    assert Registry(settings).champion() is None  # the next opening makes it whole
+    assert (settings.home / "mlflow.db").exists()
