@@ -46,10 +46,10 @@ def metric_name(key: str) -> str:
 def create_sqlite_registry(path: Path) -> None:
     """Create the local registry database at ``path`` once, whole or not at all.
 
-    MLflow creates its tables on first use. Workers open the registry from several threads
-    and processes at once, and the migrations of two openers race ("table ... already
-    exists"); a process killed while they run leaves a database that cannot be opened
-    again. So it is made under a file lock, in a temporary file renamed into place.
+    MLflow creates its tables on first use, and a process killed while its migrations run
+    leaves a database that cannot be opened again ("table _alembic_tmp_... already
+    exists"). Workers open the registry from several threads and processes at once, so it
+    is made under a file lock, in a temporary file renamed into place.
     """
     import os
 
