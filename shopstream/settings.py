@@ -269,6 +269,9 @@ class Settings(BaseSettings):
     run in processes of its own, apart from the feature workers it shares the store with."""
     web_port: int = 6066
     """Port of the worker's web server (``/health`` and ``/metrics``)."""
+    commit_check_s: float = Field(10.0, gt=0)
+    """How often a worker checks for a partition whose commits are held back by records
+    read but never acknowledged; one held back for two checks in a row is read again."""
     home: Path = Path(".shopstream")
     """Folder for local state: broker and Redis data, logs, worker tables, caches."""
     cache: Path = Path(".cache")

@@ -128,12 +128,13 @@ def backlog(settings, topics: list[str]) -> int:
     return sum(end - max(committed, 0) for committed, end in offsets(settings, topics).values())
 
 
-def debug_tasks(port: int, host: str = "127.0.0.1") -> str:
-    """A worker's ``/debug/tasks`` page (where each of its tasks waits), or why there is none."""
+def debug_page(port: int, page: str, host: str = "127.0.0.1") -> str:
+    """A worker's ``/debug/<page>`` (``tasks``: where each of its tasks waits; ``consumer``:
+    its commit bookkeeping per partition), or why there is none."""
     try:
-        return httpx.get(f"http://{host}:{port}/debug/tasks", timeout=10).text
+        return httpx.get(f"http://{host}:{port}/debug/{page}", timeout=10).text
     except httpx.HTTPError as exc:
-        return f"no /debug/tasks from port {port}: {exc!r}"
+        return f"no /debug/{page} from port {port}: {exc!r}"
 
 
 def ready(port: int, host: str = "127.0.0.1") -> bool:

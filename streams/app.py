@@ -13,9 +13,15 @@ import random
 import ssl
 import time
 import zlib
+from collections import defaultdict
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import faust
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types.tuples import ack_lock
+from intervaltree import IntervalTree
 from prometheus_client import generate_latest
 
 from shopstream.featurestore import offline_root
@@ -158,6 +164,129 @@ async def debug_tasks(web, request):
     blocks = [f"{task.get_name()}\n  " + "\n  ".join(await_chain(task))
               for task in asyncio.all_tasks()]
     return web.bytes("\n\n".join(sorted(blocks)).encode(), content_type="text/plain")
+
+
+def consumer_state(consumer) -> dict:
+    """Faust's commit bookkeeping for every assigned partition: what was read, acknowledged
+    and committed, and whether the partition is being fetched. A partition whose commits
+    stop advancing while its records are processed shows here why (a hole in ``acked``
+    that no ``gap`` covers, or a partition left paused). Holes and gaps are (first, last)
+    offsets, both included. Faust keeps no public accessor."""
+    active, paused = consumer._active_partitions or set(), consumer._paused_partitions
+    buffered = consumer._buffered_partitions
+    state = {}
+    for tp in sorted(consumer.assignment()):
+        acked = sorted(consumer._acked.get(tp, ()))
+        holes = [(a + 1, b - 1) for a, b in zip(acked, acked[1:], strict=False) if b - a > 1]
+        # What Faust would commit now, from its own code run on copies of its books.
+        books = SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
+                                _gap={tp: consumer._gap[tp].copy()} if tp in consumer._gap else
+                                defaultdict(IntervalTree),
+                                _committed_offset=defaultdict(lambda: None, consumer._committed_offset))
+        state[f"{tp.topic}:{tp.partition}"] = {
+            "committed": consumer._committed_offset.get(tp),
+            "would_commit": FaustConsumer._new_offset(books, tp),
+            "acked_duplicates": len(acked) - len(set(acked)),
+            "read": consumer._read_offset.get(tp),
+            "highwater": consumer.highwater(tp),
+            "acked": len(acked), "acked_first": acked[:8], "acked_min": acked[0] if acked else None,
+            "acked_max": acked[-1] if acked else None, "acked_holes": holes[:10],
+            "gaps": [(i.begin, i.end - 1) for i in sorted(consumer._gap.get(tp, ()))][:10],
+            "active": tp in active, "paused": tp in paused, "buffered": tp in buffered,
+        }
+    unacked = sorted((m.topic, m.partition, m.offset) for m in consumer._unacked_messages)
+    return {"flow_active": consumer.flow_active, "partitions": state,
+            "unacked": len(unacked), "unacked_first": unacked[:20]}
+
+
+@app.page("/debug/consumer")
+async def debug_consumer(web, request):
+    """``consumer_state`` of this worker, as JSON."""
+    return web.json(consumer_state(app.consumer))
+
+
+class CommitBlock(NamedTuple):
+    """What holds a partition's commits back: acknowledged offsets that Faust's books
+    should no longer hold (already committed, or twice), and the offsets (first, last)
+    read but never acknowledged, if any."""
+
+    stale: int
+    gap: tuple[int, int] | None
+
+
+def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -> CommitBlock | None:
+    """Why a partition's commits cannot advance, or ``None`` if nothing in Faust's books
+    stops them.
+
+    Faust commits a partition up to its first unacknowledged offset, and only while the
+    lowest acknowledged offset is next to the committed one. Its ``ack`` keeps each
+    offset once and never one below the commit, and nothing else should reach the books.
+    A race in Faust's recovery after a restart (faust-streaming#596) breaks both: it can
+    mark records as read that no stream ever receives, so nothing acknowledges them, and
+    it can move the committed offset back under acknowledged ones. Either way the
+    partition's commits stop for good while its later records are processed. A gap
+    whose records are still being processed (``in_flight``) is not one: it fills when
+    their micro-batch ends.
+    """
+    if not acked or not committed:
+        return None
+    valid = sorted({offset for offset in acked if offset >= committed})
+    stale = len(acked) - len(valid)
+    gap = None
+    if valid and valid[0] > committed and not any(o in in_flight for o in range(committed, valid[0])):
+        gap = (committed, valid[0] - 1)
+    # One missing offset does not stop Faust: it commits past it (faust-streaming#606).
+    if not stale and (gap is None or gap[1] == gap[0]):
+        return None
+    return CommitBlock(stale, gap)
+
+
+_gaps: dict = {}  # TP -> (committed offset, gap) at the previous check
+
+
+@app.timer(interval=settings.commit_check_s)
+async def repair_blocked_commits() -> None:
+    """Repair the partitions whose commits a ``commit_block`` holds back.
+
+    Stale acknowledgements are dropped from Faust's books at once: ``ack`` never lets
+    them in, so dropping them only restores what Faust expects. (Seen after a restart:
+    every offset acknowledged twice, and the commit moving one offset per commit.) A gap
+    that holds the commit at the same offset for a whole check interval is read again,
+    by seeking the partition back to its committed offset.
+
+    Reading again is safe: entity states ignore updates they have applied (see
+    ``streams.features``), and every output is at-least-once already. A seek that races
+    a fetch already under way can miss; the next check tries again.
+    """
+    consumer = app.consumer
+    in_flight: dict = defaultdict(set)
+    for message in list(consumer._unacked_messages):  # faust keeps no public accessor
+        in_flight[message.tp].add(message.offset)
+    seen = {}
+    for tp in consumer.assignment():
+        acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
+        block = commit_block(acked or [], committed, in_flight[tp])
+        if block is None:
+            continue
+        if block.stale:
+            log.warning("commits of %s:%s at %d: dropping %d stale acknowledgements",
+                        tp.topic, tp.partition, committed, block.stale)
+            metrics.COMMIT_REPAIRS.labels(tp.topic, "stale").inc()
+            with ack_lock:  # Faust's lock for its acknowledgement books
+                acked[:] = sorted({offset for offset in acked if offset >= committed})
+                consumer._acked_index[tp] = set(acked)
+        if block.gap is None:
+            continue
+        if _gaps.get(tp) != (committed, block.gap):
+            seen[tp] = (committed, block.gap)
+            continue
+        log.warning("commits of %s:%s are stuck at %d: offsets %d..%d were read but never "
+                    "acknowledged; reading the partition again from %d",
+                    tp.topic, tp.partition, committed, *block.gap, committed)
+        metrics.COMMIT_REPAIRS.labels(tp.topic, "reread").inc()
+        await consumer.seek(tp, committed)
+    _gaps.clear()
+    _gaps.update(seen)
 
 
 @app.timer(interval=2.0)

@@ -15,6 +15,10 @@ CONSUMER_LAG = Gauge("shopstream_consumer_lag",
 LATE_UPDATES = Counter("shopstream_late_updates",
                       "Entity updates ignored because their event was later than the allowed lateness.",
                       ["entity"])
+COMMIT_REPAIRS = Counter("shopstream_commit_repairs",
+                         "Repairs of partitions whose commits Faust's books held back "
+                         "(faust-streaming#596): stale acknowledgements dropped, or records "
+                         "read but never acknowledged read again.", ["topic", "repair"])
 WRITE_RETRIES = Counter("shopstream_write_retries", "Failed writes to a sink, retried.", ["sink"])
 WRITE_SECONDS = Histogram("shopstream_write_seconds", "Time of one micro-batch write to a sink.",
                           ["sink"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))

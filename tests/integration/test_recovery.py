@@ -4,6 +4,7 @@ delivery, exactly-once effect), and nothing is lost."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -36,6 +37,30 @@ def drain(settings, timeout=180):
         wait_until(lambda: drained(settings, topics), timeout, what="every record to be committed")
     finally:
         print(committed_and_end_offsets(settings, topics))
+
+
+def report(settings, tmp_path) -> None:
+    """Why the restarted worker did not drain, most telling part last (CI keeps the tail):
+    both logs, the await chains of its tasks that are in shopstream or Faust code, its
+    counters, and its commit bookkeeping for every partition it consumes."""
+    for name in ("first.log", "second.log"):
+        print(f"--- {name} tail:\n" + (tmp_path / name).read_text()[-6000:])
+    tasks = workers.debug_page(settings.web_port, "tasks").split("\n\n")
+    print("--- the restarted worker's tasks in streams/ or faust/:\n" + "\n\n".join(
+        block for block in tasks if "/streams/" in block or "/faust/" in block))
+    if (m := workers.scrape(settings.web_port)) is not None:
+        print(f"--- its counters: in={m.events_in} out={m.events_out} dead={m.dead_letters} "
+              f"online batches={m.online_batches:.0f} rows={m.online_rows:.0f}")
+    try:
+        state = json.loads(workers.debug_page(settings.web_port, "consumer"))
+    except ValueError:
+        print("--- no /debug/consumer")
+        return
+    print(f"--- its consumer: flow_active={state['flow_active']} unacked={state['unacked']} "
+          f"first unacked={state['unacked_first'][:5]}")
+    for tp, row in state["partitions"].items():
+        if "changelog" not in tp and "__assignor" not in tp:
+            print(f"{tp} {row}")
 
 
 def snapshot(settings, events):
@@ -95,9 +120,7 @@ def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, t
         drain(settings)
         interrupted = settled(settings, events)
     except BaseException:
-        for name in ("first.log", "second.log"):
-            print(f"--- {name} tail:\n" + (tmp_path / name).read_text()[-8000:])
-        print("--- the restarted worker's tasks:\n" + workers.debug_tasks(settings.web_port))
+        report(settings, tmp_path)
         raise
     finally:
         workers.stop(restarted)

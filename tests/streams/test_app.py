@@ -1,10 +1,14 @@
-"""The worker's debugging aid: where a stuck task waits."""
+"""The worker's debugging aids: where a stuck task waits, and why a commit is stuck."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
-from streams.app import await_chain
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streams.app import CommitBlock, await_chain, commit_block, consumer_state
 
 
 async def _innermost(event: asyncio.Event) -> None:
@@ -39,3 +43,42 @@ def test_await_chain_follows_coroutines_and_async_generators_to_the_innermost_wa
     names = [line.rsplit(" in ", 1)[1] for line in chain]
     assert names[:4] == ["_outer", "_generator", "_middle", "_innermost"]
     assert all("test_app.py:" in line for line in chain[:4])
+
+
+def test_consumer_state_shows_a_commit_stuck_behind_a_hole_among_the_acked_offsets():
+    stuck, fine = TP("shop.clicks", 0), TP("shop.clicks", 1)
+    gap = IntervalTree()
+    gap.addi(20, 25)
+    consumer = SimpleNamespace(
+        _active_partitions={fine}, _paused_partitions={stuck}, _buffered_partitions=set(),
+        _acked={stuck: [14, 12, 15, 16, 11], fine: []}, _gap={fine: gap},
+        _committed_offset={stuck: 11, fine: 30}, _read_offset={stuck: 16, fine: 29},
+        _unacked_messages=[SimpleNamespace(topic="shop.clicks", partition=0, offset=13)],
+        flow_active=True, assignment=lambda: {stuck, fine}, highwater=lambda tp: 40,
+    )
+    state = consumer_state(consumer)
+    clicks0, clicks1 = state["partitions"]["shop.clicks:0"], state["partitions"]["shop.clicks:1"]
+    assert clicks0 == {"committed": 11, "would_commit": 13, "acked_duplicates": 0, "read": 16, "highwater": 40, "acked": 5, "acked_first": [11, 12, 14, 15, 16], "acked_min": 11,
+                       "acked_max": 16, "acked_holes": [(13, 13)], "gaps": [],
+                       "active": False, "paused": True, "buffered": False}
+    assert clicks1["gaps"] == [(20, 24)] and clicks1["active"] and clicks1["acked_holes"] == []
+    assert state["unacked"] == 1 and state["unacked_first"] == [("shop.clicks", 0, 13)]
+
+
+def test_a_commit_block_is_the_offsets_between_the_commit_and_the_lowest_ack():
+    # committed 11 (the next offset to read); 11 and 12 were read but never acknowledged
+    assert commit_block([15, 13, 14], committed=11, in_flight=set()) == CommitBlock(0, (11, 12))
+
+
+def test_a_commit_block_counts_acks_below_the_commit_and_repeated_ones():
+    # Seen after a restart: Faust commits 990, then gets stuck on [989, 989, 990, ...]
+    assert commit_block([989, 989, 990, 991], committed=990, in_flight=set()) == CommitBlock(2, None)
+    assert commit_block([992, 992, 995], committed=990, in_flight=set()) == CommitBlock(1, (990, 991))
+
+
+def test_no_commit_block_while_the_commit_can_advance_or_the_gap_is_being_processed():
+    assert commit_block([], committed=11, in_flight=set()) is None
+    assert commit_block([11, 12, 14], committed=11, in_flight=set()) is None  # commits up to 13
+    assert commit_block([12, 13], committed=11, in_flight=set()) is None  # Faust commits past one
+    assert commit_block([15], committed=11, in_flight={12}) is None  # its micro-batch is running
+    assert commit_block([15], committed=None, in_flight=set()) is None  # nothing committed yet
