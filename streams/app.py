@@ -241,12 +241,9 @@ def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -
     return CommitBlock(stale, gap)
 
 
-_gaps: dict = {}  # TP -> (committed offset, gap) at the previous check
-
-
-@app.timer(interval=settings.commit_check_s)
-async def repair_blocked_commits() -> None:
-    """Repair the partitions whose commits a ``commit_block`` holds back.
+async def repair_commits(consumer, gaps: dict) -> None:
+    """Repair the partitions of ``consumer`` whose commits a ``commit_block`` holds back;
+    ``gaps`` holds each partition's (committed offset, gap) from the previous check.
 
     Stale acknowledgements are dropped from Faust's books at once: ``ack`` never lets
     them in, so dropping them only restores what Faust expects. (Seen after a restart:
@@ -258,7 +255,6 @@ async def repair_blocked_commits() -> None:
     ``streams.features``), and every output is at-least-once already. A seek that races
     a fetch already under way can miss; the next check tries again.
     """
-    consumer = app.consumer
     in_flight: dict = defaultdict(set)
     for message in list(consumer._unacked_messages):  # faust keeps no public accessor
         in_flight[message.tp].add(message.offset)
@@ -277,7 +273,7 @@ async def repair_blocked_commits() -> None:
                 consumer._acked_index[tp] = set(acked)
         if block.gap is None:
             continue
-        if _gaps.get(tp) != (committed, block.gap):
+        if gaps.get(tp) != (committed, block.gap):
             seen[tp] = (committed, block.gap)
             continue
         log.warning("commits of %s:%s are stuck at %d: offsets %d..%d were read but never "
@@ -285,8 +281,17 @@ async def repair_blocked_commits() -> None:
                     tp.topic, tp.partition, committed, *block.gap, committed)
         metrics.COMMIT_REPAIRS.labels(tp.topic, "reread").inc()
         await consumer.seek(tp, committed)
-    _gaps.clear()
-    _gaps.update(seen)
+    gaps.clear()
+    gaps.update(seen)
+
+
+_gaps: dict = {}
+
+
+@app.timer(interval=settings.commit_check_s)
+async def repair_blocked_commits() -> None:
+    """``repair_commits`` of this worker, every ``SHOPSTREAM_COMMIT_CHECK_S``."""
+    await repair_commits(app.consumer, _gaps)
 
 
 @app.timer(interval=2.0)

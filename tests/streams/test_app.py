@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.app import CommitBlock, await_chain, commit_block, consumer_state
+from streams.app import CommitBlock, await_chain, commit_block, consumer_state, repair_commits
 
 
 async def _innermost(event: asyncio.Event) -> None:
@@ -82,3 +82,44 @@ def test_no_commit_block_while_the_commit_can_advance_or_the_gap_is_being_proces
     assert commit_block([12, 13], committed=11, in_flight=set()) is None  # Faust commits past one
     assert commit_block([15], committed=11, in_flight={12}) is None  # its micro-batch is running
     assert commit_block([15], committed=None, in_flight=set()) is None  # nothing committed yet
+
+
+class _Books(SimpleNamespace):
+    """Faust's commit books for two partitions, and the seeks asked of the consumer."""
+
+    def assignment(self):
+        return set(self._committed_offset)
+
+    async def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+
+
+def test_repair_drops_stale_acks_at_once_and_rereads_a_gap_that_stays_two_checks():
+    doubled, gapped = TP("shop.clicks", 0), TP("shop.clicks", 1)
+    consumer = _Books(
+        _acked={doubled: [989, 989, 990, 990, 991], gapped: [14, 15]},
+        _acked_index={doubled: {989, 990, 991}, gapped: {14, 15}},
+        _committed_offset={doubled: 990, gapped: 11},
+        _unacked_messages=[], seeks=[],
+    )
+    gaps: dict = {}
+    asyncio.run(repair_commits(consumer, gaps))
+    assert consumer._acked[doubled] == [990, 991] and consumer._acked_index[doubled] == {990, 991}
+    assert consumer.seeks == []  # a gap is only read again once it has stayed a whole interval
+    asyncio.run(repair_commits(consumer, gaps))
+    assert consumer.seeks == [(gapped, 11)]
+    assert consumer._acked[gapped] == [14, 15]
+
+
+def test_repair_leaves_a_gap_alone_that_moves_or_is_being_processed():
+    tp = TP("shop.clicks", 0)
+    consumer = _Books(_acked={tp: [15]}, _acked_index={tp: {15}}, _committed_offset={tp: 11},
+                      _unacked_messages=[], seeks=[])
+    gaps: dict = {}
+    asyncio.run(repair_commits(consumer, gaps))
+    consumer._committed_offset[tp] = 12  # the commit moved: not the same gap
+    asyncio.run(repair_commits(consumer, gaps))
+    consumer._unacked_messages = [SimpleNamespace(tp=tp, offset=13)]  # its batch is running
+    asyncio.run(repair_commits(consumer, gaps))
+    asyncio.run(repair_commits(consumer, gaps))
+    assert consumer.seeks == []
