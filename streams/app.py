@@ -1,4 +1,5 @@
-"""The shopstream Faust application: its broker settings, topics and web pages.
+"""The shopstream Faust application: its broker settings, topics, web pages and timers,
+among them the repair of partitions whose commits Faust's books hold back.
 
 The agents live in ``streams.agents``; ``shopstream worker`` (or
 ``python -m streams.worker``) imports both and starts a worker. Settings come from
