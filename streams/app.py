@@ -249,8 +249,9 @@ async def repair_commits(consumer, gaps: dict) -> None:
     Stale acknowledgements are dropped from Faust's books at once: ``ack`` never lets
     them in, so dropping them only restores what Faust expects. (Seen after a restart:
     every offset acknowledged twice, and the commit moving one offset per commit.) A gap
-    that holds the commit at the same offset for a whole check interval is read again,
-    by seeking the partition back to its committed offset.
+    that holds the commit at the same offset for a whole check interval, or comes with
+    stale acknowledgements, is read again by seeking the partition back to its
+    committed offset.
 
     Reading again is safe: entity states ignore updates they have applied (see
     ``streams.features``), and every output is at-least-once already. A seek that races
@@ -274,7 +275,9 @@ async def repair_commits(consumer, gaps: dict) -> None:
                 consumer._acked_index[tp] = set(acked)
         if block.gap is None:
             continue
-        if gaps.get(tp) != (committed, block.gap):
+        # After stale acknowledgements a gap is the race's, not a fetch running late, and
+        # Faust would commit past a gap of one offset: read it again now.
+        if not block.stale and gaps.get(tp) != (committed, block.gap):
             seen[tp] = (committed, block.gap)
             continue
         log.warning("commits of %s:%s are stuck at %d: offsets %d..%d were read but never "

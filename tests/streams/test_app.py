@@ -123,3 +123,12 @@ def test_repair_leaves_a_gap_alone_that_moves_or_is_being_processed():
     asyncio.run(repair_commits(consumer, gaps))
     asyncio.run(repair_commits(consumer, gaps))
     assert consumer.seeks == []
+
+
+def test_repair_rereads_at_once_a_gap_that_comes_with_stale_acks_even_of_one_offset():
+    tp = TP("shop.clicks", 0)
+    # 990 missing: once the stale 989s are gone, Faust would commit past it
+    consumer = _Books(_acked={tp: [989, 989, 991, 992]}, _acked_index={tp: {989, 991, 992}},
+                      _committed_offset={tp: 990}, _unacked_messages=[], seeks=[])
+    asyncio.run(repair_commits(consumer, {}))
+    assert consumer._acked[tp] == [991, 992] and consumer.seeks == [(tp, 990)]
