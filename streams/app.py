@@ -175,6 +175,7 @@ def consumer_state(consumer) -> dict:
     offsets, both included. Faust keeps no public accessor."""
     active, paused = consumer._active_partitions or set(), consumer._paused_partitions
     buffered = consumer._buffered_partitions
+    committed = defaultdict(lambda: None, consumer._committed_offset)
     state = {}
     for tp in sorted(consumer.assignment()):
         acked = sorted(consumer._acked.get(tp, ()))
@@ -183,9 +184,9 @@ def consumer_state(consumer) -> dict:
         books = SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
                                 _gap={tp: consumer._gap[tp].copy()} if tp in consumer._gap else
                                 defaultdict(IntervalTree),
-                                _committed_offset=defaultdict(lambda: None, consumer._committed_offset))
+                                _committed_offset=committed)
         state[f"{tp.topic}:{tp.partition}"] = {
-            "committed": consumer._committed_offset.get(tp),
+            "committed": committed[tp],
             "would_commit": FaustConsumer._new_offset(books, tp),
             "acked_duplicates": len(acked) - len(set(acked)),
             "read": consumer._read_offset.get(tp),
@@ -215,6 +216,12 @@ class CommitBlock(NamedTuple):
     gap: tuple[int, int] | None
 
 
+def clean_acks(acked: list[int], committed: int) -> list[int]:
+    """The acknowledged offsets that Faust's ``ack`` would have let in: each once, none
+    below the committed offset, in order."""
+    return sorted({offset for offset in acked if offset >= committed})
+
+
 def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -> CommitBlock | None:
     """Why a partition's commits cannot advance, or ``None`` if nothing in Faust's books
     stops them.
@@ -231,7 +238,7 @@ def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -
     """
     if not acked or not committed:
         return None
-    valid = sorted({offset for offset in acked if offset >= committed})
+    valid = clean_acks(acked, committed)
     stale = len(acked) - len(valid)
     gap = None
     if valid and valid[0] > committed and not any(o in in_flight for o in range(committed, valid[0])):
@@ -271,7 +278,7 @@ async def repair_commits(consumer, gaps: dict) -> None:
                         tp.topic, tp.partition, committed, block.stale)
             metrics.COMMIT_REPAIRS.labels(tp.topic, "stale").inc()
             with ack_lock:  # Faust's lock for its acknowledgement books
-                acked[:] = sorted({offset for offset in acked if offset >= committed})
+                acked[:] = clean_acks(acked, committed)
                 consumer._acked_index[tp] = set(acked)
         if block.gap is None:
             continue
