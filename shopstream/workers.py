@@ -105,6 +105,34 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                          labelled=dict(sums["labelled"]))
 
 
+def _samples(port: int, name: str, host: str = "127.0.0.1"):
+    text = httpx.get(f"http://{host}:{port}/metrics", timeout=2).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                yield sample
+
+
+def records(port: int, host: str = "127.0.0.1") -> dict[tuple[str, str], float]:
+    """``{(topic, outcome): records}`` of ``shopstream_records_total``; missing pairs are 0."""
+    counts: dict[tuple[str, str], float] = defaultdict(float)
+    for sample in _samples(port, "shopstream_records_total", host):
+        counts[sample.labels["topic"], sample.labels["outcome"]] += sample.value
+    return counts
+
+
+def unaccounted(port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """``shopstream_records_unaccounted`` by topic: records read but neither processed nor
+    dead-lettered, which is 0 for every topic whenever no micro-batch is in hand."""
+    return {s.labels["topic"]: s.value for s in _samples(port, "shopstream_records_unaccounted", host)}
+
+
+def reload_failures(port: int, model: str, host: str = "127.0.0.1") -> float:
+    """How many times the worker failed to load a champion of ``model``."""
+    return sum(s.value for s in _samples(port, "shopstream_model_reloads_total", host)
+               if s.labels["model"] == model and s.labels["outcome"] == "failed")
+
+
 def offsets(settings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """``{(topic, partition): (committed offset of the workers' group, end offset)}``."""
     from confluent_kafka import Consumer, TopicPartition

@@ -23,6 +23,7 @@ from tests.conftest import free_port
 from tests.integration.conftest import (
     committed_and_end_offsets,
     drained,
+    read_all,
     start_worker,
     wait_until,
 )
@@ -94,6 +95,7 @@ def settled(settings, events, timeout=60):
 
 
 def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, tmp_path):
+    settings = settings.model_copy(update={"debug_pages": True})  # for report()
     config = SimConfig(seed=5, users=150, items=400, sessions_per_hour=20_000)
     events = list(Shop(config).events(start=default_start(N, config), n=N))
     prefix = f"r{uuid.uuid4().hex[:8]}"
@@ -132,6 +134,8 @@ def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, t
     finally:
         workers.stop(process)
 
+    letters = read_all(settings, settings.topics.dlq, expect=1, timeout=3)
+    assert not letters, f"{len(letters)} dead letters from good events: {letters[0].value()[:800]!r}"
     for key in expected:
         for name, values in expected[key].items():
             got = interrupted[key][name]

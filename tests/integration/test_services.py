@@ -58,3 +58,25 @@ def test_redis_keeps_its_data_across_a_restart(settings, services):
     assert redis.stop(settings)
     redis.start(settings)
     assert redis.client(settings).get(f"{settings.app_id}:probe") == b"kept"
+
+
+def test_a_redis_password_never_reaches_the_command_line(settings, tmp_path):
+    from pydantic import SecretStr
+
+    from tests.conftest import free_port
+
+    secret = 'pa ss"word-not-in-ps'
+    guarded = settings.model_copy(update={
+        "home": tmp_path / "guarded",
+        "redis": settings.redis.model_copy(update={"port": free_port(), "password": SecretStr(secret)})})
+    redis.start(guarded)
+    try:
+        pid = int((tmp_path / "guarded" / "redis" / "redis.pid").read_text())
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+        assert "word-not-in-ps" not in cmdline
+        assert redis.client(guarded).ping()
+        unauthenticated = guarded.model_copy(update={"redis": guarded.redis.model_copy(update={"password": None})})
+        assert not redis.answers(unauthenticated)
+        assert oct((tmp_path / "guarded" / "redis" / "auth.conf").stat().st_mode & 0o777) == "0o600"
+    finally:
+        redis.stop(guarded)

@@ -209,6 +209,20 @@ def test_a_state_saved_by_an_older_version_still_loads():
     assert apply(restored, route(click(60), "topic:0", 9)[0])["user_activity"][2] == 3
 
 
+@pytest.mark.parametrize("second", [True, False])  # a resend, or a changed verdict
+def test_only_the_first_label_of_an_order_counts(second):
+    orders = new_state("order")
+    index = next(u for u in route(order(0, 5, order_id="o1"), "orders:0", 0) if u.kind == "order")
+    apply(orders, index)
+    first = route(OrderLabel(order_id="o1", is_fraud=True, ts=T0 + 100), "labels:0", 0)[0]
+    apply(orders, first)
+    assert len(label_updates(orders, first, "updates:0", (3, 0))) == 3
+    again = route(OrderLabel(order_id="o1", is_fraud=second, ts=T0 + 200), "labels:0", 1)[0]
+    apply(orders, again)
+    assert orders.label_count == 2
+    assert label_updates(orders, again, "updates:0", (4, 0)) == []
+
+
 def test_a_label_before_its_order_waits_for_it():
     orders = new_state("order")
     label = route(OrderLabel(order_id="o1", is_fraud=True, ts=T0 + 100), "labels:0", 0)[0]

@@ -60,6 +60,18 @@ def raw(**changes) -> bytes:
         (raw(schema_version=2), "schema"),  # a contract from the future
         (raw(ts=(NOW + timedelta(days=400)).isoformat()), "future_ts"),
         (raw(note="x" * (2 * 1024 * 1024)), "too_large"),
+        # Hostile input found by trying (issue 14): each escaped as another exception before.
+        (raw(ts="0001-01-01T00:00:00+01:00"), "schema"),  # OverflowError in UTC
+        (b'{"a": ' * 1500 + b"1" + b"}" * 1500, "too_deep"),  # RecursionError in json
+        (raw(extra={"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}), "too_deep"),
+        (raw(note="\ud800"), "invalid_json"),  # a lone surrogate: JSON allows it, UTF-8 does not
+        (raw(**{"\udfff": 1}), "invalid_json"),  # the same in a key
+        (raw(note="x" * 5000), "too_large"),  # a long string in an unknown field
+        (raw(amount=1.4e154), "schema"),  # its square overflowed the features to inf
+        (raw(items=[{"item_id": "i1", "price": 1e10, "qty": 1}]), "schema"),
+        (raw(items=[{"item_id": f"i{n}", "price": 1, "qty": 1} for n in range(1001)]), "schema"),
+        (raw(ts="1969-12-31T23:59:59Z"), "past_ts"),
+        (raw(ts=-1e12), "past_ts"),
     ],
 )
 def test_bad_orders_are_rejected_with_a_reason(payload, reason):
@@ -96,10 +108,10 @@ def test_unknown_fields_survive_a_round_trip():
 @pytest.mark.parametrize(
     ("model", "data"),
     [
-        (Click, {"user_id": "u", "session_id": "s", "item_id": "i", "ts": 0}),
+        (Click, {"user_id": "u", "session_id": "s", "item_id": "i", "ts": 1.7e9}),
         (CartEvent, {"user_id": "u", "session_id": "s", "action": "add", "item_id": "i",
-                     "price": 1.5, "ts": 0}),
-        (OrderLabel, {"order_id": "o", "is_fraud": True, "chargeback": True, "ts": 0}),
+                     "price": 1.5, "ts": 1.7e9}),
+        (OrderLabel, {"order_id": "o", "is_fraud": True, "chargeback": True, "ts": 1.7e9}),
     ],
 )
 def test_every_input_round_trips_through_json(model, data):
@@ -116,7 +128,11 @@ def test_every_input_round_trips_through_json(model, data):
         (CartEvent, {"user_id": "u", "session_id": "s", "action": "add", "item_id": "i",
                      "price": -1, "ts": 0}, "price"),
         (Click, {"user_id": "", "session_id": "s", "item_id": "i", "ts": 0}, "user_id"),
-        (OrderLabel, {"order_id": "o", "is_fraud": "perhaps", "ts": 0}, "is_fraud"),
+        (OrderLabel, {"order_id": "o", "is_fraud": "perhaps", "ts": 1.7e9}, "is_fraud"),
+        (OrderLabel, {"order_id": "o", "is_fraud": "yes", "ts": 1.7e9}, "is_fraud"),  # strict
+        (OrderLabel, {"order_id": "o", "is_fraud": 1, "ts": 1.7e9}, "is_fraud"),
+        (OrderLabel, {"order_id": "o", "is_fraud": False, "chargeback": "no", "ts": 1.7e9},
+         "chargeback"),
     ],
 )
 def test_invalid_inputs_name_the_field(model, data, field):
@@ -153,6 +169,34 @@ def test_dead_letter_keeps_the_original_bytes_and_origin():
     again = DeadLetter.model_validate_json(letter.model_dump_json())
     assert again.payload() == payload
     assert (again.topic, again.partition, again.offset, again.payload_bytes) == ("shop.orders", 3, 41, len(payload))
+
+
+def test_a_dead_letter_too_large_for_kafka_keeps_its_origin_and_a_marked_head():
+    payload = b"x" * (12 * 1024 * 1024)
+    letter = DeadLetter.of(value=payload, key=b"k", topic="shop.orders", partition=1, offset=9,
+                           reason="too_large", error="big", failed_at=NOW, worker="w@h",
+                           exception="InvalidEvent", max_payload_bytes=1024)
+    again = DeadLetter.model_validate_json(letter.model_dump_json())
+    assert again.truncated and again.payload() == payload[:1023]  # the key counts too
+    assert (again.topic, again.partition, again.offset, again.payload_bytes) == ("shop.orders", 1, 9, len(payload))
+    assert again.exception == "InvalidEvent" and len(again.payload_sha256) == 64
+    assert len(letter.model_dump_json()) < 4096
+
+
+HOSTILE = [b"\x00", b"{}", b"{" * 100_000, b"[" * 3000, b'{"ts": 1e400}', b'{"ts": "9999-12-31T23:59:59-01:00"}',
+           b'{"ts": 1e20}', b'{"ts": -1e20}', b'{"user_id": {"$gt": ""}}', b'{"items": [[[[[[]]]]]]}',
+           b'{"\\ud800": "\\udc00"}', "{\"ts\": \"2026-06-01T00:00:00Z\", \"x\": \"\u00e9\"}".encode("latin-1"),
+           b'{"order_id": "o", "user_id": "u", "items": [{"item_id": "i", "price": 1e308, "qty": 1}], '
+           b'"amount": 1e308, "payment_fingerprint": "p", "ts": 1.7e9}']
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+@pytest.mark.parametrize("model", list(INPUTS.values()))
+def test_whatever_the_bytes_only_invalid_event_is_raised(model, payload):
+    try:
+        parse_event(model, payload, now=NOW)
+    except InvalidEvent:
+        pass
 
 
 def test_json_schema_covers_every_event():

@@ -87,3 +87,65 @@ def test_raw_events_keep_scalars_as_columns_and_the_rest_as_json():
     assert table.num_rows == len(orders) > 0
     assert {"order_id", "amount", "payment_fingerprint", "payload", "offset"} <= set(table.column_names)
     assert table.column("amount").to_pylist() == [o.amount for o in orders]
+
+
+def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
+    log = OfflineLog(tmp_path)
+    log.append("user_orders", batch(0))
+
+    def disk_full(data, where, **options):
+        where.write(b"PAR1 half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        log.append("user_orders", batch(100))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "user_orders").iterdir()] == [log.files("user_orders")[0].name]
+    assert log.read("user_orders").num_rows == 100
+
+
+def test_files_are_fsynced_before_they_appear(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    OfflineLog(tmp_path).append("user_orders", batch(0))
+    assert len(synced) == 2  # the file, then its folder
+    synced.clear()
+    OfflineLog(tmp_path, fsync=False).append("user_orders", batch(0))
+    assert synced == []
+
+
+def test_stale_hidden_files_are_removed_and_fresh_ones_kept(tmp_path):
+    log = OfflineLog(tmp_path)
+    log.append("user_orders", batch(0))
+    stale = tmp_path / "user_orders" / ".20260101-000000-a.parquet.tmp"
+    fresh = tmp_path / "user_orders" / ".20260101-000000-b.parquet.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"PAR1")
+    os.utime(stale, (0, 0))
+    assert log.remove_stale_tmp() == 1
+    assert not stale.exists() and fresh.exists()
+
+
+def test_two_compactions_at_once_take_turns(tmp_path):
+    import threading
+
+    log = OfflineLog(tmp_path)
+    for i in range(30):
+        log.append("user_orders", batch(i * 10, n=10))
+    errors = []
+
+    def compact():
+        try:
+            OfflineLog(tmp_path).compact("user_orders")
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=compact) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(log.files("user_orders")) == 1
+    assert sorted(log.read("user_orders").column("user_id").to_pylist()) == sorted(f"u{i}" for i in range(300))

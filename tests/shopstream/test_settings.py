@@ -7,7 +7,7 @@ import logging
 import pytest
 from pydantic import SecretStr
 
-from shopstream.settings import Settings, to_env
+from shopstream.settings import Settings, registry_uri, to_env
 
 
 def test_nested_environment_variables(monkeypatch):
@@ -32,13 +32,15 @@ def test_invalid_values_are_refused(monkeypatch):
 def test_secrets_never_show_in_repr_json_or_logs(monkeypatch, caplog):
     monkeypatch.setenv("SHOPSTREAM_KAFKA__SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("SHOPSTREAM_REDIS__PASSWORD", "sesame")
+    monkeypatch.setenv("SHOPSTREAM_REGISTRY_URI", "https://ml:token42@mlflow.example")
     settings = Settings()
     with caplog.at_level(logging.INFO):
         logging.getLogger("test").info("settings: %s %r", settings, settings)
     for text in (repr(settings), str(settings), settings.model_dump_json(), caplog.text,
                  settings.redis.url()):
-        assert "hunter2" not in text and "sesame" not in text
+        assert "hunter2" not in text and "sesame" not in text and "token42" not in text
     assert settings.kafka.sasl_password.get_secret_value() == "hunter2"
+    assert registry_uri(settings) == "https://ml:token42@mlflow.example"
     assert "sesame" in settings.redis.url(reveal=True)
 
 
@@ -98,3 +100,8 @@ def test_roles_come_comma_separated_and_name_the_consumer_group(monkeypatch):
     monkeypatch.setenv("SHOPSTREAM_ROLES", "fraud,scoring")
     with pytest.raises(ValueError, match="features"):
         Settings()
+
+
+def test_worker_web_server_is_loopback_and_debug_pages_are_off_by_default():
+    settings = Settings()
+    assert settings.web_host == "127.0.0.1" and settings.debug_pages is False

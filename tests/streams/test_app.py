@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from types import SimpleNamespace
 
+import pytest
 from faust.types import TP
 from intervaltree import IntervalTree
 
@@ -76,10 +78,36 @@ def test_a_commit_block_counts_acks_below_the_commit_and_repeated_ones():
     assert commit_block([992, 992, 995], committed=990, in_flight=set()) == CommitBlock(1, (990, 991))
 
 
+def test_one_missing_offset_is_a_commit_block_too():
+    # Faust's own check let a gap of one offset through and committed past it
+    # (faust-streaming#606); with hold_commits_at_gaps it holds, so the repair sees it.
+    assert commit_block([12, 13], committed=11, in_flight=set()) == CommitBlock(0, (11, 11))
+
+
+@pytest.mark.parametrize(
+    ("acked", "committed", "gap", "expected"),
+    [
+        ([11, 12, 13], 11, [], 14),  # contiguous from the commit
+        ([12, 13], 11, [], None),  # offset 11 missing: hold (Faust committed 14)
+        ([14, 15], 11, [], None),  # a wider gap: held by Faust already
+        ([12, 13], 11, [(11, 12)], 14),  # 11 is a known gap (a compacted or control record)
+        ([5, 6], None, [], 7),  # nothing committed yet
+        ([0, 1], 0, [], 2),  # a commit of 0 is a commit
+    ],
+)
+def test_faust_commits_never_pass_an_offset_that_was_not_acknowledged(acked, committed, gap, expected):
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    tp = TP("shop.clicks", 0)
+    books = SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
+                            _gap=defaultdict(IntervalTree, {tp: IntervalTree.from_tuples(gap)}),
+                            _committed_offset=defaultdict(lambda: None, {tp: committed}))
+    assert FaustConsumer._new_offset(books, tp) == expected
+
+
 def test_no_commit_block_while_the_commit_can_advance_or_the_gap_is_being_processed():
     assert commit_block([], committed=11, in_flight=set()) is None
     assert commit_block([11, 12, 14], committed=11, in_flight=set()) is None  # commits up to 13
-    assert commit_block([12, 13], committed=11, in_flight=set()) is None  # Faust commits past one
     assert commit_block([15], committed=11, in_flight={12}) is None  # its micro-batch is running
     assert commit_block([15], committed=None, in_flight=set()) is None  # nothing committed yet
 
@@ -132,3 +160,16 @@ def test_repair_rereads_at_once_a_gap_that_comes_with_stale_acks_even_of_one_off
                       _committed_offset={tp: 990}, _unacked_messages=[], seeks=[])
     asyncio.run(repair_commits(consumer, {}))
     assert consumer._acked[tp] == [991, 992] and consumer.seeks == [(tp, 990)]
+
+
+def test_repair_skips_a_partition_revoked_meanwhile_and_survives_a_failing_seek():
+    tp = TP("shop.clicks", 0)
+
+    class Revoking(_Books):
+        async def seek(self, tp, offset):
+            raise AssertionError("seek on a partition this worker no longer owns")
+
+    consumer = Revoking(_acked={tp: [989, 989, 991]}, _acked_index={tp: {989, 991}},
+                        _committed_offset={tp: 990}, _unacked_messages=[], seeks=[])
+    asyncio.run(repair_commits(consumer, {}))  # the seek raises: logged, not raised
+    assert consumer._acked[tp] == [991]

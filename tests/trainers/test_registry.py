@@ -125,3 +125,30 @@ def test_a_process_killed_while_it_makes_the_registry_leaves_none_behind(setting
     assert not (settings.home / "mlflow.db").exists()
     assert Registry(settings).champion() is None  # the next opening makes it whole
     assert (settings.home / "mlflow.db").exists()
+
+
+def test_a_corrupted_checkpoint_is_refused_before_torch_reads_it(settings, tmp_path, monkeypatch):
+    registry = Registry(settings)
+    version = registry.get(register(registry, tmp_path, 0.5))
+    assert len(version.tags["sha256"]) == 64  # recorded at registration
+    (stored,) = (settings.home / "mlartifacts").rglob("*.pt")
+    stored.write_bytes(stored.read_bytes()[:1000])  # truncated in the store
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch parsed a corrupt file"))
+    from trainers.registry import CorruptModel
+
+    with pytest.raises(CorruptModel, match="SHA-256"):
+        registry.download(version)
+
+
+def test_downloads_reuse_one_folder_per_version_and_keep_two(settings, tmp_path):
+    registry = Registry(settings)
+    versions = [registry.get(register(registry, tmp_path, ap)) for ap in (0.5, 0.6, 0.7)]
+    for _ in range(5):  # a worker retrying the same champion
+        first = registry.download(versions[0])
+    assert registry.download(versions[0]) == first
+    root = settings.home / "models" / registry.name
+    assert [p.name for p in root.iterdir()] == ["v1"]
+    registry.download(versions[1])
+    registry.download(versions[2])
+    assert sorted(p.name for p in root.iterdir()) == ["v2", "v3"]
+    assert load_champion(settings) is None  # no champion promoted: nothing downloaded
