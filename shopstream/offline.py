@@ -7,12 +7,19 @@ named ``<yyyymmdd>-<hhmmss>-<random>.parquet`` by the wall-clock time of the wri
 appear atomically: a file is written under a hidden name and renamed when complete.
 
 Many small files make reads slow, so ``compact`` merges each day's files into one;
-``shopstream offline compact`` runs it.
+``shopstream offline compact`` runs it, under a lock file in the log's root, so two
+trainers that compact at once take turns instead of merging the same files twice.
+
+Durability: a file's bytes are fsynced before it is renamed into place, and the folder
+after, so a file that a committed Kafka offset relies on survives a power cut. A write
+that fails (a full disk) removes its hidden file; ``remove_stale_tmp`` clears those
+left by a process that was killed mid-write.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 
 @dataclass
@@ -36,8 +44,9 @@ class CompactionStats:
 class OfflineLog:
     """Append-only parquet tables under ``root``."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, fsync: bool = True):
         self.root = Path(root)
+        self.fsync = fsync
 
     def append(self, table: str, data: pa.Table) -> Path | None:
         """Write ``data`` as a new file of ``table``; return its path (``None`` if empty)."""
@@ -46,10 +55,44 @@ class OfflineLog:
         folder = self.root / table
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
-        hidden = folder / f".{name}.tmp"  # readers skip names starting with "."
-        pq.write_table(data, hidden, compression="zstd")
-        os.replace(hidden, folder / name)
+        self._write(data, folder, name, compression="zstd")
         return folder / name
+
+    def _write(self, data: pa.Table, folder: Path, name: str, **options) -> None:
+        """Write ``data`` under a hidden name (readers skip names starting with "."),
+        make it durable, and rename it into place; on failure leave nothing behind."""
+        hidden = folder / f".{name}.tmp"
+        try:
+            with open(hidden, "wb") as file:
+                pq.write_table(data, file, **options)
+                if self.fsync:
+                    file.flush()
+                    os.fsync(file.fileno())
+            os.replace(hidden, folder / name)
+        except BaseException:
+            hidden.unlink(missing_ok=True)
+            raise
+        if self.fsync:  # the rename itself
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def remove_stale_tmp(self, older_than_s: float = 3600.0) -> int:
+        """Remove hidden files that a killed writer left, older than ``older_than_s`` (a
+        live writer's are seconds old); return how many."""
+        if not self.root.is_dir():
+            return 0
+        cutoff, removed = time.time() - older_than_s, 0
+        for path in self.root.glob("*/.*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process removed it first
+                continue
+        return removed
 
     def files(self, table: str) -> list[Path]:
         """The table's complete files, oldest first."""
@@ -73,8 +116,15 @@ class OfflineLog:
         """Merge each day's files of ``table`` into one file.
 
         The merged file appears before the small ones disappear, so a reader that lists
-        the folder in between may see rows twice: run it when no training job reads.
+        the folder in between may see rows twice: run it when no training job reads. Two
+        compactions of one log take turns (a lock file), and each lists the files again
+        once it holds the lock.
         """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.root / ".compact.lock"):
+            return self._compact(table, min_files=min_files)
+
+    def _compact(self, table: str, *, min_files: int) -> CompactionStats:
         by_day: dict[str, list[Path]] = defaultdict(list)
         files = self.files(table)
         for path in files:
@@ -87,9 +137,7 @@ class OfflineLog:
             merged = pa.concat_tables([pq.read_table(p) for p in group], promote_options="default")
             folder = self.root / table
             name = f"{day}-000000-compact{uuid.uuid4().hex[:8]}.parquet"
-            hidden = folder / f".{name}.tmp"
-            pq.write_table(merged, hidden, compression="zstd", row_group_size=256_000)
-            os.replace(hidden, folder / name)
+            self._write(merged, folder, name, compression="zstd", row_group_size=256_000)
             for path in group:
                 path.unlink()
             rows += merged.num_rows
