@@ -13,7 +13,9 @@ Locally the registry is a sqlite file with an artifact folder in ``settings.home
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,7 @@ class Registry:
             self.client.log_metric(run_id, metric_name(key), float(value))
         for key, value in params.items():
             self.client.log_param(run_id, key, str(value)[:500])
+        tags = {**tags, DIGEST_TAG: file_digest(checkpoint)}  # checked before anything parses it
         self.client.log_artifact(run_id, str(checkpoint), artifact_path="model")
         self.client.set_terminated(run_id)
         if not self.client.search_registered_models(f"name='{self.name}'"):
@@ -162,11 +165,66 @@ class Registry:
             return None
 
     def download(self, version: Version) -> Path:
-        """The checkpoint file of ``version``, downloaded to a fresh local folder."""
-        folder = self._mlflow.artifacts.download_artifacts(
-            artifact_uri=version.source, dst_path=tempfile.mkdtemp(prefix="shopstream-model-"),
-            tracking_uri=self.uri)
-        files = sorted(Path(folder).glob("*.pt"))
+        """The checkpoint file of ``version``, checked against the digest recorded when it
+        was registered, before torch or faiss parse a byte of it.
+
+        Each version gets one folder under ``home/models/<name>/``, reused while its file
+        is intact; only the two newest versions' folders are kept, so a worker that keeps
+        retrying a broken champion does not fill the disk. A file whose digest differs
+        raises ``CorruptModel``.
+        """
+        root = self.settings.home.resolve() / "models" / self.name
+        folder = root / f"v{int(version.version)}"
+        expected = version.tags.get(DIGEST_TAG)
+        cached = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+        if not (cached and expected and file_digest(cached[0]) == expected):
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".v{int(version.version)}-", dir=root))
+            try:
+                self._mlflow.artifacts.download_artifacts(
+                    artifact_uri=version.source, dst_path=str(staging), tracking_uri=self.uri)
+                shutil.rmtree(folder, ignore_errors=True)
+                staging.rename(folder)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        self._prune(root, keep=folder)
+        files = sorted(folder.rglob("*.pt"))
         if not files:
             raise FileNotFoundError(f"{self.name} version {version.version} has no checkpoint")
+        if expected is None:
+            log.warning("%s version %s was registered without a digest; loading it unchecked",
+                        self.name, version.version)
+        elif (found := file_digest(files[0])) != expected:
+            raise CorruptModel(f"{self.name} version {version.version}: the file's SHA-256 is "
+                               f"{found[:12]}…, not the {expected[:12]}… registered")
         return files[0]
+
+    @staticmethod
+    def _prune(root: Path, keep: Path, versions: int = 2) -> None:
+        """Remove all but the newest ``versions`` version folders (``keep`` among them),
+        and staging folders that a killed download left."""
+        folders = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("v")),
+                         key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1)
+        others = [path for path in folders if path != keep]
+        kept = {keep, *others[len(others) - (versions - 1):]}
+        for path in folders:
+            if path not in kept:
+                shutil.rmtree(path, ignore_errors=True)
+        for path in root.glob(".v*-*"):
+            if time.time() - path.stat().st_mtime > 3600:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+DIGEST_TAG = "sha256"
+
+
+class CorruptModel(ValueError):
+    """A downloaded checkpoint whose bytes are not the ones registered."""
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    import hashlib
+
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
