@@ -267,6 +267,7 @@ class OrderState(State):
     # A label that arrived before its order (topics are read at different speeds):
     # (label time, is_fraud, source, seq), released when the order arrives.
     pending: tuple | None = None
+    label_count: int = 0  # labels seen; the first one counts, later ones are duplicates
 
 
 STATES = {"user": UserState, "session": SessionState, "item": ItemState, "order": OrderState,
@@ -418,6 +419,8 @@ def _order(state: OrderState, u: Update, now: float) -> Rows:
         state.ts = u.ts
     elif u.op == "scored":
         (state.flagged,) = u.data
+    elif u.op == "label":
+        state.label_count += 1
     return {}
 
 
@@ -455,9 +458,11 @@ def label_updates(state: OrderState, label: Update, source: str, seq: tuple[int,
 
     ``source`` and ``seq`` identify the label within the record that carried it, so that
     the new updates are idempotent too. A label for an order not seen yet is kept in the
-    order's state and released by ``released_labels`` when the order arrives.
+    order's state and released by ``released_labels`` when the order arrives. Only the
+    first label of an order counts: a second one (a resend, or a changed verdict) causes
+    nothing, and the worker counts it (``shopstream_duplicate_labels``).
     """
-    if label.op != "label":
+    if label.op != "label" or state.label_count > 1:
         return []
     if state.ts is None:
         state.pending = (label.ts, bool(label.data[0]), source, seq)

@@ -13,6 +13,12 @@ wrongly typed field, a negative amount or a bad currency code is a dead letter.
 Timestamps are timezone-aware UTC. An ISO-8601 string or a number of epoch seconds is
 accepted; a naive timestamp is read as UTC.
 
+Hostile input is bounded before it is trusted (``parse_event``): the record's size, the
+nesting depth of its JSON, the length of every string (unknown fields included), text
+that cannot be written as UTF-8 (lone surrogates), amounts (``MAX_MONEY``), quantities,
+the items of an order, and the event time on both sides. Booleans are strict: ``"yes"``
+or ``1`` is not ``true``.
+
 >>> click = Click(user_id="u1", session_id="s1", item_id="i9", ts=1700000000)
 >>> click.ts.isoformat()
 '2023-11-14T22:13:20+00:00'
@@ -25,6 +31,7 @@ shopstream.events.InvalidEvent: schema: 3 validation errors for Click...
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
@@ -36,6 +43,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     ValidationError,
     field_validator,
 )
@@ -45,13 +53,21 @@ SCHEMA_VERSION = 1
 
 
 def _as_utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise ValueError(f"{ts.isoformat()} is out of range in UTC") from None
+
+
+MAX_MONEY = 1e9
+"""The largest amount or price an event may carry: larger ones are typing errors or
+attacks, and their squares overflow the features' float sums."""
 
 
 Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 IpAddress = Annotated[IPv4Address | IPv6Address, PlainSerializer(str, return_type=str)]
-Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Money = Annotated[float, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 
@@ -155,9 +171,9 @@ class OrderLabel(Event):
     """
 
     order_id: Id
-    is_fraud: bool
+    is_fraud: StrictBool
     """Whether the order turned out to be fraudulent."""
-    chargeback: bool = False
+    chargeback: StrictBool = False
     """Whether the label came from a chargeback."""
     fraud_type: str | None = Field(None, max_length=64)
     """Kind of fraud when known, for example card_testing or account_takeover."""
@@ -219,6 +235,9 @@ class SessionRecs(Output):
     """What the recommendations answer: a click, or a cart change."""
     session_length: int = Field(0, ge=0)
     """Items the session had viewed when they were made (the prefix length)."""
+    origin: str | None = None
+    """``topic:partition:offset`` of the click or cart change answered: the key on which a
+    consumer deduplicates, since a record can be answered twice after a crash."""
 
 
 class DriftSignal(Output):
@@ -239,7 +258,15 @@ class DeadLetter(BaseModel):
     """An input record that could not be processed, with everything needed to replay it.
 
     Written to ``shop.dlq`` as JSON. ``payload_b64`` holds the original value bytes, so
-    nothing is lost even when the value is not JSON at all.
+    nothing is lost even when the value is not JSON at all. A value too large to fit in
+    a dead letter whole (base64 grows it by a third) keeps its first bytes, is marked
+    ``truncated``, and is still identified by its size and SHA-256.
+
+    >>> letter = DeadLetter.of(value=b"x" * 100, key=None, topic="t", partition=0, offset=7,
+    ...                        reason="schema", error="bad", failed_at=MIN_TS, worker="w",
+    ...                        max_payload_bytes=10)
+    >>> letter.truncated, letter.payload(), letter.payload_bytes
+    (True, b'xxxxxxxxxx', 100)
     """
 
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
@@ -252,12 +279,20 @@ class DeadLetter(BaseModel):
     key_b64: str | None = None
     """The record key, base64."""
     payload_b64: str
-    """The record value exactly as received, base64."""
+    """The record value exactly as received, base64 (its first bytes when ``truncated``)."""
     payload_bytes: int
+    """Size of the whole original value."""
+    payload_sha256: str | None = None
+    """SHA-256 of the whole original value, hex."""
+    truncated: bool = False
+    """Whether ``payload_b64`` holds only the first bytes of the value."""
     reason: str
-    """Short label: empty, too_large, invalid_json, schema, future_ts, processing."""
+    """Short label: empty, too_large, too_deep, invalid_json, schema, future_ts, past_ts,
+    processing (an unexpected error while handling a valid event)."""
     error: str
     """The full error message."""
+    exception: str | None = None
+    """Type of the exception that stopped the record, for example ``OverflowError``."""
     record_ts: Timestamp | None = None
     """The Kafka record timestamp."""
     failed_at: Timestamp
@@ -279,25 +314,31 @@ class DeadLetter(BaseModel):
         failed_at: datetime,
         worker: str,
         record_ts: datetime | None = None,
+        exception: str | None = None,
+        max_payload_bytes: int = 8 * 1024 * 1024,
     ) -> DeadLetter:
-        """The dead letter for one record."""
+        """The dead letter for one record; values over ``max_payload_bytes`` are cut."""
         value = value or b""
+        kept = value[:max(0, max_payload_bytes - len(key or b""))]
         return cls(
             topic=topic,
             partition=partition,
             offset=offset,
             key_b64=base64.b64encode(key).decode() if key is not None else None,
-            payload_b64=base64.b64encode(value).decode(),
+            payload_b64=base64.b64encode(kept).decode(),
             payload_bytes=len(value),
+            payload_sha256=hashlib.sha256(value).hexdigest(),
+            truncated=len(kept) < len(value),
             reason=reason,
             error=error[:10_000],  # a pathological error message must not outgrow the record
+            exception=exception,
             record_ts=record_ts,
             failed_at=failed_at,
             worker=worker,
         )
 
     def payload(self) -> bytes:
-        """The original record value."""
+        """The original record value (its first bytes when ``truncated``)."""
         return base64.b64decode(self.payload_b64)
 
 
@@ -327,6 +368,33 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
+MIN_TS = datetime(2000, 1, 1, tzinfo=UTC)
+"""The default earliest event time: older events are clock or typing errors."""
+
+
+def _check_tree(value: object, *, max_depth: int, max_string: int, depth: int = 1) -> None:
+    """Raise ``InvalidEvent`` if decoded JSON nests deeper than ``max_depth``, holds a
+    string (or key) longer than ``max_string`` characters, or text that is not valid
+    Unicode (a lone surrogate such as ``"\\ud800"``, which JSON allows and UTF-8 does not)."""
+    if depth > max_depth:
+        raise InvalidEvent("too_deep", f"the JSON nests deeper than {max_depth} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_tree(key, max_depth=max_depth, max_string=max_string, depth=depth)
+            _check_tree(item, max_depth=max_depth, max_string=max_string, depth=depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_tree(item, max_depth=max_depth, max_string=max_string, depth=depth + 1)
+    elif isinstance(value, str):
+        if len(value) > max_string:
+            raise InvalidEvent("too_large", f"a string of {len(value)} characters is over the "
+                                            f"{max_string}-character limit")
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidEvent("invalid_json", f"text that is not valid Unicode: {exc}") from None
+
+
 def parse_event(
     model: type[E],
     raw: bytes | None,
@@ -334,10 +402,25 @@ def parse_event(
     now: datetime,
     max_bytes: int = 1024 * 1024,
     max_future_skew: timedelta = timedelta(minutes=5),
+    min_ts: datetime = MIN_TS,
+    max_depth: int = 8,
+    max_string: int = 4096,
 ) -> E:
     """Decode and validate one record, or raise ``InvalidEvent`` saying why not.
 
-    The checks run cheapest first: size, then JSON, then the schema, then event time.
+    The checks run cheapest first: size, then JSON (its depth, strings and text), then
+    the schema, then event time. Whatever the bytes, the only exception raised is
+    ``InvalidEvent``.
+
+    >>> parse_event(Click, b'{"user_id": "u", "session_id": "s", "item_id": "i",'
+    ...             b' "ts": "0001-01-01T00:00:00+01:00"}', now=MIN_TS)
+    Traceback (most recent call last):
+    ...
+    shopstream.events.InvalidEvent: schema: 1 validation error for Click...
+    >>> parse_event(Click, b'{"a": ' * 1500 + b'1' + b'}' * 1500, now=MIN_TS)
+    Traceback (most recent call last):
+    ...
+    shopstream.events.InvalidEvent: too_deep: ...
     """
     if not raw:
         raise InvalidEvent("empty", "the record has no value")
@@ -347,14 +430,21 @@ def parse_event(
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent("invalid_json", str(exc)) from None
+    except RecursionError:
+        raise InvalidEvent("too_deep", f"the JSON nests deeper than {max_depth} levels") from None
     if not isinstance(data, dict):
         raise InvalidEvent("invalid_json", f"expected a JSON object, got {type(data).__name__}")
+    _check_tree(data, max_depth=max_depth, max_string=max_string)
     try:
         event = model.model_validate(data)
     except ValidationError as exc:
         raise InvalidEvent("schema", str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a validator bug must not escape as anything else
+        raise InvalidEvent("schema", f"{type(exc).__name__}: {exc}") from None
     if event.ts > now + max_future_skew:
         raise InvalidEvent(
             "future_ts", f"ts {event.ts.isoformat()} is after {(now + max_future_skew).isoformat()}"
         )
+    if event.ts < min_ts:
+        raise InvalidEvent("past_ts", f"ts {event.ts.isoformat()} is before {min_ts.isoformat()}")
     return event

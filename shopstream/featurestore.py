@@ -49,7 +49,8 @@ def repo_config(settings: Settings) -> RepoConfig:
     it dropped entity rows that DuckDB keeps (see ``trainers/offline.py``).
     """
     redis = settings.redis
-    connection = f"{redis.host}:{redis.port},db={redis.db}"
+    connection = (f"{redis.host}:{redis.port},db={redis.db},socket_timeout={redis.socket_timeout_s},"
+                  f"socket_connect_timeout={redis.connect_timeout_s}")
     if redis.password is not None:
         connection += f",password={redis.password.get_secret_value()}"
     if redis.username:

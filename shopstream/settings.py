@@ -10,6 +10,7 @@ Run ``python -m shopstream.settings`` to print the settings in effect.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -91,6 +92,11 @@ class RedisSettings(BaseModel):
     """ACL user name, for Redis 6+ ACLs."""
     tls: bool = False
     """Connect with TLS (``rediss://``)."""
+    socket_timeout_s: float = Field(5.0, gt=0)
+    """A read or write that Redis does not answer within this many seconds fails (and is
+    retried), instead of blocking the worker on a hung server."""
+    connect_timeout_s: float = Field(2.0, gt=0)
+    """A connection that Redis does not accept within this many seconds fails."""
 
     def url(self, *, reveal: bool = False) -> str:
         """The connection URL; the password is masked unless ``reveal`` is set."""
@@ -150,6 +156,23 @@ class Limits(BaseModel):
     max_future_skew_s: float = 300.0
     """Events stamped more than this many seconds after the worker's clock are
     dead-lettered: a clock that far ahead would corrupt event-time windows."""
+    min_ts: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    """Events stamped before this are dead-lettered (replays of older history lower it)."""
+    max_json_depth: int = Field(8, ge=2)
+    """Events whose JSON nests deeper than this are dead-lettered (an order is 4 deep)."""
+    max_string_chars: int = Field(4096, ge=256)
+    """Events with a longer string, in any field or key, are dead-lettered."""
+
+    def parse_options(self) -> dict:
+        """Keyword arguments of ``shopstream.events.parse_event`` for these limits."""
+        return {"max_bytes": self.max_event_bytes, "min_ts": self.min_ts,
+                "max_future_skew": timedelta(seconds=self.max_future_skew_s),
+                "max_depth": self.max_json_depth, "max_string": self.max_string_chars}
+
+    def dead_letter_bytes(self, max_message_bytes: int) -> int:
+        """The most value bytes a dead letter keeps, so that it fits in a Kafka record of
+        ``max_message_bytes`` once base64 has grown it by a third."""
+        return (max_message_bytes - 64 * 1024) * 3 // 4
 
 
 class Thresholds(BaseModel):
@@ -229,6 +252,9 @@ class FeatureSettings(BaseModel):
     """Write features to the online store."""
     offline: bool = True
     """Append features and raw events to the offline log."""
+    offline_fsync: bool = True
+    """Make each offline file durable (fsync) before the offsets it holds are committed.
+    Off trades a power cut's worth of offline rows for write speed."""
 
 
 Role = Literal["features", "fraud", "recs"]
@@ -269,6 +295,17 @@ class Settings(BaseSettings):
     run in processes of its own, apart from the feature workers it shares the store with."""
     web_port: int = 6066
     """Port of the worker's web server (``/health`` and ``/metrics``)."""
+    web_host: str = "127.0.0.1"
+    """Address the worker's web server binds: loopback by default; ``0.0.0.0`` in a
+    container whose port is published, behind the network's own controls."""
+    debug_pages: bool = False
+    """Serve ``/debug/tasks`` and ``/debug/consumer`` (await chains and commit books, for
+    a stalled worker). Off by default: they reveal internals to whoever reaches the port."""
+    sink_retry_s: float = Field(300.0, gt=0)
+    """How long a worker retries a sink (Redis, the offline log) that keeps failing with
+    errors that can pass (connection lost, timeout, full disk) before it exits with
+    status 75 so that its partitions are read again elsewhere. Nothing is acknowledged
+    meanwhile, and readiness (``/health``) fails."""
     commit_check_s: float = Field(10.0, gt=0)
     """How often a worker checks for a partition whose commits are held back by records
     read but never acknowledged; one held back for two checks in a row is read again."""
@@ -278,16 +315,19 @@ class Settings(BaseSettings):
     """Folder for downloads that can be rebuilt, such as the Kafka broker jars."""
     feature_repo: Path = Path("feature_repo")
     """The Feast feature repository."""
-    registry_uri: str | None = None
+    registry_uri: SecretStr | None = None
     """MLflow tracking and model-registry URI; by default a sqlite file in ``home``, with
-    artifacts in ``home/mlartifacts``. Set an ``http(s)://`` tracking server in production."""
+    artifacts in ``home/mlartifacts``. Set an ``http(s)://`` tracking server in production.
+    A secret: such URIs often carry credentials (``https://user:token@...``)."""
     log_level: str = "INFO"
     """Log level of workers and commands."""
 
 
 def registry_uri(settings: Settings) -> str:
     """The MLflow tracking URI of ``settings``."""
-    return settings.registry_uri or f"sqlite:///{settings.home.resolve() / 'mlflow.db'}"
+    if settings.registry_uri is not None:
+        return settings.registry_uri.get_secret_value()
+    return f"sqlite:///{settings.home.resolve() / 'mlflow.db'}"
 
 
 def group_id(settings: Settings) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import socket
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import faust
 
@@ -32,11 +33,13 @@ from streams.app import (
     settings,
     updates_topic,
 )
-from streams.codecs import encode_updates
+from streams.codecs import encode_updates_chunked
 
 log = logging.getLogger(__name__)
 WORKER = f"{settings.app_id}@{socket.gethostname()}"
 PARTITIONS = settings.topics.partitions
+PARSE_OPTIONS = settings.limits.parse_options()
+UPDATE_RECORD_BYTES = min(1024 * 1024, settings.kafka.max_message_bytes // 2)
 
 
 def owner(update: Update) -> int:
@@ -44,74 +47,121 @@ def owner(update: Update) -> int:
     return owner_partition(f"{update.kind}:{update.entity_id}".encode(), PARTITIONS)
 
 
-async def dead_letter(message: faust.types.Message, reason: str, error: str) -> None:
-    """Send ``message`` to the dead-letter topic with why it failed."""
+async def dead_letter(message: faust.types.Message, reason: str, error: str,
+                      exception: BaseException | None = None) -> None:
+    """Send ``message`` to the dead-letter topic with why it failed: a short reason, the
+    error, the exception's type and the record's origin."""
     letter = DeadLetter.of(
         value=message.value, key=message.key, topic=message.topic,
         partition=message.partition, offset=message.offset, reason=reason, error=error,
+        exception=type(exception).__name__ if exception is not None else None,
         record_ts=datetime.fromtimestamp(message.timestamp, UTC) if message.timestamp else None,
         failed_at=datetime.now(UTC), worker=WORKER,
+        max_payload_bytes=settings.limits.dead_letter_bytes(settings.kafka.max_message_bytes),
     )
     await dlq_topic.send(key=message.key, value=letter.model_dump_json().encode())
     metrics.DEAD_LETTERS.labels(message.topic, reason).inc()
+    metrics.RECORDS.labels(message.topic, "dead_lettered").inc()
 
 
 def decode(kind: str, message: faust.types.Message, now: datetime) -> Event:
     """The event in ``message``, or ``InvalidEvent`` saying why there is none."""
-    return parse_event(
-        INPUTS[kind], message.value, now=now, max_bytes=settings.limits.max_event_bytes,
-        max_future_skew=timedelta(seconds=settings.limits.max_future_skew_s),
-    )
+    return parse_event(INPUTS[kind], message.value, now=now, **PARSE_OPTIONS)
 
 
 async def send_updates(updates: list[Update], ingested_ms: int) -> None:
-    """Send updates to the partitions that own their entities, one record per partition."""
+    """Send updates to the partitions that own their entities, in as few records as fit
+    under the broker's record size."""
     by_partition: dict[int, list[Update]] = defaultdict(list)
     for update in updates:
         by_partition[owner(update)].append(update)
     for partition, group in by_partition.items():
-        # force: publish now rather than attached to the next commit, which would hold the
-        # updates back for a whole commit interval. Faust still flushes the producer before
-        # it commits, and a resend after a crash is ignored by the entity states.
-        await updates_topic.send(value=encode_updates(ingested_ms, group), partition=partition,
-                                 force=True)
+        for value in encode_updates_chunked(ingested_ms, group, UPDATE_RECORD_BYTES):
+            # force: publish now rather than attached to the next commit, which would hold
+            # the updates back for a whole commit interval. Faust still flushes the
+            # producer before it commits, and a resend after a crash is ignored by the
+            # entity states.
+            await updates_topic.send(value=value, partition=partition, force=True)
+
+
+def fatal(what: str, exc: BaseException) -> None:
+    """Exit now: an error that no record explains escaped a batch. Faust would
+    acknowledge the whole batch on the way out of ``take_events``, committing records
+    that were never processed; exiting first leaves them to be read again."""
+    import os
+
+    log.critical("%s failed outside any one record (%r); exiting with status 70 so that the "
+                 "batch is read again", what, exc, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)
+
+
+async def handle(kind: str, messages: list[faust.types.Message]) -> None:
+    """Process one micro-batch of input records: each ends processed or dead-lettered."""
+    now = datetime.now(UTC)
+    valid: list[tuple[Event, faust.types.Message, list[Update]]] = []
+    for message in messages:
+        metrics.EVENTS_IN.labels(message.topic).inc()
+        try:
+            event = decode(kind, message, now)
+            updates = route(event, f"{message.topic}:{message.partition}", message.offset)
+        except InvalidEvent as exc:
+            await dead_letter(message, exc.reason, exc.detail, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug on one record must not stop the stream
+            log.exception("%s at %s:%s@%s failed", kind, message.topic, message.partition,
+                          message.offset)
+            await dead_letter(message, "processing", repr(exc), exc)
+        else:
+            valid.append((event, message, updates))
+    if not valid:
+        return
+    try:
+        await write(kind, valid)
+    except Exception:  # noqa: BLE001 - not a sink outage (those exit): find the records
+        if len(valid) == 1:
+            raise
+        log.exception("a batch of %d %s records failed; writing them one by one", len(valid), kind)
+        for item in valid:
+            try:
+                await write(kind, [item])
+            except Exception as exc:  # noqa: BLE001 - this record's own failure
+                await dead_letter(item[1], "processing", repr(exc), exc)
+
+
+async def write(kind: str, valid: list[tuple[Event, faust.types.Message, list[Update]]]) -> None:
+    """Send the updates of valid events and append them to the raw offline log."""
+    table = None
+    if settings.features.offline:  # built first: a row that cannot be written sends nothing
+        table = events_table([e for e, _, _ in valid],
+                             [(m.topic, m.partition, m.offset) for _, m, _ in valid])
+    ingested_ms = min(message.timestamp for _, message, _ in valid) * 1000
+    await send_updates([u for _, _, updates in valid for u in updates], int(ingested_ms))
+    if table is not None:
+        await retrying("offline", offline_log.append, f"raw_{kind}", table)
+    for _, message, _ in valid:
+        metrics.EVENTS_OUT.labels(message.topic).inc()
+        metrics.RECORDS.labels(message.topic, "processed").inc()
+
+
+async def each_batch(stream: faust.StreamT, rows: int, ms: float, handle: Callable, what: str,
+                     enabled: Callable[[], bool] = lambda: True) -> None:
+    """The loop of every agent: ``await handle(messages)`` for each micro-batch of at most
+    ``rows`` records or ``ms`` milliseconds. ``handle`` deals with each record's own
+    failures; anything that escapes it is ``fatal``, so the batch is never acknowledged
+    unprocessed."""
+    async for records in stream.take_events(rows, within=ms / 1000):  # [faust.Event]
+        if not enabled():
+            continue
+        try:
+            await handle([record.message for record in records])
+        except Exception as exc:  # noqa: BLE001 - see fatal
+            fatal(what, exc)
 
 
 async def consume(kind: str, stream: faust.StreamT) -> None:
     """The body of every input agent."""
-    batch_rows, within = settings.features.batch_rows, settings.features.batch_ms / 1000
-    async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
-        now = datetime.now(UTC)
-        valid: list[tuple[Event, faust.types.Message]] = []
-        for record in records:
-            message = record.message
-            metrics.EVENTS_IN.labels(message.topic).inc()
-            try:
-                valid.append((decode(kind, message, now), message))
-            except InvalidEvent as exc:
-                await dead_letter(message, exc.reason, exc.detail)
-        if not valid:
-            continue
-        updates: list[Update] = []  # [Update(kind, entity, op, ts, source, seq, data)]
-        routed: list[tuple[Event, faust.types.Message]] = []
-        for event, message in valid:
-            try:
-                updates += route(event, f"{message.topic}:{message.partition}", message.offset)
-                routed.append((event, message))
-            except Exception as exc:  # noqa: BLE001 - a bug on one event must not stop the stream
-                log.exception("routing %s at %s:%s@%s failed", kind, message.topic,
-                              message.partition, message.offset)
-                await dead_letter(message, "processing", repr(exc))
-        if not routed:
-            continue
-        ingested_ms = min(message.timestamp for _, message in routed) * 1000
-        await send_updates(updates, int(ingested_ms))
-        if settings.features.offline:
-            table = events_table([e for e, _ in routed],
-                                 [(m.topic, m.partition, m.offset) for _, m in routed])
-            await retrying("offline", offline_log.append, f"raw_{kind}", table)
-        for _, message in routed:
-            metrics.EVENTS_OUT.labels(message.topic).inc()
+    await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms,
+                     lambda messages: handle(kind, messages), f"the {kind} agent")
 
 
 def _input_agent(kind: str, topic_name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import ssl
 import time
@@ -85,7 +86,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=settings.kafka.max_message_bytes,
         datadir=str(settings.home.resolve() / "faust" / group_id(settings)),
         web_port=settings.web_port,
-        web_host="0.0.0.0",
+        web_host=settings.web_host,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_partitioner=partitioner,
@@ -98,7 +99,35 @@ dlq_topic = app.topic(settings.topics.dlq, value_type=bytes, key_type=bytes)
 # Internal: entity updates, each on the partition that owns its entity (streams.agents).
 updates_topic = app.topic(updates_topic_name(settings), value_type=bytes, key_type=bytes,
                           partitions=settings.topics.partitions, internal=True)
-offline_log = OfflineLog(offline_root(settings))
+offline_log = OfflineLog(offline_root(settings), fsync=settings.features.offline_fsync)
+
+
+@app.task
+async def remove_stale_tmp() -> None:
+    """Clear hidden files that a killed writer left in the offline log."""
+    if removed := await asyncio.to_thread(offline_log.remove_stale_tmp):
+        log.warning("removed %d unfinished files from the offline log", removed)
+
+
+EXIT_SINK_DOWN = 75  # EX_TEMPFAIL: a supervisor restarts the worker; Kafka redelivers
+sinks_down: dict[str, str] = {}
+"""Sinks whose last write failed, with the error: readiness fails while one is down."""
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a failed write can succeed if tried again: the sink is unreachable, slow,
+    loading, failing over or out of space. Anything else (bad data, a bug, refused
+    credentials) fails the same way every time.
+
+    >>> retryable(ConnectionError()), retryable(TimeoutError()), retryable(ValueError())
+    (True, True, False)
+    """
+    import redis.exceptions as r
+
+    if isinstance(exc, r.AuthenticationError | r.AuthorizationError | r.NoPermissionError):
+        return False
+    return isinstance(exc, OSError | r.ConnectionError | r.TimeoutError | r.BusyLoadingError
+                      | r.ReadOnlyError | r.TryAgainError | r.ClusterDownError)
 
 
 async def retrying(sink: str, write: Callable, *args):
@@ -106,35 +135,121 @@ async def retrying(sink: str, write: Callable, *args):
 
     A worker whose Redis or disk is unavailable waits instead of dropping or skipping:
     the batch is not acknowledged, so its offsets are not committed, until it is written.
+    Only errors that can pass are retried (``retryable``); any other is raised at once,
+    for the caller to tie to the records that caused it. When a sink stays down for
+    ``SHOPSTREAM_SINK_RETRY_S`` the worker exits with status 75, loudly and without
+    acknowledging anything, so that Kafka hands its partitions to a healthy worker.
     """
-    delay = 0.1
+    delay, deadline = 0.1, time.monotonic() + settings.sink_retry_s
     while True:
         started = time.perf_counter()
         try:
             result = await asyncio.to_thread(write, *args)
-        except Exception as exc:  # noqa: BLE001 - any failure of a sink is retried
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not retryable(exc):
+                metrics.WRITE_FAILURES.labels(sink, type(exc).__name__).inc()
+                raise
+            sinks_down[sink] = repr(exc)
             metrics.WRITE_RETRIES.labels(sink).inc()
+            metrics.SINK_UP.labels(sink).set(0)
+            if time.monotonic() > deadline:
+                give_up(sink, exc)
             log.warning("%s write failed (%r); retrying in %.1fs", sink, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
+        if sinks_down.pop(sink, None) is not None:
+            log.info("%s is back", sink)
+        metrics.SINK_UP.labels(sink).set(1)
         metrics.WRITE_SECONDS.labels(sink).observe(time.perf_counter() - started)
         return result
+
+
+def give_up(sink: str, exc: BaseException) -> None:
+    """Exit the worker now, acknowledging nothing more: ``sink`` has failed for longer
+    than ``SHOPSTREAM_SINK_RETRY_S``. Faust's shutdown would acknowledge the batch in
+    hand (its ``take_events`` does so on the way out), so the exit is immediate."""
+    import os
+
+    log.critical("%s has failed for %.0fs (last error %r); exiting with status %d so that "
+                 "the records in hand are read again", sink, settings.sink_retry_s, exc,
+                 EXIT_SINK_DOWN)
+    logging.shutdown()
+    os._exit(EXIT_SINK_DOWN)
 
 
 @app.page("/metrics")
 async def prometheus_metrics(web, request):
     """Prometheus text exposition of the worker's metrics."""
+    metrics.account()
     # aiohttp sets the charset itself and refuses one inside content_type.
     return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
 
+class FailedVersions:
+    """Model versions that failed to load, so that a broken champion is tried again every
+    ``retry_s`` seconds rather than on every registry check (each try downloads it)."""
+
+    def __init__(self, retry_s: float = 300.0):
+        self.retry_s = retry_s
+        self._failed: dict[str, float] = {}
+
+    def skip(self, version: str) -> bool:
+        """Whether ``version`` failed less than ``retry_s`` seconds ago."""
+        return time.monotonic() - self._failed.get(version, -math.inf) < self.retry_s
+
+    def failed(self, version: str) -> None:
+        self._failed[version] = time.monotonic()
+
+
+models: dict[str, dict] = {}
+"""What the scoring agents last heard from the registry, per model: the version in use
+and the last error, for ``/health`` (they keep serving on the rules or the previous
+model while the registry is away, so it does not make a worker unready)."""
+
+
+async def _probe(check: Callable, timeout: float = 2.0) -> str | None:
+    """``None`` if ``check()`` (blocking) succeeds within ``timeout`` seconds, else why not."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(check), timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return repr(exc) if not isinstance(exc, TimeoutError) else f"no answer within {timeout:.0f}s"
+    return None
+
+
+async def _kafka_probe(timeout: float = 2.0) -> str | None:
+    assigned = sorted(app.consumer.assignment())
+    if not assigned:
+        return "no partitions assigned"
+    try:
+        await asyncio.wait_for(app.consumer.highwaters(assigned[0]), timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return repr(exc) if not isinstance(exc, TimeoutError) else f"no answer within {timeout:.0f}s"
+    return None
+
+
+def _redis_ping() -> None:
+    import redis
+
+    with redis.Redis.from_url(settings.redis.url(reveal=True), socket_timeout=1.5,
+                              socket_connect_timeout=1.5) as client:
+        client.ping()
+
+
 @app.page("/health")
 async def health(web, request):
-    """Liveness and readiness: the worker is up, and which partitions it owns."""
+    """Liveness and readiness, checked now: Kafka answers for an assigned partition, Redis
+    answers a ping, no sink is failing its writes. 503 when any of those fails; the
+    registry is reported but does not count (scoring falls back without it)."""
     assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
-    return web.json({"status": "ok", "app_id": settings.app_id, "group": group_id(settings),
-                     "roles": list(settings.roles), "assigned": assigned})
+    checks = {"kafka": await _kafka_probe(), "redis": await _probe(_redis_ping)}
+    checks.update({f"sink:{sink}": error for sink, error in sinks_down.items()})
+    ready = all(error is None for error in checks.values())
+    body = {"status": "ok" if ready else "unavailable", "ready": ready,
+            "checks": {name: error or "ok" for name, error in checks.items()},
+            "models": models, "app_id": settings.app_id, "group": group_id(settings),
+            "roles": list(settings.roles), "assigned": assigned}
+    return web.json(body, status=200 if ready else 503)
 
 
 def await_chain(task: asyncio.Task) -> list[str]:
@@ -158,7 +273,13 @@ def await_chain(task: asyncio.Task) -> list[str]:
     return frames
 
 
-@app.page("/debug/tasks")
+def debug_page(path: str):
+    """``app.page(path)`` when ``SHOPSTREAM_DEBUG_PAGES`` is on; otherwise the page is
+    not served at all."""
+    return app.page(path) if settings.debug_pages else (lambda handler: handler)
+
+
+@debug_page("/debug/tasks")
 async def debug_tasks(web, request):
     """The await chain of every asyncio task of the worker, for a worker that stops making
     progress without an error. Plain text, one block per task."""
@@ -201,10 +322,38 @@ def consumer_state(consumer) -> dict:
             "unacked": len(unacked), "unacked_first": unacked[:20]}
 
 
-@app.page("/debug/consumer")
+@debug_page("/debug/consumer")
 async def debug_consumer(web, request):
     """``consumer_state`` of this worker, as JSON."""
     return web.json(consumer_state(app.consumer))
+
+
+def hold_commits_at_gaps(consumer_class: type = FaustConsumer) -> None:
+    """Make Faust's commits wait at an offset that no agent acknowledged.
+
+    Faust computes the offset to commit from the acknowledged ones, and gives up only
+    when the lowest of them is more than one past the committed offset: a gap of exactly
+    one offset slips through, and the commit jumps past a record that was never
+    processed (faust-streaming#606). With this, the lowest acknowledged offset (or the
+    start of a gap Faust knows of, such as a compacted record) must be the committed
+    offset itself; ``repair_commits`` reads a gap that stays again. Idempotent.
+    """
+    original = getattr(consumer_class._new_offset, "__wrapped__", consumer_class._new_offset)
+
+    def _new_offset(self, tp):
+        acked, committed = self._acked.get(tp), self._committed_offset.get(tp)
+        if acked and committed is not None:
+            known = self._gap.get(tp)
+            lowest = min(min(acked), min((i.begin for i in known), default=math.inf) if known else math.inf)
+            if lowest > committed:
+                return None
+        return original(self, tp)
+
+    _new_offset.__wrapped__ = original
+    consumer_class._new_offset = _new_offset
+
+
+hold_commits_at_gaps()
 
 
 class CommitBlock(NamedTuple):
@@ -243,8 +392,7 @@ def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -
     gap = None
     if valid and valid[0] > committed and not any(o in in_flight for o in range(committed, valid[0])):
         gap = (committed, valid[0] - 1)
-    # One missing offset does not stop Faust: it commits past it (faust-streaming#606).
-    if not stale and (gap is None or gap[1] == gap[0]):
+    if not stale and gap is None:
         return None
     return CommitBlock(stale, gap)
 
@@ -290,8 +438,14 @@ async def repair_commits(consumer, gaps: dict) -> None:
         log.warning("commits of %s:%s are stuck at %d: offsets %d..%d were read but never "
                     "acknowledged; reading the partition again from %d",
                     tp.topic, tp.partition, committed, *block.gap, committed)
+        if tp not in consumer.assignment():  # revoked while this check ran
+            continue
         metrics.COMMIT_REPAIRS.labels(tp.topic, "reread").inc()
-        await consumer.seek(tp, committed)
+        try:
+            await consumer.seek(tp, committed)
+        except Exception as exc:  # noqa: BLE001 - a timer must not die; the next check retries
+            log.warning("could not read %s:%s again from %d (%r)", tp.topic, tp.partition,
+                        committed, exc)
     gaps.clear()
     gaps.update(seen)
 

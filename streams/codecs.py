@@ -26,6 +26,25 @@ def encode_updates(ingested_ms: int, updates: list[Update]) -> bytes:
     return json.dumps([ingested_ms, updates], separators=(",", ":")).encode()
 
 
+def encode_updates_chunked(ingested_ms: int, updates: list[Update], max_bytes: int) -> list[bytes]:
+    """``encode_updates`` split into as few records as keep each under ``max_bytes``
+    (one update that is larger on its own still gets a record of its own).
+
+    >>> updates = [Update("user", str(i), "click", 0.0, "t:0", (i, 0), ()) for i in range(100)]
+    >>> chunks = encode_updates_chunked(0, updates, 1000)
+    >>> len(chunks) > 1, max(map(len, chunks)) <= 1000
+    (True, True)
+    >>> sum(len(decode_updates(c)[1]) for c in chunks)
+    100
+    """
+    value = encode_updates(ingested_ms, updates)
+    if len(value) <= max_bytes or len(updates) == 1:
+        return [value]
+    half = len(updates) // 2
+    return (encode_updates_chunked(ingested_ms, updates[:half], max_bytes)
+            + encode_updates_chunked(ingested_ms, updates[half:], max_bytes))
+
+
 def decode_updates(raw: bytes) -> tuple[int, list[Update]]:
     """The inverse of ``encode_updates``."""
     ingested_ms, rows = json.loads(raw)

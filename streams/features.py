@@ -7,9 +7,10 @@ restarted worker recovers the table from its changelog, and updates redelivered 
 a crash are ignored by the states themselves, so features end up as if nothing had
 happened (at-least-once delivery, exactly-once effect).
 
-Per micro-batch: apply every update, write the changed states to the table, the newest
-row per entity to the online store, every row to the offline log, and only then let
-the batch be acknowledged. Labels fan out as risk updates to the partitions of the
+Per micro-batch: check every record (forged or malformed ones are dead-lettered and
+change nothing), apply its updates, write the newest row per entity to the online store
+and every row to the offline log, then the changed states to the table, and only then
+let the batch be acknowledged (``handle``). Labels fan out as risk updates to the partitions of the
 terminal, instrument and user of their order; a label that arrives before its order (the
 topics are read at their own speeds) waits in the order's state until the order comes.
 """
@@ -21,6 +22,7 @@ import time
 from collections import defaultdict
 
 import faust
+from faust.types import TP
 
 from scorers.features import (
     STATE_VERSION,
@@ -33,11 +35,12 @@ from scorers.features import (
     new_state,
     released_labels,
 )
+from scorers.update_checks import BadUpdate, check_update
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
-from streams.agents import dead_letter, send_updates
-from streams.app import app, offline_log, retrying, settings, updates_topic
+from streams.agents import dead_letter, each_batch, send_updates
+from streams.app import app, offline_log, retrying, settings, updates_topic, updates_topic_name
 from streams.codecs import StateValue, decode_updates
 
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 entity_state = app.Table(f"entity-state-v{STATE_VERSION}", default=None, partitions=settings.topics.partitions,
                          use_partitioner=True, key_type=bytes, value_type=StateValue)
 _online: OnlineWriter | None = None
+SOURCE_TOPICS = {*settings.topics.inputs().values(), updates_topic_name(settings)}
 
 
 def online_writer() -> OnlineWriter:
@@ -56,10 +60,43 @@ def online_writer() -> OnlineWriter:
     return _online
 
 
-def apply_record(message: faust.types.Message, states: dict[bytes, State],
-                 rows: dict[str, list[tuple]], follow_ups: list[Update]) -> int:
-    """Apply the updates of one internal record; return its ingestion time (ms)."""
+class EndOffsets:
+    """End offsets of the partitions that entity updates name as their source, looked up
+    again only when an update names an offset past the one known: a real update's
+    offset is always below its source's end offset, a forged one need not be."""
+
+    def __init__(self):
+        self._known: dict[TP, int] = {}
+
+    async def check(self, sources: set[tuple[str, int, int]]) -> None:
+        """Raise ``BadUpdate`` for a source offset that its partition does not have yet."""
+        beyond = {TP(topic, partition) for topic, partition, offset in sources
+                  if offset >= self._known.get(TP(topic, partition), -1)}
+        if beyond:
+            self._known.update(await app.consumer.highwaters(*beyond))
+        for topic, partition, offset in sources:
+            end = self._known.get(TP(topic, partition))
+            if end is None or offset >= end:
+                raise BadUpdate(f"offset {offset} of {topic}:{partition} does not exist yet "
+                                f"(end offset {end})")
+
+
+end_offsets = EndOffsets()
+
+
+async def checked_updates(message: faust.types.Message) -> tuple[int, list[Update]]:
+    """The updates of one internal record, each checked (``scorers.update_checks``), or
+    ``BadUpdate``: a record is applied whole or not at all."""
     ingested_ms, updates = decode_updates(message.value)
+    if not isinstance(ingested_ms, int) or isinstance(ingested_ms, bool):
+        raise BadUpdate(f"ingestion time {ingested_ms!r} is not milliseconds")
+    await end_offsets.check({check_update(update, SOURCE_TOPICS) for update in updates})
+    return ingested_ms, updates
+
+
+def apply_record(message: faust.types.Message, updates: list[Update], states: dict[bytes, State],
+                 rows: dict[str, list[tuple]], follow_ups: list[Update]) -> None:
+    """Apply the (checked) updates of one internal record."""
     source = f"{message.topic}:{message.partition}"
     for index, update in enumerate(updates):
         key = f"{update.kind}:{update.entity_id}".encode()
@@ -75,12 +112,13 @@ def apply_record(message: faust.types.Message, states: dict[bytes, State],
             if new and (outcome := label_outcome(state, update)) is not None:
                 metrics.graded(outcome)
             more = label_updates(state, update, source, (message.offset, index))
-            if not more and new:
+            if new and state.label_count == 1 and state.ts is None:
                 metrics.PENDING_LABELS.inc()
+            if new and state.label_count > 1:
+                metrics.DUPLICATE_LABELS.inc()
             follow_ups += more
         elif update.kind == "order" and update.op == "index":
             follow_ups += released_labels(state)
-    return ingested_ms
 
 
 def write_online(rows: dict[str, list[tuple]]) -> int:
@@ -95,31 +133,48 @@ def write_offline(rows: dict[str, list[tuple]]) -> None:
         offline_log.append(view, feature_table(view, view_rows))
 
 
+async def handle(messages: list[faust.types.Message]) -> None:
+    """Apply one micro-batch of update records and write what they changed.
+
+    Sinks first, then state: the online and offline writes succeed before the changed
+    states go to the table (and so to its changelog), and Faust commits the offsets only
+    after the batch returns. A worker killed before the writes finish restores states
+    that do not include the batch, and reads the batch again, so no row is lost; one
+    killed after them writes some rows twice, which later reads deduplicate.
+    """
+    states: dict[bytes, State] = {}
+    rows: dict[str, list[tuple]] = defaultdict(list)  # view -> [(entity, ts, *features)]
+    follow_ups: list[Update] = []
+    oldest_ms = int(time.time() * 1000)
+    for message in messages:
+        try:
+            ingested_ms, updates = await checked_updates(message)
+        except Exception as exc:  # noqa: BLE001 - forged or malformed: nothing applied
+            await dead_letter(message, "bad_update", repr(exc), exc)
+            continue
+        try:
+            apply_record(message, updates, states, rows, follow_ups)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
+            log.exception("applying %s:%s@%s failed", message.topic, message.partition,
+                          message.offset)
+            await dead_letter(message, "processing", repr(exc), exc)
+            continue
+        oldest_ms = min(oldest_ms, ingested_ms)
+        metrics.RECORDS.labels(message.topic, "processed").inc()
+    if settings.features.online and rows:
+        written = await retrying("online", write_online, rows)
+        metrics.BATCH_ROWS.observe(written)
+        metrics.FRESHNESS.observe(max(time.time() - oldest_ms / 1000, 0.0))
+    if settings.features.offline and rows:
+        await retrying("offline", write_offline, rows)
+    if follow_ups:
+        await send_updates(follow_ups, oldest_ms)
+    for key, state in states.items():  # one changelog record per changed entity
+        entity_state[key] = state
+
+
 @app.agent(updates_topic, name="feature_agent")
 async def feature_agent(stream: faust.StreamT) -> None:
     """Stage two: entity updates in, features out."""
-    batch_rows, within = settings.features.batch_rows, settings.features.batch_ms / 1000
-    async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
-        states: dict[bytes, State] = {}
-        rows: dict[str, list[tuple]] = defaultdict(list)  # view -> [(entity, ts, *features)]
-        follow_ups: list[Update] = []
-        oldest_ms = int(time.time() * 1000)
-        for record in records:
-            try:
-                oldest_ms = min(oldest_ms, apply_record(record.message, states, rows, follow_ups))
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
-                log.exception("applying %s:%s@%s failed", record.message.topic,
-                              record.message.partition, record.message.offset)
-                await dead_letter(record.message, "processing", repr(exc))
-        for key, state in states.items():  # one changelog record per changed entity
-            entity_state[key] = state
-        if follow_ups:
-            await send_updates(follow_ups, oldest_ms)
-        if settings.features.online and rows:
-            written = await retrying("online", write_online, rows)
-            metrics.BATCH_ROWS.observe(written)
-            metrics.FRESHNESS.observe(max(time.time() - oldest_ms / 1000, 0.0))
-        if settings.features.offline and rows:
-            await retrying("offline", write_offline, rows)
-
-
+    await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms, handle,
+                     "the feature agent")

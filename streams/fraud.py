@@ -29,10 +29,12 @@ from shopstream.events import InvalidEvent, Order
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineReader
 from streams import metrics
-from streams.agents import decode, send_updates
-from streams.app import app, retrying, settings
+from streams.agents import decode, each_batch, send_updates
+from streams.app import FailedVersions, app, retrying, settings
+from streams.app import models as app_models
 
 log = logging.getLogger(__name__)
+FAILED = FailedVersions()  # champions that failed to load, tried again every 5 minutes
 MODEL = settings.scoring.model_name
 orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=bytes)
 scores_topic = app.topic(settings.topics.fraud_scores, value_type=bytes, key_type=bytes)
@@ -73,15 +75,19 @@ def _champion():
 async def reload_champion() -> None:
     """Swap in the registry's champion if it is not the model in use."""
     global scorer
+    champion = None
     try:
         from trainers.registry import Registry
 
         champion = await asyncio.to_thread(lambda: Registry(settings).champion())
-        if champion is None or champion.version == scorer.version:
+        if champion is None or champion.version == scorer.version or FAILED.skip(champion.version):
             return
         predictor = await asyncio.to_thread(_champion)
     except Exception as exc:  # noqa: BLE001 - a broken model must not stop scoring
         metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
+        if champion is not None:
+            FAILED.failed(champion.version)
+        app_models[MODEL] = {"version": scorer.version, "error": repr(exc)}
         log.warning("cannot load the champion (%r); still scoring with %s", exc, scorer.version)
         return
     if predictor is None:
@@ -89,6 +95,7 @@ async def reload_champion() -> None:
     scorer = FraudScorer(predictor, review=settings.thresholds.fraud_review,
                          block=settings.thresholds.fraud_block, top_reasons=settings.scoring.top_reasons)
     metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
+    app_models[MODEL] = {"version": scorer.version, "error": None}
     metrics.MODEL_VERSION.labels(MODEL).set(float(predictor.version))
     log.info("now scoring with %s version %s", MODEL, predictor.version)
 
@@ -108,45 +115,47 @@ async def load_at_start() -> None:
 @app.agent(orders_topic, name="fraud_agent")
 async def fraud_agent(stream: faust.StreamT) -> None:
     """Orders in, fraud scores out."""
-    batch_rows, within = settings.scoring.batch_rows, settings.scoring.batch_ms / 1000
-    async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
-        if not settings.scoring.enabled:
-            continue
-        consumed = time.time()
-        current = scorer  # one model for the whole batch, even if a reload lands meanwhile
-        orders: list[Order] = []
-        messages: list[faust.types.Message] = []
-        now = datetime.now(UTC)
-        for record in records:
-            try:
-                orders.append(decode("order", record.message, now))
-                messages.append(record.message)
-            except InvalidEvent:
-                continue  # the order agent dead-letters it
-        if not orders:
-            continue
-        started = time.perf_counter()
-        features = await retrying("online-read", read_features, orders)  # [{view__feature: value}]
-        read = time.perf_counter()
+    await each_batch(stream, settings.scoring.batch_rows, settings.scoring.batch_ms, score_orders,
+                     "the fraud agent", lambda: settings.scoring.enabled)
+
+
+async def score_orders(records: list[faust.types.Message]) -> None:
+    """Scores for one micro-batch of orders."""
+    consumed = time.time()
+    current = scorer  # one model for the whole batch, even if a reload lands meanwhile
+    orders: list[Order] = []
+    messages: list[faust.types.Message] = []
+    now = datetime.now(UTC)
+    for message in records:
         try:
-            scores = current.score(orders, features, consumed_at=[consumed] * len(orders))
-        except Exception as exc:  # noqa: BLE001 - a failing model falls back to the rules
-            log.exception("%s version %s failed; scoring this batch with the rules", MODEL, current.version)
-            metrics.MODEL_RELOADS.labels(MODEL, f"inference-failed:{type(exc).__name__}").inc()
-            scores = FraudScorer(review=current.review, block=current.block,
-                                 top_reasons=current.top_reasons).score(
-                orders, features, consumed_at=[consumed] * len(orders))
-        inferred = time.perf_counter()
-        metrics.SCORING_STAGE_SECONDS.labels("feature_read").observe(read - started)
-        metrics.SCORING_STAGE_SECONDS.labels("inference").observe(inferred - read)
-        for score in scores:  # [FraudScore]
-            await scores_topic.send(key=score.order_id.encode(), value=score.model_dump_json().encode(),
-                                    force=True)
-            metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
-            metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
-        metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
-        # The decision goes to the order's state too: its label grades it later (/metrics).
-        await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),
-                                          f"{m.topic}:{m.partition}", m.offset)
-                            for s, o, m in zip(scores, orders, messages, strict=True)],
-                           int(consumed * 1000))
+            orders.append(decode("order", message, now))
+            messages.append(message)
+        except InvalidEvent:
+            continue  # the order agent dead-letters it
+    if not orders:
+        return
+    started = time.perf_counter()
+    features = await retrying("online-read", read_features, orders)  # [{view__feature: value}]
+    read = time.perf_counter()
+    try:
+        scores = current.score(orders, features, consumed_at=[consumed] * len(orders))
+    except Exception as exc:  # noqa: BLE001 - a failing model falls back to the rules
+        log.exception("%s version %s failed; scoring this batch with the rules", MODEL, current.version)
+        metrics.MODEL_RELOADS.labels(MODEL, f"inference-failed:{type(exc).__name__}").inc()
+        scores = FraudScorer(review=current.review, block=current.block,
+                             top_reasons=current.top_reasons).score(
+            orders, features, consumed_at=[consumed] * len(orders))
+    inferred = time.perf_counter()
+    metrics.SCORING_STAGE_SECONDS.labels("feature_read").observe(read - started)
+    metrics.SCORING_STAGE_SECONDS.labels("inference").observe(inferred - read)
+    for score in scores:  # [FraudScore]
+        await scores_topic.send(key=score.order_id.encode(), value=score.model_dump_json().encode(),
+                                force=True)
+        metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
+        metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
+    metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
+    # The decision goes to the order's state too: its label grades it later (/metrics).
+    await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),
+                                      f"{m.topic}:{m.partition}", m.offset)
+                        for s, o, m in zip(scores, orders, messages, strict=True)],
+                       int(consumed * 1000))

@@ -20,6 +20,15 @@ COMMIT_REPAIRS = Counter("shopstream_commit_repairs",
                          "(faust-streaming#596): stale acknowledgements dropped, or records "
                          "read but never acknowledged read again.", ["topic", "repair"])
 WRITE_RETRIES = Counter("shopstream_write_retries", "Failed writes to a sink, retried.", ["sink"])
+WRITE_FAILURES = Counter("shopstream_write_failures",
+                         "Writes to a sink that failed with an error that retrying cannot fix.",
+                         ["sink", "exception"])
+SINK_UP = Gauge("shopstream_sink_up", "Whether the last write to a sink succeeded (1) or not (0).",
+                ["sink"])
+RECORDS = Counter("shopstream_records",
+                  "Input records by outcome: processed or dead_lettered. For every input topic, "
+                  "processed + dead_lettered = shopstream_events_in once a batch is done.",
+                  ["topic", "outcome"])
 WRITE_SECONDS = Histogram("shopstream_write_seconds", "Time of one micro-batch write to a sink.",
                           ["sink"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 BATCH_ROWS = Histogram("shopstream_online_batch_rows", "Rows per online micro-batch write.",
@@ -28,6 +37,9 @@ FRESHNESS = Histogram("shopstream_feature_freshness_seconds",
                       "From the oldest input record of a batch reaching Kafka to its features "
                       "being written online.",
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+DUPLICATE_LABELS = Counter("shopstream_duplicate_labels",
+                           "Labels for an order that already had one: the first counts, these "
+                           "change nothing.")
 PENDING_LABELS = Counter("shopstream_pending_labels",
                          "Labels that arrived before their order and wait for it.")
 PREDICTIONS = Counter("ml_model_predictions", "Fraud scores emitted.", ["model", "version", "decision"])
@@ -56,3 +68,21 @@ def graded(outcome: str) -> None:
         ONLINE_PRECISION.set(counts["tp"] / (counts["tp"] + counts["fp"]))
     if counts["tp"] + counts["fn"]:
         ONLINE_RECALL.set(counts["tp"] / (counts["tp"] + counts["fn"]))
+
+UNACCOUNTED = Gauge("shopstream_records_unaccounted",
+                    "Records read but neither processed nor dead-lettered: the micro-batch in "
+                    "hand; anything that stays above 0 once traffic stops was lost.", ["topic"])
+
+
+def account() -> None:
+    """Refresh ``shopstream_records_unaccounted`` from the counters (on every scrape)."""
+    read = {s.labels["topic"]: s.value for s in _totals(EVENTS_IN)}
+    done: dict[str, float] = {}
+    for sample in _totals(RECORDS):
+        done[sample.labels["topic"]] = done.get(sample.labels["topic"], 0.0) + sample.value
+    for topic, count in read.items():
+        UNACCOUNTED.labels(topic).set(count - done.get(topic, 0.0))
+
+
+def _totals(counter: Counter):
+    return [s for metric in counter.collect() for s in metric.samples if s.name.endswith("_total")]

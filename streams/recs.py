@@ -27,10 +27,12 @@ from scorers.neighbours import Popularity, Session
 from scorers.recommend import Recommender, SessionState
 from shopstream.events import CartEvent, InvalidEvent, RecommendedItem, SessionRecs
 from streams import metrics
-from streams.agents import decode
-from streams.app import app, settings
+from streams.agents import decode, each_batch
+from streams.app import FailedVersions, app, settings
+from streams.app import models as app_models
 
 log = logging.getLogger(__name__)
+FAILED = FailedVersions()  # champions that failed to load, tried again every 5 minutes
 MODEL = settings.recs.model_name
 KIND = {settings.topics.clicks: "click", settings.topics.carts: "cart"}
 inputs = app.topic(settings.topics.clicks, settings.topics.carts, value_type=bytes, key_type=bytes)
@@ -50,8 +52,12 @@ def load_state(key: bytes) -> SessionState:
     saved = session_table.get(key)
     state = SessionState(max_items=settings.recs.session_items)
     if saved:
-        data = json.loads(saved)
-        state.items, state.cart, state.offsets = data["items"], data["cart"], data["offsets"]
+        try:
+            data = json.loads(saved)
+            state.items, state.cart, state.offsets = data["items"], data["cart"], data["offsets"]
+        except (ValueError, TypeError, KeyError) as exc:  # a damaged changelog record
+            log.warning("session %r: unreadable saved state (%r); starting it afresh", key, exc)
+            state = SessionState(max_items=settings.recs.session_items)
     return state
 
 
@@ -71,21 +77,26 @@ def _champion() -> Recommender | None:
 
 async def reload_champion() -> None:
     global recommender
+    champion = None
     try:
         from trainers.registry import Registry
 
         champion = await asyncio.to_thread(lambda: Registry(settings, MODEL).champion())
-        if champion is None or champion.version == recommender.version:
+        if champion is None or champion.version == recommender.version or FAILED.skip(champion.version):
             return
         loaded = await asyncio.to_thread(_champion)
     except Exception as exc:  # noqa: BLE001 - a broken bundle must not stop recommendations
         metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
+        if champion is not None:
+            FAILED.failed(champion.version)
+        app_models[MODEL] = {"version": recommender.version, "error": repr(exc)}
         log.warning("cannot load the recommender champion (%r); keeping %s", exc, recommender.version)
         return
     if loaded is None:
         return
     recommender = loaded
     metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
+    app_models[MODEL] = {"version": recommender.version, "error": None}
     metrics.MODEL_VERSION.labels(MODEL).set(float(loaded.version))
     log.info("now recommending with %s version %s", MODEL, loaded.version)
 
@@ -120,51 +131,62 @@ def refresh_popularity() -> None:
     _refitted = time.monotonic()
 
 
-@app.agent(inputs, name="recs_agent")
-async def recs_agent(stream: faust.StreamT) -> None:
-    """Clicks and cart changes in, session recommendations out."""
-    batch_rows, within = settings.recs.batch_rows, settings.recs.batch_ms / 1000
-    async for records in stream.take_events(batch_rows, within=within):  # [faust.Event]
-        if not settings.recs.enabled:
+def recommend(current: Recommender, views: list) -> list[tuple[list, str]]:
+    """``current``'s recommendations for ``views``; when it fails, popularity alone
+    (``strategy="fallback"``), as fraud falls back to the rules: a broken model must not
+    leave a click unanswered."""
+    try:
+        return current.recommend_batch(views)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.exception("%s version %s failed; answering this batch from popularity",
+                      MODEL, current.version)
+        metrics.MODEL_RELOADS.labels(MODEL, f"inference-failed:{type(exc).__name__}").inc()
+    try:
+        popular = Recommender(popular=current.popular or Popularity(), **OPTIONS)
+        return [(ranked, "fallback") for ranked, _ in popular.recommend_batch(views)]
+    except Exception:  # noqa: BLE001 - even popularity failed: an empty answer, still sent
+        log.exception("popularity failed too; answering with no items")
+        return [([], "fallback") for _ in views]
+
+
+async def answer(records: list[faust.types.Message]) -> None:
+    """Recommendations for one micro-batch of clicks and cart changes. A session's state
+    is saved only after its recommendations are sent: a worker killed in between reads
+    the events again and answers them again (at-least-once), rather than never."""
+    consumed = time.time()
+    current = recommender  # one recommender for the whole batch
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    states: dict[bytes, SessionState] = {}
+    answers = []  # [(event, SessionView, origin)]
+    for message in records:
+        kind = KIND.get(message.topic)
+        try:
+            event = decode(kind, message, now)
+        except InvalidEvent:
+            continue  # the input agents dead-letter it
+        if not event.session_id:
             continue
-        consumed = time.time()
-        current = recommender  # one recommender for the whole batch
-        now = datetime.now(UTC)
-        started = time.perf_counter()
-        states: dict[bytes, SessionState] = {}
-        answers = []  # [(event, SessionView)]
-        for record in records:
-            message = record.message
-            kind = KIND.get(message.topic)
-            try:
-                event = decode(kind, message, now)
-            except InvalidEvent:
-                continue  # the input agents dead-letter it
-            if not event.session_id:
-                continue
-            key = event.session_id.encode()
-            state = states.get(key) or load_state(key)
-            op = event.action if isinstance(event, CartEvent) else "click"
-            if not state.update(op, event.item_id, f"{message.topic}:{message.partition}", message.offset):
-                continue  # redelivered: its recommendations were sent before
-            states[key] = state
-            answers.append((event, state.view(kind)))
-            if kind == "click" and current.version == "rules":
-                _recent.append(Session((event.item_id,), event.ts.timestamp()))
-        for key, state in states.items():
-            session_table[key] = dump_state(state)
-        metrics.SCORING_STAGE_SECONDS.labels("recs_state").observe(time.perf_counter() - started)
-        if not answers:
-            continue
+        key = event.session_id.encode()
+        state = states.get(key) or load_state(key)
+        op = event.action if isinstance(event, CartEvent) else "click"
+        if not state.update(op, event.item_id, f"{message.topic}:{message.partition}", message.offset):
+            continue  # redelivered: its recommendations were sent before
+        states[key] = state
+        answers.append((event, state.view(kind), f"{message.topic}:{message.partition}:{message.offset}"))
+        if kind == "click" and current.version == "rules":
+            _recent.append(Session((event.item_id,), event.ts.timestamp()))
+    metrics.SCORING_STAGE_SECONDS.labels("recs_state").observe(time.perf_counter() - started)
+    if answers:
         refresh_popularity()
-        results = current.recommend_batch([view for _, view in answers])
+        results = recommend(current, [view for _, view, _ in answers])
         for stage, spent in current.timings.items():  # model, retrieval, blend
             metrics.SCORING_STAGE_SECONDS.labels(f"recs_{stage}").observe(spent)
         done = time.time()
-        for (event, view), (ranked, strategy) in zip(answers, results, strict=True):
+        for (event, view, origin), (ranked, strategy) in zip(answers, results, strict=True):
             recs = SessionRecs(session_id=event.session_id, user_id=event.user_id, strategy=strategy,
                                items=[RecommendedItem(item_id=i, score=s) for i, s in ranked],
-                               trigger=view.trigger, session_length=len(view.items),
+                               trigger=view.trigger, session_length=len(view.items), origin=origin,
                                model_version=current.version, latency_ms=max(done - consumed, 0.0) * 1000,
                                ts=datetime.now(UTC))
             await recs_topic.send(key=event.session_id.encode(), value=recs.model_dump_json().encode(),
@@ -172,3 +194,12 @@ async def recs_agent(stream: faust.StreamT) -> None:
             metrics.PREDICTIONS.labels(MODEL, current.version, strategy.split("+")[0]).inc()
             metrics.SCORE_LATENCY.labels(MODEL).observe(recs.latency_ms / 1000)
         metrics.OUTPUTS.labels(settings.topics.session_recs).inc(len(answers))
+    for key, state in states.items():
+        session_table[key] = dump_state(state)
+
+
+@app.agent(inputs, name="recs_agent")
+async def recs_agent(stream: faust.StreamT) -> None:
+    """Clicks and cart changes in, session recommendations out."""
+    await each_batch(stream, settings.recs.batch_rows, settings.recs.batch_ms, answer,
+                     "the recs agent", lambda: settings.recs.enabled)

@@ -56,6 +56,18 @@ def answers(settings: Settings) -> bool:
         return False
 
 
+def password_file(settings: Settings) -> Path:
+    """A config file, readable by this user only, that sets the server's password."""
+    path = _root(settings) / "auth.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        secret = settings.redis.password.get_secret_value().replace("\\", "\\\\").replace('"', '\\"')
+        file.write(f'requirepass "{secret}"\n')
+    os.chmod(path, 0o600)
+    return path
+
+
 def start(settings: Settings, *, timeout: float = 30.0) -> float:
     """Start Redis unless it runs already; return the seconds until it answered."""
     root = _root(settings)
@@ -74,7 +86,7 @@ def start(settings: Settings, *, timeout: float = 30.0) -> float:
         "--logfile", str(root / "redis.log"),
     ]
     if settings.redis.password is not None:
-        command += ["--requirepass", settings.redis.password.get_secret_value()]
+        command.insert(1, str(password_file(settings)))  # not on the command line: `ps` shows that
     _process.start(command, pid_file=pid_file, log_file=root / "stdout.log")
     return _process.wait_for(lambda: answers(settings), timeout=timeout, what="Redis",
                              pid_file=pid_file, log_file=root / "redis.log")
