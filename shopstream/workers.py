@@ -105,7 +105,8 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                          labelled=dict(sums["labelled"]))
 
 
-def _samples(port: int, name: str, host: str = "127.0.0.1"):
+def samples(port: int, name: str, host: str = "127.0.0.1"):
+    """The samples called ``name`` on the worker's /metrics."""
     text = httpx.get(f"http://{host}:{port}/metrics", timeout=2).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -116,7 +117,7 @@ def _samples(port: int, name: str, host: str = "127.0.0.1"):
 def records(port: int, host: str = "127.0.0.1") -> dict[tuple[str, str], float]:
     """``{(topic, outcome): records}`` of ``shopstream_records_total``; missing pairs are 0."""
     counts: dict[tuple[str, str], float] = defaultdict(float)
-    for sample in _samples(port, "shopstream_records_total", host):
+    for sample in samples(port, "shopstream_records_total", host):
         counts[sample.labels["topic"], sample.labels["outcome"]] += sample.value
     return counts
 
@@ -124,12 +125,12 @@ def records(port: int, host: str = "127.0.0.1") -> dict[tuple[str, str], float]:
 def unaccounted(port: int, host: str = "127.0.0.1") -> dict[str, float]:
     """``shopstream_records_unaccounted`` by topic: records read but neither processed nor
     dead-lettered, which is 0 for every topic whenever no micro-batch is in hand."""
-    return {s.labels["topic"]: s.value for s in _samples(port, "shopstream_records_unaccounted", host)}
+    return {s.labels["topic"]: s.value for s in samples(port, "shopstream_records_unaccounted", host)}
 
 
 def reload_failures(port: int, model: str, host: str = "127.0.0.1") -> float:
     """How many times the worker failed to load a champion of ``model``."""
-    return sum(s.value for s in _samples(port, "shopstream_model_reloads_total", host)
+    return sum(s.value for s in samples(port, "shopstream_model_reloads_total", host)
                if s.labels["model"] == model and s.labels["outcome"] == "failed")
 
 

@@ -72,15 +72,3 @@ class StateCodec(restricted_pickle):
 
 STATE_CODEC = "shopstream-state"
 codecs.register(STATE_CODEC, StateCodec())
-
-
-class StateValue:
-    """The value type of the entity-state table: it tells Faust to use ``STATE_CODEC``
-    for the changelog and for recovery, and hands decoded states over unchanged."""
-
-    class _options:
-        serializer = STATE_CODEC
-
-    @classmethod
-    def from_data(cls, data, preferred_type=None):
-        return data

@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 
 import faust
+from faust.serializers import codecs
 from faust.types import TP
 
 from scorers.features import (
@@ -41,13 +42,20 @@ from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
 from streams.agents import dead_letter, each_batch, send_updates
 from streams.app import app, offline_log, retrying, settings, updates_topic, updates_topic_name
-from streams.codecs import StateValue, decode_updates
+from streams.codecs import STATE_CODEC, decode_updates
 
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
 # (streams.app.partitioner), the same partition its updates arrive on.
 log = logging.getLogger(__name__)
+# Values are the states already encoded (STATE_CODEC): a snapshot taken when it is set.
+# Faust encodes a changelog record when its producer buffer drains, so a live object in
+# the table would be encoded with whatever a later batch had applied to it by then, and a
+# worker killed before that batch's writes would restore a state that counts them.
 entity_state = app.Table(f"entity-state-v{STATE_VERSION}", default=None, partitions=settings.topics.partitions,
-                         use_partitioner=True, key_type=bytes, value_type=StateValue)
+                         use_partitioner=True, key_type=bytes, value_type=bytes)  # the app's raw serializer
+_live: dict[bytes, State] = {}
+"""Decoded states of the entities this worker owns, so that each is decoded once, not once
+per batch; forgotten at every rebalance, when ownership can change."""
 _online: OnlineWriter | None = None
 SOURCE_TOPICS = {*settings.topics.inputs().values(), updates_topic_name(settings)}
 
@@ -100,7 +108,7 @@ def apply_record(message: faust.types.Message, updates: list[Update], states: di
     source = f"{message.topic}:{message.partition}"
     for index, update in enumerate(updates):
         key = f"{update.kind}:{update.entity_id}".encode()
-        state = states.get(key) or entity_state.get(key) or new_state(
+        state = states.get(key) or live_state(key) or new_state(
             update.kind, update.entity_id, settings.features.lateness_s)
         late, new = state.late, is_new(state, update)
         for view, row in apply(state, update).items():
@@ -170,7 +178,21 @@ async def handle(messages: list[faust.types.Message]) -> None:
     if follow_ups:
         await send_updates(follow_ups, oldest_ms)
     for key, state in states.items():  # one changelog record per changed entity
-        entity_state[key] = state
+        entity_state[key] = codecs.dumps(STATE_CODEC, state)
+        _live[key] = state
+
+
+def live_state(key: bytes) -> State | None:
+    """The saved state of ``key``, decoded once."""
+    state = _live.get(key)
+    if state is None and (saved := entity_state.get(key)) is not None:
+        state = _live[key] = codecs.loads(STATE_CODEC, saved)
+    return state
+
+
+@app.on_partitions_revoked.connect
+async def forget_live_states(app, revoked, **kwargs) -> None:
+    _live.clear()
 
 
 @app.agent(updates_topic, name="feature_agent")

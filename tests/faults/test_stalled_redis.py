@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -109,7 +110,7 @@ def test_kill_during_a_stalled_online_write_loses_no_row(private_redis, tmp_path
         wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None
                    and m.total_in >= FIRST + SECOND, what="the second half to be read")
         wait_until(lambda: (workers.scrape(settings.web_port).dead_letters == {}
-                            and _retrying(settings.web_port)), what="an online write to hang")
+                            and _retrying(settings.web_port, "online")), what="an online write to hang")
         health = httpx.get(f"http://127.0.0.1:{settings.web_port}/health", timeout=10)
         assert health.status_code == 503, health.text  # readiness fails while a sink is down
         assert health.json()["checks"]["redis"] != "ok"
@@ -128,6 +129,13 @@ def test_kill_during_a_stalled_online_write_loses_no_row(private_redis, tmp_path
         print("--- first worker:\n" + (tmp_path / "first.log").read_text()[-3000:])
         workers.stop(restarted)
 
+    expected = reference_result(settings, tmp_path, clicks)
+    assert interrupted[1] == expected[1], "offline rows differ after the stalled write and the kill"
+    assert interrupted[0] == expected[0], "online values differ after the stalled write and the kill"
+
+
+def reference_result(settings, tmp_path, clicks) -> tuple[dict, dict]:
+    """``result`` of an uninterrupted run of ``clicks`` on topics of its own and Redis db 1."""
     reference = isolated(settings, tmp_path, "reference")
     reference = reference.model_copy(update={"redis": settings.redis.model_copy(update={"db": 1})})
     ensure_topics(reference)
@@ -135,17 +143,49 @@ def test_kill_during_a_stalled_online_write_loses_no_row(private_redis, tmp_path
     process = start_worker(reference, tmp_path / "reference.log")
     try:
         drain(reference)
-        expected = result(reference, clicks)
+        return result(reference, clicks)
     finally:
         workers.stop(process)
 
-    assert interrupted[1] == expected[1], "offline rows differ after the stalled write and the kill"
-    assert interrupted[0] == expected[0], "online values differ after the stalled write and the kill"
+
+def _health(port: int) -> dict:
+    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["checks"]
 
 
-def _retrying(port: int) -> bool:
-    from prometheus_client.parser import text_string_to_metric_families
+def _retrying(port: int, sink: str) -> bool:
+    return any(s.labels["sink"] == sink and s.value > 0
+               for s in workers.samples(port, "shopstream_write_retries_total"))
 
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return any(s.name == "shopstream_write_retries_total" and s.labels["sink"] == "online" and s.value > 0
-               for family in text_string_to_metric_families(text) for s in family.samples)
+
+def test_a_full_offline_disk_is_waited_out_and_loses_no_row(private_redis, tmp_path):
+    """The variant with a full disk: the offline log lives on a 12 KiB tmpfs that fills up
+    under traffic; the worker retries, reports the sink down, and once the disk is made
+    larger it writes everything, as an uninterrupted run does."""
+    settings = private_redis
+    offline = offline_root(settings)
+    offline.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(offline)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root; the full-disk variant cannot run here")
+    clicks = events(settings.app_id[:4])
+    try:
+        ensure_topics(settings)
+        send(settings, clicks)
+        process = start_worker(settings, tmp_path / "worker.log")
+        try:
+            wait_until(lambda: _retrying(settings.web_port, "offline"), 120,
+                       what="the offline disk to fill up")
+            wait_until(lambda: "No space" in _health(settings.web_port).get("sink:offline", ""), 30,
+                       what="/health to report the full disk")
+            subprocess.run(["mount", "-o", "remount,size=64m", str(offline)], check=True)
+            drain(settings)
+            assert workers.ready(settings.web_port)
+            filled = result(settings, clicks)
+        finally:
+            workers.stop(process)
+        assert not list(offline.glob("*/.*.tmp")), "a failed write left its hidden file"
+    finally:
+        subprocess.run(["umount", "-l", str(offline)], capture_output=True)
+    expected = reference_result(settings, tmp_path, clicks)
+    assert filled[1] == expected[1], "offline rows differ after the disk filled up"
+    assert filled[0] == expected[0], "online values differ after the disk filled up"
