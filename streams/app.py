@@ -208,24 +208,22 @@ and the last error, for ``/health`` (they keep serving on the rules or the previ
 model while the registry is away, so it does not make a worker unready)."""
 
 
-async def _probe(check: Callable, timeout: float = 2.0) -> str | None:
-    """``None`` if ``check()`` (blocking) succeeds within ``timeout`` seconds, else why not."""
+async def _probe(check, timeout: float = 2.0) -> str | None:
+    """``None`` if the awaitable ``check`` completes within ``timeout`` seconds, else why not."""
     try:
-        await asyncio.wait_for(asyncio.to_thread(check), timeout)
+        await asyncio.wait_for(check, timeout)
+    except TimeoutError:
+        return f"no answer within {timeout:.0f}s"
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
-        return repr(exc) if not isinstance(exc, TimeoutError) else f"no answer within {timeout:.0f}s"
+        return repr(exc)
     return None
 
 
-async def _kafka_probe(timeout: float = 2.0) -> str | None:
+async def _kafka_probe() -> str | None:
     assigned = sorted(app.consumer.assignment())
     if not assigned:
         return "no partitions assigned"
-    try:
-        await asyncio.wait_for(app.consumer.highwaters(assigned[0]), timeout)
-    except Exception as exc:  # noqa: BLE001 - any failure is the answer
-        return repr(exc) if not isinstance(exc, TimeoutError) else f"no answer within {timeout:.0f}s"
-    return None
+    return await _probe(app.consumer.highwaters(assigned[0]))
 
 
 def _redis_ping() -> None:
@@ -242,7 +240,7 @@ async def health(web, request):
     answers a ping, no sink is failing its writes. 503 when any of those fails; the
     registry is reported but does not count (scoring falls back without it)."""
     assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
-    checks = {"kafka": await _kafka_probe(), "redis": await _probe(_redis_ping)}
+    checks = {"kafka": await _kafka_probe(), "redis": await _probe(asyncio.to_thread(_redis_ping))}
     checks.update({f"sink:{sink}": error for sink, error in sinks_down.items()})
     ready = all(error is None for error in checks.values())
     body = {"status": "ok" if ready else "unavailable", "ready": ready,

@@ -80,7 +80,12 @@ class EndOffsets:
         """Raise ``BadUpdate`` for a source offset that its partition does not have yet."""
         beyond = {TP(topic, partition) for topic, partition, offset in sources
                   if offset >= self._known.get(TP(topic, partition), -1)}
-        if beyond:
+        assigned = app.consumer.assignment() if beyond else set()
+        for tp in beyond & assigned:  # the consumer's own highwater first: no round trip
+            if (local := app.consumer.highwater(tp)) is not None:
+                self._known[tp] = max(self._known.get(tp, -1), local)
+        beyond = {TP(t, p) for t, p, o in sources if o >= self._known.get(TP(t, p), -1)}
+        if beyond:  # another worker's inputs, or a forged offset: ask the broker
             self._known.update(await app.consumer.highwaters(*beyond))
         for topic, partition, offset in sources:
             end = self._known.get(TP(topic, partition))
