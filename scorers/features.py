@@ -2,7 +2,9 @@
 
 Pure code, no I/O. A worker turns every valid event into ``Update``s with ``route``, sends
 each update to the partition that owns its entity, and there calls ``apply`` on the
-entity's state, which returns the feature rows that changed. The feature views and
+entity's state, which returns the feature rows that changed. Orders and labels go to
+the order's state first (``order_updates``), which passes them on to the entities they
+count in, once per order id. The feature views and
 their columns are defined once, in ``VIEWS``; the Feast repo builds its views from it.
 
 Names are mechanical: ``{what}_{stat}_{window}``, for example ``order_amount_mean_7d``.
@@ -26,6 +28,7 @@ crash harmless (at-least-once delivery, exactly-once effect on the features).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from typing import NamedTuple
 
@@ -91,7 +94,7 @@ for _view in VIEWS.values():
     ENTITY_VIEWS.setdefault(_view.entity, ())
     ENTITY_VIEWS[_view.entity] += (_view.name,)
 
-STATE_VERSION = 3
+STATE_VERSION = 4  # 4: orders reach their entities through the order state
 """Version of the entity-state layout. Workers keep states in a table named after it, so a
 layout change starts from fresh state instead of misreading the old (replay to backfill)."""
 SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
@@ -126,20 +129,11 @@ def route(event: Event, source: str, offset: int) -> list[Update]:
             targets = [("user", event.user_id, "cart", ()),
                        ("session", event.session_id, event.action, (event.item_id,)),
                        ("item", event.item_id, "cart", ())]
-        case Order():
-            targets = [("user", event.user_id, "order", (event.amount, event.device_id, _str(event.ip))),
-                       ("instrument", event.payment_fingerprint, "order", (event.user_id,)),
-                       ("order", event.order_id, "index",
-                        (event.terminal_id, event.payment_fingerprint, event.user_id))]
-            if event.device_id:
-                targets.append(("device", event.device_id, "order", (event.user_id,)))
-            if event.ip is not None:
-                targets.append(("ip", str(event.ip), "order", (event.user_id,)))
-            if event.terminal_id:
-                targets.append(("terminal", event.terminal_id, "order", ()))
-            if event.session_id:
-                targets.append(("session", event.session_id, "order", ()))
-            targets += [("item", line.item_id, "purchase", ()) for line in event.items]
+        case Order():  # the order's state fans it out, once per order id (``order_updates``)
+            targets = [("order", event.order_id, "place",
+                        (event.user_id, event.amount, event.payment_fingerprint, event.device_id,
+                         _str(event.ip), event.terminal_id, event.session_id,
+                         tuple(line.item_id for line in event.items)))]
         case OrderLabel():
             targets = [("order", event.order_id, "label", (event.is_fraud,))]
         case _:
@@ -268,6 +262,7 @@ class OrderState(State):
     # (label time, is_fraud, source, seq), released when the order arrives.
     pending: tuple | None = None
     label_count: int = 0  # labels seen; the first one counts, later ones are duplicates
+    copies: int = 0  # copies of the order after the first (the same order id again)
 
 
 STATES = {"user": UserState, "session": SessionState, "item": ItemState, "order": OrderState,
@@ -414,9 +409,11 @@ def _session(state: SessionState, u: Update, now: float) -> Rows:
 
 
 def _order(state: OrderState, u: Update, now: float) -> Rows:
-    if u.op == "index":
-        state.terminal, state.instrument, state.user = u.data
+    if u.op == "place" and state.ts is None:
+        state.user, _, state.instrument, _, _, state.terminal = u.data[:6]
         state.ts = u.ts
+    elif u.op == "place":
+        state.copies += 1
     elif u.op == "scored":
         (state.flagged,) = u.data
     elif u.op == "label":
@@ -453,33 +450,112 @@ _APPLY = {"user": _user, "session": _session, "item": _item, "order": _order,
           "instrument": _velocity, "device": _velocity, "ip": _velocity, "terminal": _terminal}
 
 
-def label_updates(state: OrderState, label: Update, source: str, seq: tuple[int, int]) -> list[Update]:
-    """The risk updates that a label for a known order causes.
+def order_updates(state: OrderState, update: Update, via: str, offset: int,
+                  index: int) -> tuple[str, list[Update]]:
+    """Apply an update to an order's state; return what it was and the updates it causes.
 
-    ``source`` and ``seq`` identify the label within the record that carried it, so that
-    the new updates are idempotent too. A label for an order not seen yet is kept in the
-    order's state and released by ``released_labels`` when the order arrives. Only the
-    first label of an order counts: a second one (a resend, or a changed verdict) causes
-    nothing, and the worker counts it (``shopstream_duplicate_labels``).
+    An order reaches the entities it names (user, instrument, device, IP, terminal,
+    session, items) only through its order's state, and only the first copy of an order
+    id does: a shop's resend at another offset changes no window and is counted
+    (``"copy"``). A label does the same for the risk of the order's terminal, instrument
+    and user; a label that arrives before its order waits in the state and is released
+    by the order (``"pending_label"``), and only the first label of an order counts.
+
+    The caused updates come from ``via`` (the updates partition of the order's state) at
+    ``offset``, the record that caused them: their source is ``"{via}/{origin}"``, with
+    the origin being the input partition of the order or label, and their seq
+    ``(offset, index, j)``. For each such source the seqs grow as ``via`` is read, so a
+    target ignores them when a crash makes them come again, and their event times grow
+    as the origin's do, so lateness is judged as for updates sent directly.
+
+    What it was: ``"placed"``, ``"copy"``, ``"label"``, ``"pending_label"``,
+    ``"duplicate_label"``, ``"scored"``, ``"late"``, or ``"redelivered"``.
+
+    >>> from shopstream.events import Order, OrderItem
+    >>> order = Order(order_id="o1", user_id="u1", amount=5, payment_fingerprint="c1",
+    ...               items=[OrderItem(item_id="i1", price=5)], ts=60)
+    >>> (place,) = route(order, "shop.orders:0", 7)
+    >>> state = new_state("order")
+    >>> what, caused = order_updates(state, place, "updates:2", 40, 0)
+    >>> what, [(u.kind, u.entity_id, u.op, u.source, u.seq) for u in caused][:2]
+    ('placed', [('user', 'u1', 'order', 'updates:2/shop.orders:0', (40, 0, 0)), ('instrument', 'c1', 'order', 'updates:2/shop.orders:0', (40, 0, 1))])
+    >>> (copy,) = route(order, "shop.orders:1", 3)        # the shop sent it again
+    >>> order_updates(state, copy, "updates:2", 41, 0)
+    ('copy', [])
+    >>> order_updates(state, place, "updates:2", 40, 0)    # redelivered after a crash
+    ('redelivered', [])
     """
-    if label.op != "label" or state.label_count > 1:
-        return []
-    if state.ts is None:
-        state.pending = (label.ts, bool(label.data[0]), source, seq)
-        return []
-    return _risk_updates(state, label.ts, bool(label.data[0]), source, seq)
+    if not is_new(state, update):
+        return "redelivered", []
+    late, placed = state.late, state.ts is not None
+    apply(state, update)
+    if state.late > late:
+        return "late", []
+    caused: list[tuple[str, str, str, float, str, tuple]] = []  # kind, id, op, ts, origin, data
+    if update.op == "place" and placed:
+        return "copy", []
+    if update.op == "place":
+        what = "placed"
+        caused += [(kind, entity, op, update.ts, update.source, data)
+                   for kind, entity, op, data in _placed(update)]
+        if state.pending is not None:  # a label that was waiting for this order
+            ts, is_fraud, origin = state.pending[:3]
+            state.pending = None
+            caused += _label_targets(state, ts, is_fraud, origin)
+    elif update.op == "label" and state.label_count > 1:
+        what = "duplicate_label"
+    elif update.op == "label" and state.ts is None:
+        state.pending = (update.ts, bool(update.data[0]), update.source)
+        what = "pending_label"
+    elif update.op == "label":
+        what = "label"
+        caused += _label_targets(state, update.ts, bool(update.data[0]), update.source)
+    else:
+        what = update.op
+    return what, [Update(kind, entity, op, ts, f"{via}/{origin}", (offset, index, j), data)
+                  for j, (kind, entity, op, ts, origin, data) in enumerate(caused)]
 
 
-def released_labels(state: OrderState) -> list[Update]:
-    """The risk updates of a label that was waiting for its order, once the order is known."""
-    if state.pending is None or state.ts is None:
-        return []
-    ts, is_fraud, source, seq = state.pending
-    state.pending = None
-    return _risk_updates(state, ts, is_fraud, source, tuple(seq))
+def route_all(events: Iterable[Event], source: str,
+              orders: dict[str, OrderState] | None = None) -> Iterator[Update]:
+    """Every update that ``events`` cause, in one process, as workers would apply them:
+    orders and labels pass through their order's state in ``orders`` (offsets are the
+    events' positions). For tests and notebooks that need features without Kafka.
+
+    >>> from shopstream.events import Order, OrderItem
+    >>> order = Order(order_id="o1", user_id="u1", amount=5, payment_fingerprint="c1",
+    ...               items=[OrderItem(item_id="i1", price=5)], ts=60)
+    >>> [(u.kind, u.op) for u in route_all([order, order], "shop.orders:0")]
+    [('user', 'order'), ('instrument', 'order'), ('item', 'purchase')]
+    """
+    orders = {} if orders is None else orders
+    for offset, event in enumerate(events):
+        for index, update in enumerate(route(event, source, offset)):
+            if update.kind == "order":
+                state = orders.setdefault(update.entity_id, new_state("order", update.entity_id))
+                yield from order_updates(state, update, "updates:0", offset, index)[1]
+            else:
+                yield update
 
 
-def _risk_updates(state: OrderState, ts: float, is_fraud: bool, source: str, seq: tuple) -> list[Update]:
-    return [Update(kind, entity, "label", ts, source, seq, (is_fraud,))
+def _placed(place: Update) -> list[tuple[str, str, str, tuple]]:
+    """The entities an order counts in: (kind, id, op, data)."""
+    user, amount, instrument, device, ip, terminal, session, items = place.data
+    targets = [("user", user, "order", (amount, device, ip)),
+               ("instrument", instrument, "order", (user,))]
+    if device:
+        targets.append(("device", device, "order", (user,)))
+    if ip is not None:
+        targets.append(("ip", ip, "order", (user,)))
+    if terminal:
+        targets.append(("terminal", terminal, "order", ()))
+    if session:
+        targets.append(("session", session, "order", ()))
+    return targets + [("item", item, "purchase", ()) for item in items]
+
+
+def _label_targets(state: OrderState, ts: float, is_fraud: bool, origin: str) -> list[tuple]:
+    """A label's updates to the risk of its order's terminal, instrument and user."""
+    return [(kind, entity, "label", ts, origin, (is_fraud,))
             for kind, entity in (("terminal", state.terminal), ("instrument", state.instrument),
                                  ("user", state.user)) if entity]

@@ -4,7 +4,7 @@ Pure code, no I/O. The updates topic is internal, but anything that can write to
 brokers can write to it, and a state trusts what it applies: a forged ``seq`` of 10**18
 would make an entity ignore its real source for good, and data of the wrong shape would
 fail half-way through an update. So every update is checked against the shapes that
-``scorers.features.route`` and the label fan-out produce, and its ``seq`` against the
+``scorers.features.route`` and ``order_updates`` produce, and its ``seq`` against the
 offsets its source can have (the caller looks up the source partition's end offset).
 
 >>> from scorers.features import Update
@@ -53,10 +53,14 @@ SHAPES = {  # kind -> op -> a check per data field
     "device": {"order": (_text,), "label": (_flag,)},
     "ip": {"order": (_text,), "label": (_flag,)},
     "terminal": {"order": (), "label": (_flag,)},
-    "order": {"index": (_maybe_text, _text, _text), "label": (_flag,), "scored": (_flag,)},
+    "order": {"place": (_text, _amount, _text, _maybe_text, _maybe_text, _maybe_text, _maybe_text,
+                        lambda items: isinstance(items, list | tuple) and len(items) <= MAX_INDEX
+                        and all(map(_text, items))),
+              "label": (_flag,), "scored": (_flag,)},
 }
 MIN_TS, MAX_TS = -62_135_596_800.0, 253_402_300_799.0  # the years 1 .. 9999, epoch seconds
 MAX_INDEX = 10_000  # updates one record can cause (an order of 1,000 lines causes ~1,010)
+MAX_UPDATES = 1 << 20  # updates in one internal record (they are split under 1 MiB)
 
 
 def check_update(update: Update, topics: set[str]) -> tuple[str, int, int]:
@@ -78,10 +82,20 @@ def check_update(update: Update, topics: set[str]) -> tuple[str, int, int]:
     if len(update.data) != len(checks) or not all(c(v) for c, v in zip(checks, update.data, strict=True)):
         raise BadUpdate(f"data {update.data!r} does not fit a {update.kind} {update.op} update")
     seq = update.seq
-    if len(seq) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) for n in seq) \
-            or seq[0] < 0 or not 0 <= seq[1] < MAX_INDEX:
-        raise BadUpdate(f"seq {seq!r} is not (offset, index) of a record")
-    topic, _, partition = update.source.removesuffix(":scored").rpartition(":")
+    via, caused, origin = update.source.partition("/")  # caused by an order's state: via/origin
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in seq) \
+            or (caused and (len(seq) != 3 or seq[1] >= MAX_UPDATES or seq[2] >= MAX_INDEX)) \
+            or (not caused and (len(seq) != 2 or seq[1] >= MAX_INDEX)):
+        raise BadUpdate(f"seq {seq!r} is not (offset, index) of a record, or (offset, index, j) "
+                        f"of an update caused by one")
+    topic, partition = _partition(via.removesuffix(":scored"), topics)
+    if caused and _partition(origin, topics)[0] == topic:
+        raise BadUpdate(f"source {update.source!r} is not an input partition via another topic's")
+    return topic, partition, seq[0]
+
+
+def _partition(source: str, topics: set[str]) -> tuple[str, int]:
+    topic, _, partition = source.rpartition(":")
     if topic not in topics or not partition.isdigit():
-        raise BadUpdate(f"source {update.source!r} is not a partition of {sorted(topics)}")
-    return topic, int(partition), seq[0]
+        raise BadUpdate(f"source {source!r} is not a partition of {sorted(topics)}")
+    return topic, int(partition)

@@ -10,8 +10,9 @@ happened (at-least-once delivery, exactly-once effect).
 Per micro-batch: check every record (forged or malformed ones are dead-lettered and
 change nothing), apply its updates, write the newest row per entity to the online store
 and every row to the offline log, then the changed states to the table, and only then
-let the batch be acknowledged (``handle``). Labels fan out as risk updates to the partitions of the
-terminal, instrument and user of their order; a label that arrives before its order (the
+let the batch be acknowledged (``handle``). Orders and labels reach the order's state
+first, which passes them on (``scorers.features.order_updates``) to the partitions of the
+entities they count in, once per order id; a label that arrives before its order (the
 topics are read at their own speeds) waits in the order's state until the order comes.
 """
 
@@ -30,11 +31,9 @@ from scorers.features import (
     State,
     Update,
     apply,
-    is_new,
     label_outcome,
-    label_updates,
     new_state,
-    released_labels,
+    order_updates,
 )
 from scorers.update_checks import BadUpdate, check_update
 from shopstream.featurestore import feature_store
@@ -110,28 +109,31 @@ async def checked_updates(message: faust.types.Message) -> tuple[int, list[Updat
 def apply_record(message: faust.types.Message, updates: list[Update], states: dict[bytes, State],
                  rows: dict[str, list[tuple]], follow_ups: list[Update]) -> None:
     """Apply the (checked) updates of one internal record."""
-    source = f"{message.topic}:{message.partition}"
+    via = f"{message.topic}:{message.partition}"
     for index, update in enumerate(updates):
         key = f"{update.kind}:{update.entity_id}".encode()
         state = states.get(key) or live_state(key) or new_state(
             update.kind, update.entity_id, settings.features.lateness_s)
-        late, new = state.late, is_new(state, update)
+        states[key] = state
+        if update.kind == "order":  # passed on once per order id (``order_updates``)
+            what, caused = order_updates(state, update, via, message.offset, index)
+            follow_ups += caused
+            if what in ("label", "pending_label") and (outcome := label_outcome(state, update)):
+                metrics.graded(outcome)
+            if what in ORDER_METRICS:
+                ORDER_METRICS[what].inc()
+            elif what == "late":
+                metrics.LATE_UPDATES.labels("order").inc()
+            continue
+        late = state.late
         for view, row in apply(state, update).items():
             rows[view].append(row)
         if state.late > late:
             metrics.LATE_UPDATES.labels(update.kind).inc()
-        states[key] = state
-        if update.kind == "order" and update.op == "label":
-            if new and (outcome := label_outcome(state, update)) is not None:
-                metrics.graded(outcome)
-            more = label_updates(state, update, source, (message.offset, index))
-            if new and state.label_count == 1 and state.ts is None:
-                metrics.PENDING_LABELS.inc()
-            if new and state.label_count > 1:
-                metrics.DUPLICATE_LABELS.inc()
-            follow_ups += more
-        elif update.kind == "order" and update.op == "index":
-            follow_ups += released_labels(state)
+
+
+ORDER_METRICS = {"copy": metrics.DUPLICATE_ORDERS, "duplicate_label": metrics.DUPLICATE_LABELS,
+                 "pending_label": metrics.PENDING_LABELS}
 
 
 def write_online(rows: dict[str, list[tuple]]) -> int:

@@ -40,6 +40,9 @@ FRESHNESS = Histogram("shopstream_feature_freshness_seconds",
 DUPLICATE_LABELS = Counter("shopstream_duplicate_labels",
                            "Labels for an order that already had one: the first counts, these "
                            "change nothing.")
+DUPLICATE_ORDERS = Counter("shopstream_duplicate_orders",
+                           "Copies of an order id already seen (a shop's resend): the first "
+                           "counts in the features, these change nothing.")
 PENDING_LABELS = Counter("shopstream_pending_labels",
                          "Labels that arrived before their order and wait for it.")
 PREDICTIONS = Counter("ml_model_predictions", "Fraud scores emitted.", ["model", "version", "decision"])

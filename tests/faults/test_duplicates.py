@@ -1,12 +1,13 @@
-"""Copies of a label, as a shop's retries send them (and a label that changes its mind):
-the first counts, the others change no feature and are counted.
+"""Copies of an order or a label, as a shop's retries send them (and a label that changes
+its mind): the first counts, the others change no feature and are counted.
 
 Seen failing before issue 14's fixes: the second label counted twice in the user's fraud
-history."""
+history, and a resent order twice in the user's, card's and terminal's windows."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from shopstream import workers
 from shopstream.client import ShopProducer
@@ -23,7 +24,7 @@ def features(store, view: str, key: str, entity: str, names: list[str]) -> dict:
 
 def duplicates(port: int) -> dict[str, float]:
     return {name: sum(s.value for s in workers.samples(port, f"shopstream_duplicate_{name}_total"))
-            for name in ("labels",)}
+            for name in ("labels", "orders")}
 
 
 def test_copies_of_a_label_count_once(worker):
@@ -50,3 +51,27 @@ def test_copies_of_a_label_count_once(worker):
     time.sleep(2)  # nothing more arrives
     assert features(store, "user_risk", "user_id", f"{p}-u", ["fraud_count_7d", "fraud_risk_7d"]) \
         == {"fraud_count_7d": 1, "fraud_risk_7d": 1.0}
+
+
+def test_copies_of_an_order_count_once(worker):
+    settings = worker
+    store = feature_store(settings)
+    p = settings.app_id
+    now = time.time()
+    order = Order(order_id=f"{p}-o2", user_id=f"{p}-u2", amount=30.0, payment_fingerprint=f"{p}-card2",
+                  items=[OrderItem(item_id=f"{p}-i2", price=30.0)], terminal_id=f"{p}-t2", ts=now - 600)
+    later = order.model_copy(update={"order_id": f"{p}-o3", "ts": datetime.fromtimestamp(now - 300, UTC)})
+    with ShopProducer(settings) as shop:
+        shop.send(order)
+        for key in (b"a", b"b", b"c"):  # resends, keyed differently: other partitions, too
+            shop.send_raw(settings.topics.orders, order.model_dump_json().encode(), key=key)
+        shop.send(later)
+    wait_until(lambda: duplicates(settings.web_port)["orders"] == 3, what="the three copies to be seen")
+    wait_until(lambda: features(store, "user_orders", "user_id", f"{p}-u2", ["order_amount_count_1d"])
+               == {"order_amount_count_1d": 2}, what="both orders to count")
+    time.sleep(2)  # nothing more arrives
+    assert features(store, "user_orders", "user_id", f"{p}-u2",
+                    ["order_amount_count_1d", "order_amount_sum_1d"]) \
+        == {"order_amount_count_1d": 2, "order_amount_sum_1d": 60.0}
+    assert features(store, "instrument_velocity", "instrument_id", f"{p}-card2",
+                    ["orders_count_1h"]) == {"orders_count_1h": 2}

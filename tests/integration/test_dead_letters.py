@@ -47,8 +47,10 @@ def test_every_input_offset_is_processed_or_dead_lettered(worker):
     assert producer.stats.failed == 0
     total = sum(sent.values())
 
-    wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None and m.total_in >= total,
-               what=f"the worker to consume {total} records")
+    # A record is counted in when its batch arrives and out when the batch is done: wait for both.
+    wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None
+               and m.total_in >= total and m.total_out + m.total_dead >= total,
+               what=f"the worker to consume and account for {total} records")
     metrics = workers.scrape(settings.web_port)
     assert metrics.events_in == dict(sent)
     assert metrics.total_out + metrics.total_dead == total

@@ -10,10 +10,10 @@ from scorers.features import (
     VIEWS,
     Update,
     apply,
-    label_updates,
     new_state,
-    released_labels,
+    order_updates,
     route,
+    route_all,
 )
 from shopstream.events import CartEvent, Click, Order, OrderItem, OrderLabel
 
@@ -34,10 +34,9 @@ def order(ts, amount, order_id="o1", device="d1", ip="192.0.2.1", terminal="t1",
 def run(events, kind, lateness=300.0):
     """Apply the events' updates for entities of ``kind``; return the state and rows."""
     state, rows = new_state(kind, lateness_s=lateness), []
-    for offset, event in enumerate(events):
-        for update in route(event, "topic:0", offset):
-            if update.kind == kind:
-                rows.append(apply(state, update))
+    for update in route_all(events, "topic:0"):
+        if update.kind == kind:
+            rows.append(apply(state, update))
     return state, rows
 
 
@@ -117,20 +116,18 @@ def test_velocity_counts_orders_and_distinct_users():
 
 
 def test_terminal_risk_comes_only_from_labels_that_arrived():
-    orders = new_state("order")
+    orders = {}
     terminal = new_state("terminal", lateness_s=86_400)
-    for offset, event in enumerate([order(0, 5, order_id="o1"), order(60, 5, order_id="o2")]):
-        for update in route(event, "orders:0", offset):
-            if update.kind == "order":
-                apply(orders, update)
-            if update.kind == "terminal":
-                before = apply(terminal, update)["terminal_risk"]
+    for update in route_all([order(0, 5, order_id="o1"), order(60, 5, order_id="o2")], "orders:0", orders):
+        if update.kind == "terminal":
+            before = apply(terminal, update)["terminal_risk"]
     assert feature(before, "terminal_risk", "fraud_risk_1d") == 0.0  # no label yet
     assert feature(before, "terminal_risk", "tx_count_1d") == 2
 
     label = route(OrderLabel(order_id="o2", is_fraud=True, ts=T0 + 3_600), "labels:0", 0)[0]
-    updates = {u.kind: u for u in label_updates(orders, label, "updates:0", (5, 0))}
-    assert sorted(updates) == ["instrument", "terminal", "user"]
+    what, caused = order_updates(orders["o2"], label, "updates:0", 5, 0)
+    updates = {u.kind: u for u in caused}
+    assert what == "label" and sorted(updates) == ["instrument", "terminal", "user"]
     after = apply(terminal, updates["terminal"])["terminal_risk"]
     assert feature(after, "terminal_risk", "fraud_risk_1d") == 1.0
     assert after[1] == T0 + 3_600  # risk is known from the label's arrival on
@@ -138,16 +135,14 @@ def test_terminal_risk_comes_only_from_labels_that_arrived():
 
 @pytest.mark.parametrize("kind", ["user", "instrument"])
 def test_labels_give_users_and_instruments_a_fraud_history(kind):
-    orders = new_state("order")
-    for offset, event in enumerate([order(0, 5, order_id="o1"), order(60, 5, order_id="o2")]):
-        for update in route(event, "orders:0", offset):
-            if update.kind == "order":
-                apply(orders, update)
+    orders = {}
+    list(route_all([order(0, 5, order_id="o1"), order(60, 5, order_id="o2")], "orders:0", orders))
     entity = new_state(kind, lateness_s=86_400)
     rows = {}
     for offset, (order_id, fraud) in enumerate([("o1", False), ("o2", True)]):
         label = route(OrderLabel(order_id=order_id, is_fraud=fraud, ts=T0 + 86_400 * 2), "labels:0", offset)[0]
-        (update,) = [u for u in label_updates(orders, label, "updates:0", (offset, 0)) if u.kind == kind]
+        _, caused = order_updates(orders[order_id], label, "updates:0", 10 + offset, 0)
+        (update,) = [u for u in caused if u.kind == kind]
         rows = apply(entity, update)
     row = rows[f"{kind}_risk"]
     assert feature(row, f"{kind}_risk", "fraud_count_7d") == 1
@@ -157,7 +152,7 @@ def test_labels_give_users_and_instruments_a_fraud_history(kind):
 
 def test_label_for_an_unknown_order_causes_nothing():
     label = route(OrderLabel(order_id="nope", is_fraud=True, ts=T0), "labels:0", 0)[0]
-    assert label_updates(new_state("order"), label, "updates:0", (1, 0)) == []
+    assert order_updates(new_state("order"), label, "updates:0", 1, 0) == ("pending_label", [])
 
 
 def test_session_keeps_last_items_and_cart():
@@ -172,13 +167,47 @@ def test_session_keeps_last_items_and_cart():
     assert rows[-1]["session_state"][-1] == []  # the order emptied the cart
 
 
-def test_routing_names_every_entity_of_an_order():
-    updates = route(order(0, 5.0), "orders:2", 41)
+def test_an_order_reaches_every_entity_it_names_through_its_order_state():
+    (place,) = route(order(0, 5.0), "orders:2", 41)
+    assert (place.kind, place.op, place.source, place.seq) == ("order", "place", "orders:2", (41, 0))
+    what, updates = order_updates(new_state("order"), place, "updates:1", 7, 3)
+    assert what == "placed"
     assert {(u.kind, u.op) for u in updates} == {
-        ("user", "order"), ("instrument", "order"), ("order", "index"), ("device", "order"),
+        ("user", "order"), ("instrument", "order"), ("device", "order"),
         ("ip", "order"), ("terminal", "order"), ("session", "order"), ("item", "purchase")}
-    assert all(isinstance(u, Update) and u.source == "orders:2" and u.seq[0] == 41 for u in updates)
+    assert all(isinstance(u, Update) and u.source == "updates:1/orders:2" and u.seq[:2] == (7, 3)
+               for u in updates)
     assert len({u.seq for u in updates}) == len(updates)
+
+
+def test_copies_of_an_order_count_once():
+    """Seen failing before: a resend of an order counted twice in every window it names."""
+    first, copy = order(0, 5.0), order(30, 5.0)  # the same order id, sent again
+    state, rows = run([first, copy], "user")
+    assert len(rows) == 1
+    assert feature(rows[0]["user_orders"], "user_orders", "order_amount_count_1d") == 1
+    for kind in ("instrument", "terminal", "item", "session"):
+        assert len(run([first, copy], kind)[1]) == 1, kind
+    orders = {}
+    list(route_all([first, copy, copy], "orders:0", orders))
+    assert orders["o1"].copies == 2
+
+
+def test_caused_updates_are_idempotent_when_the_updates_partition_is_read_again():
+    user = new_state("user")
+    places = [route(order(60 * i, 5.0, order_id=f"o{i}"), "orders:0", i)[0] for i in range(3)]
+    caused = [order_updates(new_state("order"), place, "updates:0", 100 + i, 0)[1]
+              for i, place in enumerate(places)]
+    for updates in caused:
+        for update in updates:
+            if update.kind == "user":
+                apply(user, update)
+    # A crash before the order states were saved: the updates partition is read again.
+    again = [order_updates(new_state("order"), place, "updates:0", 100 + i, 0)[1]
+             for i, place in enumerate(places)]
+    assert again == caused
+    assert all(apply(user, u) == {} for updates in again for u in updates if u.kind == "user")
+    assert user.orders.count("1h") == 3
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]])
@@ -193,7 +222,7 @@ def test_session_cart_does_not_depend_on_which_topic_is_read_first(order):
     state = new_state("session")
     for i in order:
         source, event = events[i]
-        for update in route(event, source, 0):
+        for update in route_all([event], source):
             if update.kind == "session":
                 apply(state, update)
     assert state.cart_items() == ["b"]
@@ -212,26 +241,25 @@ def test_a_state_saved_by_an_older_version_still_loads():
 @pytest.mark.parametrize("second", [True, False])  # a resend, or a changed verdict
 def test_only_the_first_label_of_an_order_counts(second):
     orders = new_state("order")
-    index = next(u for u in route(order(0, 5, order_id="o1"), "orders:0", 0) if u.kind == "order")
-    apply(orders, index)
+    (place,) = route(order(0, 5, order_id="o1"), "orders:0", 0)
+    order_updates(orders, place, "updates:0", 1, 0)
     first = route(OrderLabel(order_id="o1", is_fraud=True, ts=T0 + 100), "labels:0", 0)[0]
-    apply(orders, first)
-    assert len(label_updates(orders, first, "updates:0", (3, 0))) == 3
+    what, caused = order_updates(orders, first, "updates:0", 3, 0)
+    assert what == "label" and len(caused) == 3
     again = route(OrderLabel(order_id="o1", is_fraud=second, ts=T0 + 200), "labels:0", 1)[0]
-    apply(orders, again)
+    assert order_updates(orders, again, "updates:0", 4, 0) == ("duplicate_label", [])
     assert orders.label_count == 2
-    assert label_updates(orders, again, "updates:0", (4, 0)) == []
 
 
 def test_a_label_before_its_order_waits_for_it():
     orders = new_state("order")
     label = route(OrderLabel(order_id="o1", is_fraud=True, ts=T0 + 100), "labels:0", 0)[0]
-    apply(orders, label)
-    assert label_updates(orders, label, "updates:0", (3, 0)) == []  # the order is not known yet
-    index = next(u for u in route(order(0, 5, order_id="o1"), "orders:0", 0) if u.kind == "order")
-    assert released_labels(orders) == []  # still unknown
-    apply(orders, index)
-    released = released_labels(orders)
-    assert sorted(u.kind for u in released) == ["instrument", "terminal", "user"]
-    assert {(u.ts, u.data, u.source, u.seq) for u in released} == {(T0 + 100, (True,), "updates:0", (3, 0))}
-    assert released_labels(orders) == []  # released once
+    assert order_updates(orders, label, "updates:0", 3, 0) == ("pending_label", [])
+    (place,) = route(order(0, 5, order_id="o1"), "orders:0", 0)
+    what, caused = order_updates(orders, place, "updates:0", 8, 2)
+    released = [u for u in caused if u.op == "label"]
+    assert what == "placed" and sorted(u.kind for u in released) == ["instrument", "terminal", "user"]
+    # Released by the order's record, so their seqs follow the updates partition's order.
+    assert {(u.ts, u.data, u.source, u.seq[:2]) for u in released} == {
+        (T0 + 100, (True,), "updates:0/labels:0", (8, 2))}
+    assert orders.pending is None

@@ -1,11 +1,11 @@
-"""Checks on entity updates: everything ``route`` and the label fan-out produce passes;
+"""Checks on entity updates: everything ``route`` and ``order_updates`` produce passes;
 forged and malformed updates do not."""
 
 from __future__ import annotations
 
 import pytest
 
-from scorers.features import Update, label_updates, new_state, route, scored_update
+from scorers.features import Update, new_state, order_updates, route, scored_update
 from scorers.update_checks import BadUpdate, check_update
 from shopstream.events import CartEvent, Click, Order, OrderItem, OrderLabel
 
@@ -31,14 +31,19 @@ def test_every_update_a_worker_routes_passes(event):
         assert check_update(update, TOPICS) == (topic, 3, 41)
 
 
-def test_label_fan_out_and_scored_updates_pass():
+def test_what_order_states_cause_and_scored_updates_pass():
     order = new_state("order")
-    order.ts, order.terminal, order.instrument, order.user = TS, "t", "p", "u"
+    (place,) = route(EVENTS[3], "shop.orders:2", 9)
     label = Update("order", "o", "label", TS, "shop.order-labels:0", (5, 0), (True,))
-    fan_out = label_updates(order, label, "app-entity-updates:1", (7, 0))
-    assert len(fan_out) == 3
-    for update in [*fan_out, scored_update("o", True, TS, "shop.orders:2", 9)]:
-        check_update(update, TOPICS)
+    placed = order_updates(order, place, "app-entity-updates:1", 7, 0)[1]
+    labelled = order_updates(order, label, "app-entity-updates:1", 8, 1)[1]
+    assert len(placed) == 7 and len(labelled) == 3
+    for update in [*placed, *labelled]:
+        assert check_update(update, TOPICS) == ("app-entity-updates", 1, update.seq[0])
+    check_update(scored_update("o", True, TS, "shop.orders:2", 9), TOPICS)
+
+
+CAUSED = Update("user", "u", "order", TS, "app-entity-updates:1/shop.orders:2", (7, 0, 0), (3.0, None, None))
 
 
 GOOD = Update("user", "u1", "click", TS, "shop.clicks:0", (17, 0), ("d1", None))
@@ -69,6 +74,29 @@ GOOD = Update("user", "u1", "click", TS, "shop.clicks:0", (17, 0), ("d1", None))
 def test_forged_or_malformed_updates_are_refused(changes, why):
     with pytest.raises(BadUpdate, match=why):
         check_update(GOOD._replace(**changes), TOPICS)
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"seq": (7, 0)}, "seq"),  # caused updates carry (offset, index, j)
+        ({"seq": (7, 0, 10**6)}, "seq"),
+        ({"seq": (7, 10**7, 0)}, "seq"),
+        ({"source": "app-entity-updates:1/elsewhere:0"}, "source"),
+        ({"source": "app-entity-updates:1/app-entity-updates:2"}, "source"),
+        ({"source": "shop.orders:1/shop.orders:2"}, "source"),
+        ({"source": "app-entity-updates:1/"}, "source"),
+    ],
+)
+def test_forged_caused_updates_are_refused(changes, why):
+    assert check_update(CAUSED, TOPICS) == ("app-entity-updates", 1, 7)
+    with pytest.raises(BadUpdate, match=why):
+        check_update(CAUSED._replace(**changes), TOPICS)
+
+
+def test_a_plain_update_cannot_pose_as_a_caused_one():
+    with pytest.raises(BadUpdate, match="seq"):
+        check_update(GOOD._replace(seq=(17, 0, 0)), TOPICS)
 
 
 def test_a_huge_seq_passes_the_shape_check_and_names_its_offset_for_the_end_offset_check():

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scorers.features import VIEWS, apply, new_state, route
+from scorers.features import VIEWS, apply, new_state, route_all
 from shopstream.events import Order, OrderItem, OrderLabel
 from shopstream.featurestore import feature_store, offline_root
 from shopstream.offline import OfflineLog, events_table
@@ -39,11 +39,10 @@ def log_events(settings, table, events):
 def log_features(settings, events):
     """Feature rows of ``events``, as a worker would append them."""
     states, rows = {}, {}
-    for offset, event in enumerate(events):
-        for update in route(event, "shop.orders:0", offset):
-            state = states.setdefault((update.kind, update.entity_id), new_state(update.kind))
-            for view, row in apply(state, update).items():
-                rows.setdefault(view, []).append(row)
+    for update in route_all(events, "shop.orders:0"):
+        state = states.setdefault((update.kind, update.entity_id), new_state(update.kind))
+        for view, row in apply(state, update).items():
+            rows.setdefault(view, []).append(row)
     for view, view_rows in rows.items():
         OfflineLog(offline_root(settings)).append(view, feature_table(view, view_rows))
 
