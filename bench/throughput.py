@@ -4,7 +4,9 @@ Run with ``make bench`` (it starts Kafka and Redis), or ``python -m bench.throug
 with them running. On the same simulated events it measures:
 
 a. the raw limit: a plain confluent-kafka loop that consumes every event and produces it
-   to another topic, with no decoding at all;
+   to another topic, with no decoding at all; and the floor under any Faust worker: a
+   Faust agent that does nothing (``bench.null_agent``), reading only (``take``) or
+   sending every record on (``forward``), on each of Faust's transports;
 b. the naive pipeline: every event decoded, its features computed, and pushed to the
    online store with one ``FeatureStore.push`` per event;
 c. shopstream: a real worker process with every feature on, draining the same events
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -85,6 +90,26 @@ def raw_limit(settings: Settings, n: int) -> float:
     elapsed = time.perf_counter() - started
     consumer.close()
     return seen / elapsed
+
+
+def null_agent(settings: Settings, n: int, transport: str, mode: str, timeout: float = 120) -> float | None:
+    """a. A Faust agent that does nothing with the ``n`` input records: events/s, or None
+    when it did not get through them within ``timeout`` seconds."""
+    ensure_topics(settings, [f"{settings.app_id}.null-out"])
+    env = {**os.environ, "BENCH_TRANSPORT": transport, "BENCH_MODE": mode, "BENCH_EVENTS": str(n),
+           "BENCH_TOPICS": ",".join(settings.topics.inputs().values()),
+           "BENCH_OUT": f"{settings.app_id}.null-out", "BENCH_GROUP": f"{settings.app_id}-{transport}-{mode}",
+           "BENCH_BROKERS": settings.kafka.brokers.split(",")[0], "BENCH_PORT": "6171"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "bench.null_agent"], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    for line in (done.stdout + done.stderr).splitlines():
+        if "NULL_AGENT" in line:
+            fields = dict(part.split("=") for part in line.split("NULL_AGENT")[1].split())
+            return int(fields["events"]) / float(fields["seconds"])
+    return None
 
 
 def naive_push(settings: Settings, events: list[Event]) -> float:
@@ -238,6 +263,12 @@ def main() -> None:
     console.print("a. raw consume-and-produce loop ...")
     raw_eps = raw_limit(raw, len(events))
     console.print(f"   {raw_eps:,.0f} events/s")
+    floors = {}
+    for transport in ("kafka", "confluent"):
+        for mode in ("take", "forward"):
+            console.print(f"a. Faust null agent, {transport}://, {mode} ...")
+            floors[f"{transport}_{mode}"] = eps = null_agent(raw, len(events), transport, mode)
+            console.print("   did not finish in 120 s" if eps is None else f"   {eps:,.0f} events/s")
     console.print(f"b. naive: one Feast push per event ({args.naive_events:,} events) ...")
     naive_eps = naive_push(base, events[: args.naive_events])
     console.print(f"   {naive_eps:,.0f} events/s")
@@ -256,7 +287,7 @@ def main() -> None:
 
     result = {
         "time": datetime.now(UTC).isoformat(), "events": len(events),
-        "raw_limit_eps": raw_eps, "naive_push_eps": naive_eps, "shopstream_eps": worker_eps,
+        "raw_limit_eps": raw_eps, "faust_null_agent_eps": floors, "naive_push_eps": naive_eps, "shopstream_eps": worker_eps,
         "shopstream_vs_naive": worker_eps / naive_eps, "shopstream_vs_raw": worker_eps / raw_eps,
         "freshness_rate_eps": rate, "freshness_probes": len(latencies),
         "p50_freshness_ms": percentile(latencies, 50), "p99_freshness_ms": percentile(latencies, 99),
@@ -269,6 +300,10 @@ def main() -> None:
     table = Table("", "events/s", "vs naive", "p50 freshness", "p99 freshness", "peak RSS",
                   title="feature pipeline, one machine, one run")
     table.add_row("a. raw consume+produce", f"{raw_eps:,.0f}", f"{raw_eps / naive_eps:,.1f}x", "", "", "")
+    for name, eps in floors.items():
+        table.add_row(f"a. Faust null agent, {name.replace('_', ', ')}",
+                      "did not finish" if eps is None else f"{eps:,.0f}",
+                      "" if eps is None else f"{eps / naive_eps:,.1f}x", "", "", "")
     table.add_row("b. naive push per event", f"{naive_eps:,.0f}", "1.0x", "", "", "")
     table.add_row("c. shopstream worker", f"{worker_eps:,.0f}", f"{worker_eps / naive_eps:,.1f}x",
                   f"{result['p50_freshness_ms']:,.0f} ms", f"{result['p99_freshness_ms']:,.0f} ms",

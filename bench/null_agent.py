@@ -1,0 +1,60 @@
+"""The floor under a worker: Faust agents that do nothing, on each of Faust's transports.
+
+``python -m bench.null_agent`` runs one such worker; ``bench.throughput`` starts it with
+the environment below, once per transport and mode, and reads the one line it prints:
+
+- ``BENCH_TRANSPORT``: ``kafka`` (aiokafka, what shopstream uses) or ``confluent``
+  (confluent-kafka, which faust-streaming also ships);
+- ``BENCH_MODE``: ``take`` (read each record and drop it) or ``forward`` (send each record
+  on to another topic, as shopstream's input agents send updates);
+- ``BENCH_TOPICS`` (comma-separated), ``BENCH_OUT``, ``BENCH_EVENTS``, ``BENCH_GROUP``,
+  ``BENCH_BROKERS``, ``BENCH_PORT``.
+
+It prints ``NULL_AGENT events=<n> seconds=<s>``, timed from the first record read to the
+``n``-th, and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import faust
+
+EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
+MODE = os.environ.get("BENCH_MODE", "take")
+app = faust.App(
+    os.environ.get("BENCH_GROUP", "bench-null"),
+    broker=f"{os.environ.get('BENCH_TRANSPORT', 'kafka')}://{os.environ.get('BENCH_BROKERS', '127.0.0.1:9092')}",
+    value_serializer="raw", key_serializer="raw", consumer_auto_offset_reset="earliest",
+    web_port=int(os.environ.get("BENCH_PORT", "6170")), web_host="127.0.0.1",
+    broker_commit_interval=1.0, topic_disable_leader=True,
+)
+source = app.topic(*os.environ.get("BENCH_TOPICS", "bench-in").split(","), value_type=bytes, key_type=bytes)
+out = app.topic(os.environ.get("BENCH_OUT", "bench-null-out"), value_type=bytes, key_type=bytes)
+seen = {"n": 0, "first": 0.0}
+
+
+def done() -> None:
+    elapsed = time.perf_counter() - seen["first"]
+    print(f"NULL_AGENT events={seen['n']} seconds={elapsed:.4f}", flush=True)
+    os._exit(0)
+
+
+@app.agent(source)
+async def null(stream: faust.StreamT) -> None:
+    async for records in stream.take_events(2000, within=0.1):
+        if not seen["n"]:
+            seen["first"] = time.perf_counter()
+        if MODE == "forward":
+            for record in records:
+                await out.send(key=record.message.key, value=record.message.value)
+        seen["n"] += len(records)
+        if seen["n"] >= EVENTS:
+            done()
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], "worker", "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warn"), "--without-web"]
+    app.main()
