@@ -48,3 +48,26 @@ def test_reader_matches_get_online_features(settings):
             assert all(got[i][f"{view}__{f}"] is None for f in VIEWS[view].features)
     assert got[0]["user_activity__" + VIEWS["user_activity"].features[0]] == 0  # seed 0, first feature
     assert got[1]["terminal_risk__" + VIEWS["terminal_risk"].features[0]] == 31
+
+
+def test_the_redis_writer_writes_what_feast_writes_and_sets_a_ttl(settings):
+    """The fast path (one pipeline, cached keys) leaves the hash Feast's own
+    ``online_write_batch`` leaves, field for field, plus a TTL per entity kind."""
+    store = feature_store(settings, apply=True)
+    writer = OnlineWriter(store)
+    client = writer._redis._get_client(store.config.online_store)
+    ts = time.time() - 0.4999995  # a fraction that rounds
+    keys = [writer._redis_key("user_id", "ttl-u1"), writer._redis_key("session_id", "ttl-s1")]
+    hashes = {}
+    for fast in (True, False):
+        client.delete(*keys)
+        if not fast:
+            writer._redis = None  # the provider's path
+        for view in ("user_activity", "user_orders", "session_state"):
+            entity = "ttl-s1" if view == "session_state" else "ttl-u1"
+            writer.write(view, [row(view, entity, ts - 5, 1), row(view, entity, ts, 2)])
+        hashes[fast] = {key: client.hgetall(key) for key in keys}
+        if fast:
+            ttls = {key: client.ttl(key) for key in keys}
+    assert hashes[True] == hashes[False] and all(hashes[True].values())
+    assert sorted(ttls.values()) == [pytest.approx(86_400, abs=5), pytest.approx(60 * 86_400, abs=5)]
