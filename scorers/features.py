@@ -94,6 +94,27 @@ for _view in VIEWS.values():
     ENTITY_VIEWS.setdefault(_view.entity, ())
     ENTITY_VIEWS[_view.entity] += (_view.name,)
 
+def entity_ttl_days(kind: str) -> int:
+    """How long an entity's features live: the longest TTL among its feature views.
+
+    >>> entity_ttl_days("session"), entity_ttl_days("user")
+    (1, 60)
+    """
+    return max(VIEWS[name].ttl_days for name in ENTITY_VIEWS[kind])
+
+
+def state_ttl_s(kind: str, lateness_s: float, order_days: float) -> float:
+    """Seconds of event time after an entity's newest update that its state is kept: its
+    features' lifetime (an order's: how long it waits for a label), plus the lateness
+    still admitted.
+
+    >>> state_ttl_s("session", 300, 120), state_ttl_s("order", 0, 120) / 86_400
+    (86700, 120.0)
+    """
+    days = order_days if kind == "order" else entity_ttl_days(kind)
+    return days * 86_400 + lateness_s
+
+
 STATE_VERSION = 4  # 4: orders reach their entities through the order state
 """Version of the entity-state layout. Workers keep states in a table named after it, so a
 layout change starts from fresh state instead of misreading the old (replay to backfill)."""

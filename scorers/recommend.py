@@ -67,6 +67,7 @@ class SessionState:
     cart: dict[str, int] = field(default_factory=dict)  # item -> quantity changes summed
     offsets: dict[str, int] = field(default_factory=dict)  # source partition -> newest offset
     max_items: int = 100
+    last_ts: float | None = None  # event time of the newest click or cart change, epoch seconds
 
     def update(self, op: str, item: str, source: str, offset: int) -> bool:
         """Apply a click (``op`` click) or cart change (add, remove); False if already seen."""

@@ -14,7 +14,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scorers.features import ENTITY_VIEWS, VIEWS
+from scorers.features import VIEWS, entity_ttl_days
 
 JOIN_KEYS = {"user": "user_id", "session": "session_id", "item": "item_id",
              "instrument": "instrument_id", "device": "device_id", "ip": "ip",
@@ -66,23 +66,13 @@ def _value(kind: str, value) -> ValueProto:
     return ValueProto(double_val=float(value))
 
 
-def key_ttl_seconds(entity: str) -> int:
-    """How long an entity's Redis hash lives after its last write: the longest TTL among
-    the entity's views, so a key never outlives what Feast would still serve from it.
-
-    >>> key_ttl_seconds("session") // 3600, key_ttl_seconds("user") // 86_400
-    (24, 60)
-    """
-    return max(VIEWS[name].ttl_days for name in ENTITY_VIEWS[entity]) * 86_400
-
-
 class OnlineWriter:
     """Writes micro-batches of feature rows to Feast's online store.
 
     On Redis it writes Feast's own layout (the entity key, the ``_ts:{view}`` field and
     a murmur3 field per feature, made by Feast's helpers) in one pipeline per batch,
     with the entity keys and field names computed once and cached, and gives every key
-    a TTL (``key_ttl_seconds``), so entities that stop appearing leave Redis. Other
+    a TTL (the longest of its views', ``entity_ttl_days``), so entities that stop appearing leave Redis. Other
     online stores get the provider's ``online_write_batch``, the call under
     ``FeatureStore.write_to_online_store``, whose DataFrame-to-Arrow-to-protobuf
     conversion was a fifth of a worker's time in a profile.
@@ -140,7 +130,7 @@ class OnlineWriter:
 
     def _write_redis(self, view_name: str, latest: list[tuple]) -> None:
         view = VIEWS[view_name]
-        join_key, ttl = JOIN_KEYS[view.entity], key_ttl_seconds(view.entity)
+        join_key, ttl = JOIN_KEYS[view.entity], entity_ttl_days(view.entity) * 86_400
         ts_field, fields = self._fields[view_name]
         kinds = self._kinds[view_name]
         client = self._redis._get_client(self.store.config.online_store)  # noqa: SLF001

@@ -227,6 +227,9 @@ class RecsSettings(BaseModel):
     """How often a worker checks the registry for a new champion."""
     session_items: int = Field(100, ge=1)
     """The newest items of a session that its state keeps."""
+    session_ttl_s: float = Field(86_400.0, gt=0)
+    """A session's state is deleted this many seconds of event time after its last click
+    or cart change."""
     exclude_cart: bool = True
     """Leave out items that are in the cart."""
     exclude_bought: bool = True
@@ -255,6 +258,14 @@ class FeatureSettings(BaseModel):
     offline_fsync: bool = True
     """Make each offline file durable (fsync) before the offsets it holds are committed.
     Off trades a power cut's worth of offline rows for write speed."""
+    order_state_days: float = Field(120.0, gt=0)
+    """How long, in event time after its last update, an order's state waits for its
+    label (card networks allow chargebacks up to 120 days after a payment). Other
+    entities' states expire after the longest TTL of their feature views plus the
+    allowed lateness, when their features would have expired anyway."""
+    expiry_sweep_s: float = Field(30.0, gt=0)
+    """How often, in wall-clock seconds, a worker deletes the states that have expired
+    (one tombstone each on the changelog, so compaction drops them too)."""
 
 
 Role = Literal["features", "fraud", "recs"]

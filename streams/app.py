@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import faust
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP
 from faust.types.tuples import ack_lock
 from intervaltree import IntervalTree
 from prometheus_client import generate_latest
@@ -44,6 +45,29 @@ def owner_partition(key: bytes, partitions: int) -> int:
     """The partition that owns ``key``: entity updates are sent there, and the entity's
     state is kept in the same partition of the state table's changelog."""
     return zlib.crc32(key) % partitions
+
+
+async def save(table: faust.Table, changes: dict[bytes, bytes | None]) -> None:
+    """Set (or, for None, delete) keys of a table of bytes, and return only once Kafka has
+    acknowledged their changelog records.
+
+    A plain ``table[key] = value`` queues the changelog record in Faust's producer
+    buffer, and Faust's flush before a commit gives up on that buffer after 100 ms
+    without progress (``ProducerBuffer.flush_atmost``): under load a commit can pass
+    states that never reach the changelog, and a worker killed then restores states
+    that miss updates whose offsets are committed (seen as a lost cart in
+    ``tests/integration/test_recovery.py``). Waiting here, before the batch is
+    acknowledged, keeps the order: sinks, then state, then offsets.
+    """
+    pending = []
+    for key, value in changes.items():
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+        pending.append(await table.changelog_topic.send(
+            key=key, value=value, partition=owner_partition(key, table.partitions), force=True))
+    await asyncio.gather(*pending)
 
 
 def partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -335,12 +359,19 @@ def hold_commits_at_gaps(consumer_class: type = FaustConsumer) -> None:
     processed (faust-streaming#606). With this, the lowest acknowledged offset (or the
     start of a gap Faust knows of, such as a compacted record) must be the committed
     offset itself; ``repair_commits`` reads a gap that stays again. Idempotent.
+
+    A partition that its group has never committed starts where its log starts
+    (``committed_or_start``): Faust would otherwise commit from whatever offset was
+    acknowledged first, and a worker killed at startup lost the first records of a
+    partition (seen in ``tests/integration/test_recovery.py`` as a user's first cart).
     """
     original = getattr(consumer_class._new_offset, "__wrapped__", consumer_class._new_offset)
 
     def _new_offset(self, tp):
-        acked, committed = self._acked.get(tp), self._committed_offset.get(tp)
-        if acked and committed is not None:
+        acked, committed = self._acked.get(tp), committed_or_start(self, tp)
+        if acked:
+            if committed is None:  # nothing committed, and where the log starts is not known yet
+                return None
             known = self._gap.get(tp)
             lowest = min(min(acked), min((i.begin for i in known), default=math.inf) if known else math.inf)
             if lowest > committed:
@@ -349,6 +380,22 @@ def hold_commits_at_gaps(consumer_class: type = FaustConsumer) -> None:
 
     _new_offset.__wrapped__ = original
     consumer_class._new_offset = _new_offset
+
+
+def committed_or_start(consumer, tp: TP) -> int | None:
+    """The committed offset of ``tp``, or for a partition its group has never committed,
+    the offset its log starts at (``note_log_starts``); None while neither is known."""
+    committed = consumer._committed_offset.get(tp)
+    if committed is None:
+        committed = getattr(consumer, "_shopstream_log_start", {}).get(tp)
+    return committed
+
+
+async def note_log_starts(consumer, tps: set[TP]) -> None:
+    """Remember where the logs of newly assigned partitions start."""
+    if tps:
+        starts = await consumer.earliest_offsets(*tps)
+        consumer.__dict__.setdefault("_shopstream_log_start", {}).update(starts)
 
 
 hold_commits_at_gaps()
@@ -415,7 +462,7 @@ async def repair_commits(consumer, gaps: dict) -> None:
         in_flight[message.tp].add(message.offset)
     seen = {}
     for tp in consumer.assignment():
-        acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
+        acked, committed = consumer._acked.get(tp), committed_or_start(consumer, tp)
         block = commit_block(acked or [], committed, in_flight[tp])
         if block is None:
             continue
@@ -449,6 +496,11 @@ async def repair_commits(consumer, gaps: dict) -> None:
 
 
 _gaps: dict = {}
+
+
+@app.on_partitions_assigned.connect
+async def remember_log_starts(app, assigned, **kwargs) -> None:
+    await note_log_starts(app.consumer, set(assigned))
 
 
 @app.timer(interval=settings.commit_check_s)

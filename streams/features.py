@@ -18,35 +18,47 @@ topics are read at their own speeds) waits in the order's state until the order 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
 
 import faust
-from faust.serializers import codecs
 from faust.types import TP
 
 from scorers.features import (
     STATE_VERSION,
+    STATES,
     State,
     Update,
     apply,
     label_outcome,
     new_state,
     order_updates,
+    state_ttl_s,
 )
 from scorers.update_checks import BadUpdate, check_update
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
 from streams.agents import dead_letter, each_batch, send_updates
-from streams.app import app, offline_log, retrying, settings, updates_topic, updates_topic_name
-from streams.codecs import STATE_CODEC, decode_updates
+from streams.app import (
+    app,
+    offline_log,
+    owner_partition,
+    retrying,
+    save,
+    settings,
+    updates_topic,
+    updates_topic_name,
+)
+from streams.codecs import decode_state, decode_updates, encode_state, state_expiry
+from streams.expiry import TableExpiry
 
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
 # (streams.app.partitioner), the same partition its updates arrive on.
 log = logging.getLogger(__name__)
-# Values are the states already encoded (STATE_CODEC): a snapshot taken when it is set.
+# Values are the states already encoded (``encode_state``): a snapshot taken when it is set.
 # Faust encodes a changelog record when its producer buffer drains, so a live object in
 # the table would be encoded with whatever a later batch had applied to it by then, and a
 # worker killed before that batch's writes would restore a state that counts them.
@@ -57,6 +69,12 @@ _live: dict[bytes, State] = {}
 per batch; forgotten at every rebalance, when ownership can change."""
 _online: OnlineWriter | None = None
 SOURCE_TOPICS = {*settings.topics.inputs().values(), updates_topic_name(settings)}
+expiry = TableExpiry(entity_state, updates_topic_name(settings),
+                     lambda key: owner_partition(key, settings.topics.partitions), state_expiry,
+                     lambda: app.consumer.assignment(), save, settings.features.expiry_sweep_s,
+                     settings.limits.max_future_skew_s)
+TTL_S = {kind: state_ttl_s(kind, settings.features.lateness_s, settings.features.order_state_days)
+         for kind in STATES}
 
 
 def online_writer() -> OnlineWriter:
@@ -96,14 +114,30 @@ class EndOffsets:
 end_offsets = EndOffsets()
 
 
-async def checked_updates(message: faust.types.Message) -> tuple[int, list[Update]]:
-    """The updates of one internal record, each checked (``scorers.update_checks``), or
-    ``BadUpdate``: a record is applied whole or not at all."""
+def checked_updates(message: faust.types.Message) -> tuple[int, list[Update], set[tuple[str, int, int]]]:
+    """The updates of one internal record, each checked (``scorers.update_checks``), and
+    the source offsets they name, or an exception that is the record's own fault: a
+    record is applied whole or not at all."""
     ingested_ms, updates = decode_updates(message.value)
     if not isinstance(ingested_ms, int) or isinstance(ingested_ms, bool):
         raise BadUpdate(f"ingestion time {ingested_ms!r} is not milliseconds")
-    await end_offsets.check({check_update(update, SOURCE_TOPICS) for update in updates})
-    return ingested_ms, updates
+    return ingested_ms, updates, {check_update(update, SOURCE_TOPICS) for update in updates}
+
+
+async def offsets_exist(sources: set[tuple[str, int, int]]) -> None:
+    """``BadUpdate`` if a source offset does not exist yet. Looking the end offsets up can
+    fail for reasons that are no record's (a broker moving a leader at startup): those are
+    retried, then stop the worker, so that no good record is dead-lettered for them."""
+    for attempt in range(5):
+        try:
+            return await end_offsets.check(sources)
+        except BadUpdate:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the broker's, not the record's
+            if attempt == 4:
+                raise
+            log.warning("looking up end offsets failed (%r); trying again", exc)
+            await asyncio.sleep(0.2 * 2 ** attempt)
 
 
 def apply_record(message: faust.types.Message, updates: list[Update], states: dict[bytes, State],
@@ -163,8 +197,13 @@ async def handle(messages: list[faust.types.Message]) -> None:
     oldest_ms = int(time.time() * 1000)
     for message in messages:
         try:
-            ingested_ms, updates = await checked_updates(message)
+            ingested_ms, updates, sources = checked_updates(message)
         except Exception as exc:  # noqa: BLE001 - forged or malformed: nothing applied
+            await dead_letter(message, "bad_update", repr(exc), exc)
+            continue
+        try:
+            await offsets_exist(sources)
+        except BadUpdate as exc:  # an offset no source has: forged
             await dead_letter(message, "bad_update", repr(exc), exc)
             continue
         try:
@@ -184,22 +223,29 @@ async def handle(messages: list[faust.types.Message]) -> None:
         await retrying("offline", write_offline, rows)
     if follow_ups:
         await send_updates(follow_ups, oldest_ms)
+    saved = {}
     for key, state in states.items():  # one changelog record per changed entity
-        entity_state[key] = codecs.dumps(STATE_CODEC, state)
-        _live[key] = state
+        expires = state.watermark + TTL_S[key[:key.index(b":")].decode()]
+        saved[key] = encode_state(state, expires)
+        expiry.saved(key, state.watermark, expires)
+    await save(entity_state, saved)
+    _live.update(states)
+    for key in await expiry.sweep():
+        _live.pop(key, None)
 
 
 def live_state(key: bytes) -> State | None:
     """The saved state of ``key``, decoded once."""
     state = _live.get(key)
     if state is None and (saved := entity_state.get(key)) is not None:
-        state = _live[key] = codecs.loads(STATE_CODEC, saved)
+        state = _live[key] = decode_state(saved)
     return state
 
 
 @app.on_partitions_revoked.connect
 async def forget_live_states(app, revoked, **kwargs) -> None:
     _live.clear()
+    expiry.forget()
 
 
 @app.agent(updates_topic, name="feature_agent")

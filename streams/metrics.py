@@ -40,6 +40,11 @@ FRESHNESS = Histogram("shopstream_feature_freshness_seconds",
 DUPLICATE_LABELS = Counter("shopstream_duplicate_labels",
                            "Labels for an order that already had one: the first counts, these "
                            "change nothing.")
+EXPIRED_STATES = Counter("shopstream_expired_states",
+                         "Saved states deleted because their event time to live had passed.",
+                         ["table"])
+STATES = Gauge("shopstream_states", "Saved states this worker owns, as of its last expiry sweep.",
+               ["table"])
 DUPLICATE_ORDERS = Counter("shopstream_duplicate_orders",
                            "Copies of an order id already seen (a shop's resend): the first "
                            "counts in the features, these change nothing.")

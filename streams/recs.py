@@ -28,8 +28,9 @@ from scorers.recommend import Recommender, SessionState
 from shopstream.events import CartEvent, InvalidEvent, RecommendedItem, SessionRecs
 from streams import metrics
 from streams.agents import decode, each_batch
-from streams.app import FailedVersions, app, settings
+from streams.app import FailedVersions, app, owner_partition, save, settings
 from streams.app import models as app_models
+from streams.expiry import TableExpiry
 
 log = logging.getLogger(__name__)
 FAILED = FailedVersions()  # champions that failed to load, tried again every 5 minutes
@@ -55,6 +56,7 @@ def load_state(key: bytes) -> SessionState:
         try:
             data = json.loads(saved)
             state.items, state.cart, state.offsets = data["items"], data["cart"], data["offsets"]
+            state.last_ts = data.get("last_ts")
         except (ValueError, TypeError, KeyError) as exc:  # a damaged changelog record
             log.warning("session %r: unreadable saved state (%r); starting it afresh", key, exc)
             state = SessionState(max_items=settings.recs.session_items)
@@ -62,7 +64,25 @@ def load_state(key: bytes) -> SessionState:
 
 
 def dump_state(state: SessionState) -> bytes:
-    return json.dumps({"items": state.items, "cart": state.cart, "offsets": state.offsets}).encode()
+    return json.dumps({"items": state.items, "cart": state.cart, "offsets": state.offsets,
+                       "last_ts": state.last_ts}).encode()
+
+
+def session_expiry(raw: bytes) -> float:
+    """The event time at which a saved session expires."""
+    last_ts = json.loads(raw).get("last_ts")
+    return float("inf") if last_ts is None else last_ts + settings.recs.session_ttl_s
+
+
+expiry = TableExpiry(session_table, settings.topics.clicks,
+                     lambda key: owner_partition(key, settings.topics.partitions), session_expiry,
+                     lambda: app.consumer.assignment(), save, settings.features.expiry_sweep_s,
+                     settings.limits.max_future_skew_s)
+
+
+@app.on_partitions_revoked.connect
+async def forget_expiry(app, revoked, **kwargs) -> None:
+    expiry.forget()
 
 
 def _champion() -> Recommender | None:
@@ -172,6 +192,8 @@ async def answer(records: list[faust.types.Message]) -> None:
         op = event.action if isinstance(event, CartEvent) else "click"
         if not state.update(op, event.item_id, f"{message.topic}:{message.partition}", message.offset):
             continue  # redelivered: its recommendations were sent before
+        ts = event.ts.timestamp()
+        state.last_ts = ts if state.last_ts is None else max(state.last_ts, ts)
         states[key] = state
         answers.append((event, state.view(kind), f"{message.topic}:{message.partition}:{message.offset}"))
         if kind == "click" and current.version == "rules":
@@ -195,7 +217,9 @@ async def answer(records: list[faust.types.Message]) -> None:
             metrics.SCORE_LATENCY.labels(MODEL).observe(recs.latency_ms / 1000)
         metrics.OUTPUTS.labels(settings.topics.session_recs).inc(len(answers))
     for key, state in states.items():
-        session_table[key] = dump_state(state)
+        expiry.saved(key, state.last_ts, state.last_ts + settings.recs.session_ttl_s)
+    await save(session_table, {key: dump_state(state) for key, state in states.items()})
+    await expiry.sweep()
 
 
 @app.agent(inputs, name="recs_agent")

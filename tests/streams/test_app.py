@@ -91,7 +91,7 @@ def test_one_missing_offset_is_a_commit_block_too():
         ([12, 13], 11, [], None),  # offset 11 missing: hold (Faust committed 14)
         ([14, 15], 11, [], None),  # a wider gap: held by Faust already
         ([12, 13], 11, [(11, 12)], 14),  # 11 is a known gap (a compacted or control record)
-        ([5, 6], None, [], 7),  # nothing committed yet
+        ([5, 6], None, [], None),  # nothing committed yet, and where the log starts unknown
         ([0, 1], 0, [], 2),  # a commit of 0 is a commit
     ],
 )
@@ -102,6 +102,19 @@ def test_faust_commits_never_pass_an_offset_that_was_not_acknowledged(acked, com
     books = SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
                             _gap=defaultdict(IntervalTree, {tp: IntervalTree.from_tuples(gap)}),
                             _committed_offset=defaultdict(lambda: None, {tp: committed}))
+    assert FaustConsumer._new_offset(books, tp) == expected
+
+
+@pytest.mark.parametrize(("acked", "start", "expected"), [([5, 6], 0, None), ([0, 1], 0, 2), ([5, 6], 5, 7)])
+def test_a_partition_never_committed_commits_from_where_its_log_starts(acked, start, expected):
+    """Seen failing before: Faust committed 7 for [5, 6], and a worker killed at startup
+    lost the first records of a partition."""
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    tp = TP("shop.carts", 0)
+    books = SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
+                            _gap=defaultdict(IntervalTree), _committed_offset=defaultdict(lambda: None),
+                            _shopstream_log_start={tp: start})
     assert FaustConsumer._new_offset(books, tp) == expected
 
 
