@@ -167,12 +167,18 @@ def _reason_value(name: str, order: Order, online: Mapping[str, object]) -> floa
 
 
 class Predictor(Protocol):
-    """A loaded model: probabilities and per-feature pushes for an (N, F) matrix."""
+    """A loaded model: probabilities, and per-feature pushes, for an (N, F) matrix."""
 
     version: str
     features: Sequence[str]
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and pushes (a forward and a backward pass)."""
+        ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities only (a forward pass)."""
+        ...
 
 
 def decide(score: float, review: float, block: float) -> str:
@@ -188,10 +194,11 @@ class FraudScorer:
     """Scores batches of orders with ``predictor``, or with the rules when it is None."""
 
     def __init__(self, predictor: Predictor | None = None, *, review: float, block: float,
-                 top_reasons: int = 3):
+                 top_reasons: int = 3, reasons_for: str = "flagged"):
         self.predictor = predictor
         self.review, self.block = review, block
         self.top_reasons = top_reasons
+        self.reasons_for = reasons_for  # "flagged" (review or block) or "all"
 
     @property
     def version(self) -> str:
@@ -218,8 +225,20 @@ class FraudScorer:
         ]
 
     def _model_scores(self, orders, online) -> list[tuple[float, list[Reason]]]:
+        """Probabilities from a forward pass; reasons (a backward pass too) only for the
+        orders that are flagged, unless ``reasons_for`` is "all": an allowed order has no
+        one to read its reasons, and the backward pass is two thirds of the model's time."""
         x = matrix(orders, online)
-        probs, pushes = self.predictor(x)
+        if self.reasons_for == "all" and self.top_reasons:
+            probs, pushes = self.predictor(x)
+        else:
+            probs = self.predictor.predict(x)
+            pushes = np.zeros_like(x)
+            flagged = [i for i, p in enumerate(probs)
+                       if decide(round(float(p), 6), self.review, self.block) != "allow"] \
+                if self.top_reasons else []
+            if flagged:
+                pushes[flagged] = self.predictor(x[flagged])[1]
         names = list(self.predictor.features)
         results = []
         for i, prob in enumerate(probs):
@@ -251,3 +270,7 @@ class ModelPredictor:
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probs, pushes = self.model.explain(self._torch.from_numpy(x))
         return probs.numpy(), pushes.numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with self._torch.no_grad():
+            return self.model.predict(self._torch.from_numpy(x)).numpy()

@@ -203,6 +203,10 @@ class ScoringSettings(BaseModel):
     """How often a worker checks the registry for a new champion."""
     top_reasons: int = Field(3, ge=0)
     """How many reasons a score carries."""
+    reasons_for: Literal["flagged", "all"] = "flagged"
+    """Which scores carry their reasons: ``flagged`` (review and block) or ``all``. A
+    reason costs a backward pass through the model, two thirds of its time; an allowed
+    order's reasons have no reader."""
     torch_threads: int = Field(1, ge=1)
     """Intra-op threads for inference in a worker. Micro-batches are small, and more
     threads spin against the event loop for the same cores (set once per process)."""

@@ -40,7 +40,7 @@ orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=byte
 scores_topic = app.topic(settings.topics.fraud_scores, value_type=bytes, key_type=bytes)
 _reader: OnlineReader | None = None
 scorer = FraudScorer(review=settings.thresholds.fraud_review, block=settings.thresholds.fraud_block,
-                     top_reasons=settings.scoring.top_reasons)
+                     top_reasons=settings.scoring.top_reasons, reasons_for=settings.scoring.reasons_for)
 """The scorer in use; replaced whole (never mutated) when the champion changes."""
 
 
@@ -93,7 +93,8 @@ async def reload_champion() -> None:
     if predictor is None:
         return
     scorer = FraudScorer(predictor, review=settings.thresholds.fraud_review,
-                         block=settings.thresholds.fraud_block, top_reasons=settings.scoring.top_reasons)
+                         block=settings.thresholds.fraud_block, top_reasons=settings.scoring.top_reasons,
+                         reasons_for=settings.scoring.reasons_for)
     metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
     app_models[MODEL] = {"version": scorer.version, "error": None}
     metrics.MODEL_VERSION.labels(MODEL).set(float(predictor.version))

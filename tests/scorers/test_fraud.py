@@ -98,20 +98,38 @@ class FixedPredictor:
     version = "7"
     features = FEATURES
 
+    def __init__(self):
+        self.explained = 0  # rows given a backward pass
+
+    def predict(self, x):
+        return np.array([0.2, 0.95])[: len(x)]
+
     def __call__(self, x):
+        self.explained += len(x)
         pushes = np.zeros_like(x)
         pushes[:, FEATURES.index("amount_log")] = 2.0
         pushes[:, FEATURES.index("is_night")] = -1.0  # pulled the score down: not a reason
-        return np.array([0.2, 0.95])[: len(x)], pushes
+        return self.predict(x), pushes
 
 
 def test_model_scores_carry_version_decision_latency_and_upward_reasons():
-    scorer = FraudScorer(FixedPredictor(), review=0.5, block=0.9)
+    scorer = FraudScorer(FixedPredictor(), review=0.5, block=0.9, reasons_for="all")
     scores = scorer.score([order(10), order(2000)], [{}, {}], consumed_at=[99.0, 99.5], clock=lambda: 100.0)
     assert [(s.model_version, s.decision) for s in scores] == [("7", "allow"), ("7", "block")]
     assert [s.latency_ms for s in scores] == [1000.0, 500.0]
     assert [[r.feature for r in s.reasons] for s in scores] == [["amount"], ["amount"]]
     assert scores[1].reasons[0].value == 2000.0  # as the shop knows it, not the model's log
+
+
+def test_by_default_only_flagged_orders_pay_for_reasons():
+    predictor = FixedPredictor()
+    scores = FraudScorer(predictor, review=0.5, block=0.9).score(
+        [order(10), order(2000)], [{}, {}], clock=lambda: 100.0)
+    assert [[r.feature for r in s.reasons] for s in scores] == [[], ["amount"]]
+    assert predictor.explained == 1  # the allowed order had a forward pass only
+    assert FraudScorer(predictor, review=0.5, block=0.9, top_reasons=0).score(
+        [order(2000)], [{}], clock=lambda: 0.0)[0].reasons == []
+    assert predictor.explained == 1
 
 
 def test_reasons_show_store_values_not_model_inputs():
@@ -122,7 +140,7 @@ def test_reasons_show_store_values_not_model_inputs():
             pushes[:, FEATURES.index("terminal_risk__tx_count_30d")] = 1.0
             return probs, pushes
 
-    (score,) = FraudScorer(PushesTerminalCount(), review=0.5, block=0.9).score(
+    (score,) = FraudScorer(PushesTerminalCount(), review=0.5, block=0.9, reasons_for="all").score(
         [order()], [{"terminal_risk__tx_count_30d": 75}], clock=lambda: 0.0)
     assert [(r.feature, r.value) for r in score.reasons] == [("terminal_risk.tx_count_30d", 75.0)]
 
