@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 
 import faust
@@ -30,6 +31,7 @@ app = faust.App(
     value_serializer="raw", key_serializer="raw", consumer_auto_offset_reset="earliest",
     web_port=int(os.environ.get("BENCH_PORT", "6170")), web_host="127.0.0.1",
     broker_commit_interval=1.0, topic_disable_leader=True,
+    datadir=tempfile.mkdtemp(prefix="bench-null-"),  # not the working directory
 )
 source = app.topic(*os.environ.get("BENCH_TOPICS", "bench-in").split(","), value_type=bytes, key_type=bytes)
 out = app.topic(os.environ.get("BENCH_OUT", "bench-null-out"), value_type=bytes, key_type=bytes)
