@@ -10,7 +10,8 @@ import pytest
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.app import CommitBlock, await_chain, commit_block, consumer_state, repair_commits
+from streams.commits import CommitBlock, commit_block, consumer_state, repair_commits
+from streams.web import await_chain
 
 
 async def _innermost(event: asyncio.Event) -> None:
