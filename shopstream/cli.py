@@ -97,6 +97,9 @@ def worker(
     roles: Annotated[str | None, typer.Option(
         help="What this worker does, comma-separated: features, fraud, recs (default: all; "
              "or SHOPSTREAM_ROLES).")] = None,
+    processes: Annotated[int, typer.Option(
+        min=1, help="Worker processes to run, sharing the partitions (one Python process "
+                    "uses one core); process i serves its web pages on SHOPSTREAM_WEB_PORT + i.")] = 1,
 ) -> None:
     """Run a stream worker in the foreground (Ctrl-C stops it)."""
     import os
@@ -104,6 +107,10 @@ def worker(
     if roles is not None:
         os.environ["SHOPSTREAM_ROLES"] = roles  # read when the worker's settings load
         get_settings.cache_clear()
+    if processes > 1:
+        from shopstream.workers import supervise
+
+        raise typer.Exit(supervise(get_settings(), processes))
     from streams.worker import main as worker_main
 
     worker_main()

@@ -212,3 +212,42 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> int:
 
 def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def supervise(settings, processes: int) -> int:
+    """Run ``processes`` workers of ``settings`` side by side until one stops or a signal
+    comes; then stop the others and return the first exit status that is not 0.
+
+    They join one consumer group, so Kafka shares the partitions among them: partitions
+    are the unit of scale, so more processes than partitions leave some idle. Each gets
+    its own web port (``web_port + i``) for ``/health`` and ``/metrics``. Any one that
+    exits stops them all, so the supervisor above (systemd, Kubernetes, compose)
+    restarts the set, as it would restart one worker.
+    """
+    import signal
+
+    from shopstream.settings import to_env
+
+    children = []
+    for i in range(processes):
+        env = {**os.environ, **to_env(settings.model_copy(update={"web_port": settings.web_port + i}))}
+        children.append(subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env))
+    stopping = []
+
+    def forward(signum, _frame):
+        stopping.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    status = 0
+    while any(child.poll() is None for child in children):
+        for child in children:
+            code = child.poll()
+            if code is not None and not stopping:  # one stopped on its own: stop the rest
+                status = status or code
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return status or next((c.returncode for c in children if c.returncode), 0)

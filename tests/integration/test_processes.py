@@ -1,0 +1,59 @@
+"""``shopstream worker --processes 2``: two processes share the partitions, each serves
+its own pages, every event is processed once, and a signal stops them both."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from shopstream import workers
+from shopstream.burst import burst
+from shopstream.client import ShopProducer
+from shopstream.settings import to_env
+from shopstream.topics import ensure_topics
+from tests.conftest import free_port
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_two_processes_share_the_partitions_and_stop_together(settings, tmp_path):
+    port = next(p for p in iter(free_port, None) if bindable(p + 1))  # the second takes p + 1
+    settings = settings.model_copy(update={"web_port": port})
+    ensure_topics(settings)
+    log = (tmp_path / "workers.log").open("wb")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "shopstream.cli", "worker", "--processes", "2"],
+        env={**os.environ, **to_env(settings)}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: workers.ready(port) and workers.ready(port + 1), 180,
+                   what="both processes to own partitions")
+        # Input and updates partitions are shared out; changelogs are read by both (standbys).
+        assigned = [{tp for tp in httpx.get(f"http://127.0.0.1:{p}/health", timeout=5).json()["assigned"]
+                     if ".shop." in tp or "entity-updates" in tp} for p in (port, port + 1)]
+        assert assigned[0] and assigned[1] and not assigned[0] & assigned[1]
+        with ShopProducer(settings) as shop:
+            for record in burst(400, seed=4, bad_share=0.0):
+                shop.send(record.event)
+        wait_until(lambda: sum(workers.scrape(p).total_out for p in (port, port + 1)) >= 400, 120,
+                   what="both processes to process the events")
+        assert sum(workers.scrape(p).total_out for p in (port, port + 1)) == 400
+    finally:
+        code = workers.stop(supervisor, timeout=60)
+        log.close()
+    assert code == 0, (tmp_path / "workers.log").read_text()[-3000:]
+    assert not workers.ready(port) and not workers.ready(port + 1)
