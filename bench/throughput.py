@@ -41,7 +41,7 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Click, Event, parse_event
 from shopstream.featurestore import feature_store
-from shopstream.settings import Settings, Topics, to_env
+from shopstream.settings import Settings, Topics, group_id, to_env
 from shopstream.simulator import Shop, SimConfig, default_start
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
@@ -136,16 +136,24 @@ def _frame(view: str, row: tuple) -> pd.DataFrame:
 
 
 class Worker:
-    """A worker process on isolated topics, with its resident memory sampled."""
+    """A worker (``processes`` of them under ``shopstream worker --processes``) on
+    isolated topics, with its resident memory sampled (all processes together)."""
 
-    def __init__(self, settings: Settings, log: Path):
-        self.settings, self.log = settings, log
+    def __init__(self, settings: Settings, log: Path, processes: int = 1):
+        self.settings, self.log, self.processes = settings, log, processes
         self.peak_rss = 0
         self._stop = threading.Event()
 
     def __enter__(self) -> Worker:
-        self.process = workers.start(to_env(self.settings), self.log)
-        workers.wait_ready(self.process, self.settings.web_port, self.log, timeout=180)
+        if self.processes == 1:
+            self.process = workers.start(to_env(self.settings), self.log)
+        else:
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "shopstream.cli", "worker", "--processes", str(self.processes)],
+                    env={**os.environ, **to_env(self.settings)}, stdout=log, stderr=subprocess.STDOUT)
+        for i in range(self.processes):
+            workers.wait_ready(self.process, self.settings.web_port + i, self.log, timeout=180)
         threading.Thread(target=self._sample, daemon=True).start()
         return self
 
@@ -153,7 +161,8 @@ class Worker:
         proc = psutil.Process(self.process.pid)
         while not self._stop.is_set():
             try:
-                self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+                family = [proc, *proc.children(recursive=True)]
+                self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in family))
             except psutil.Error:
                 return
             time.sleep(0.2)
@@ -165,7 +174,7 @@ class Worker:
 
 def committed(settings: Settings, topics: list[str]) -> tuple[int, int]:
     """(records committed by the app's group, records written) over ``topics``."""
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": settings.app_id})
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group_id(settings)})
     from confluent_kafka import TopicPartition
 
     tps = [TopicPartition(t, p) for t in topics for p in range(settings.topics.partitions)]
@@ -175,19 +184,22 @@ def committed(settings: Settings, topics: list[str]) -> tuple[int, int]:
     return done, end
 
 
-def shopstream_drain(settings: Settings, events: list[Event], log: Path) -> tuple[float, float]:
+def shopstream_drain(settings: Settings, events: list[Event], log: Path,
+                     processes: int = 1) -> tuple[float, float]:
     """c. A worker drains pre-produced events: (events/s, peak RSS in MB)."""
     produce(settings, events)
     inputs = list(settings.topics.inputs().values())
     all_topics = [*inputs, updates_topic_name(settings)]
-    with Worker(settings, log) as worker:
+    ports = [settings.web_port + i for i in range(processes)]
+    with Worker(settings, log, processes) as worker:
         started = None
         while True:
-            metrics = workers.scrape(settings.web_port)
-            if started is None and metrics and metrics.total_in > 0:
+            scraped = [workers.scrape(port) for port in ports]
+            consumed = sum(m.total_in for m in scraped if m is not None)
+            if started is None and consumed > 0:
                 started = time.perf_counter()
             done, end = committed(settings, all_topics)
-            if started and end and done >= end and metrics.total_in >= len(events):
+            if started and end and done >= end and consumed >= len(events):
                 break
             time.sleep(0.25)
         elapsed = time.perf_counter() - started
@@ -277,6 +289,14 @@ def main() -> None:
     ours = ours.model_copy(update={"web_port": 6166})
     worker_eps, rss_mb = shopstream_drain(ours, events, logs / "bench-drain.log")
     console.print(f"   {worker_eps:,.0f} events/s, peak RSS {rss_mb:,.0f} MB")
+    scale = {}
+    for processes in (1, 2, 4):
+        console.print(f"c. the features role alone, {processes} process(es), draining the same events ...")
+        alone = isolated(base, f"features{processes}").model_copy(
+            update={"web_port": 6180, "roles": ("features",)})
+        scale[processes], _ = shopstream_drain(alone, events, logs / f"bench-features-{processes}.log",
+                                               processes)
+        console.print(f"   {scale[processes]:,.0f} events/s")
     runs = {}
     for rate in [float(r) for r in args.rates.split(",")]:
         console.print(f"c. freshness at {rate:,.0f} events/s for {args.seconds:.0f}s ...")
@@ -288,6 +308,7 @@ def main() -> None:
     result = {
         "time": datetime.now(UTC).isoformat(), "events": len(events),
         "raw_limit_eps": raw_eps, "faust_null_agent_eps": floors, "naive_push_eps": naive_eps, "shopstream_eps": worker_eps,
+        "features_role_eps_by_processes": {str(k): v for k, v in scale.items()},
         "shopstream_vs_naive": worker_eps / naive_eps, "shopstream_vs_raw": worker_eps / raw_eps,
         "freshness_rate_eps": rate, "freshness_probes": len(latencies),
         "p50_freshness_ms": percentile(latencies, 50), "p99_freshness_ms": percentile(latencies, 99),
@@ -308,6 +329,9 @@ def main() -> None:
     table.add_row("c. shopstream worker", f"{worker_eps:,.0f}", f"{worker_eps / naive_eps:,.1f}x",
                   f"{result['p50_freshness_ms']:,.0f} ms", f"{result['p99_freshness_ms']:,.0f} ms",
                   f"{rss_mb:,.0f} MB")
+    for processes, eps in scale.items():
+        table.add_row(f"c. features role, {processes} process(es)", f"{eps:,.0f}",
+                      f"{eps / naive_eps:,.1f}x", "", "", "")
     console.print(table)
     for r, values in runs.items():
         console.print(f"freshness at {r:,.0f} events/s: p50 {percentile(values, 50):,.0f} ms, "
