@@ -65,5 +65,6 @@ def test_untouched_states_expire_and_the_entity_starts_afresh(settings, tmp_path
     for message in read_all(settings, changelog, expect=written, timeout=30):
         last.setdefault(message.key(), []).append(message.value())
     for key in (b"user:old-u", b"session:old-s", b"item:old-i"):  # a tombstone, then afresh
-        assert [value is None for value in last[key]] == [False, True, False], key
+        tombstones = [value is None for value in last[key]]  # a state may be saved in 1+ batches
+        assert tombstones.count(True) == 1 and tombstones[-2:] == [True, False] and not tombstones[0], key
     assert None not in last[b"user:new-u"]
