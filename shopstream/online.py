@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -57,22 +56,6 @@ def latest_per_entity(rows: list[tuple]) -> list[tuple]:
         if current is None or row[1] >= current[1]:
             latest[row[0]] = row
     return list(latest.values())
-
-
-def _seconds_micros(ts: float) -> tuple[int, int]:
-    """Whole seconds and microseconds of ``ts``, rounded as ``datetime.fromtimestamp``
-    rounds them (fraction first, half to even), so the fast path stamps what Feast's does.
-
-    >>> _seconds_micros(1.25), _seconds_micros(2.9999996)
-    ((1, 250000), (3, 0))
-    """
-    fraction, whole = math.modf(ts)
-    micros = round(fraction * 1e6)
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    elif micros < 0:
-        whole, micros = whole - 1, micros + 1_000_000
-    return int(whole), int(micros)
 
 
 def _value(kind: str, value) -> ValueProto:
@@ -155,8 +138,7 @@ class OnlineWriter:
         with client.pipeline(transaction=False) as pipe:
             for entity, ts, *values in latest:
                 key = self._redis_key(join_key, entity)
-                seconds, micros = _seconds_micros(ts)
-                stamp.seconds, stamp.nanos = seconds, micros * 1000
+                stamp.FromDatetime(datetime.fromtimestamp(ts, UTC))  # as Feast stamps it
                 mapping = {ts_field: stamp.SerializeToString()}
                 for field, kind, value in zip(fields, kinds, values, strict=True):
                     mapping[field] = _value(kind, value).SerializeToString()

@@ -24,6 +24,7 @@ from shopstream.offline import OfflineLog
 from shopstream.settings import Settings, get_settings, group_id
 from streams import metrics
 from streams.commits import note_log_starts, repair_commits
+from streams.expiry import TableExpiry
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,14 @@ async def save(table: faust.Table, changes: dict[bytes, bytes | None]) -> None:
         pending.append(await table.changelog_topic.send(
             key=key, value=value, partition=owner_partition(key, table.partitions), force=True))
     await asyncio.gather(*pending)
+
+
+def table_expiry(table: faust.Table, source_topic: str, expiry_of: Callable[[bytes], float]) -> TableExpiry:
+    """Expiry by event time (``streams.expiry``) for a table of bytes whose partitions are
+    those of ``source_topic`` under the app's partitioner."""
+    return TableExpiry(table, source_topic, lambda key: owner_partition(key, settings.topics.partitions),
+                       expiry_of, lambda: app.consumer.assignment(), save,
+                       settings.features.expiry_sweep_s, settings.limits.max_future_skew_s)
 
 
 def partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:

@@ -45,15 +45,14 @@ from streams.agents import dead_letter, each_batch, send_updates
 from streams.app import (
     app,
     offline_log,
-    owner_partition,
     retrying,
     save,
     settings,
+    table_expiry,
     updates_topic,
     updates_topic_name,
 )
 from streams.codecs import decode_state, decode_updates, encode_state, state_expiry
-from streams.expiry import TableExpiry
 
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
 # (streams.app.partitioner), the same partition its updates arrive on.
@@ -69,10 +68,7 @@ _live: dict[bytes, State] = {}
 per batch; forgotten at every rebalance, when ownership can change."""
 _online: OnlineWriter | None = None
 SOURCE_TOPICS = {*settings.topics.inputs().values(), updates_topic_name(settings)}
-expiry = TableExpiry(entity_state, updates_topic_name(settings),
-                     lambda key: owner_partition(key, settings.topics.partitions), state_expiry,
-                     lambda: app.consumer.assignment(), save, settings.features.expiry_sweep_s,
-                     settings.limits.max_future_skew_s)
+expiry = table_expiry(entity_state, updates_topic_name(settings), state_expiry)
 TTL_S = {kind: state_ttl_s(kind, settings.features.lateness_s, settings.features.order_state_days)
          for kind in STATES}
 

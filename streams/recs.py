@@ -28,9 +28,8 @@ from scorers.recommend import Recommender, SessionState
 from shopstream.events import CartEvent, InvalidEvent, RecommendedItem, SessionRecs
 from streams import metrics
 from streams.agents import decode, each_batch
-from streams.app import FailedVersions, app, owner_partition, save, settings
+from streams.app import FailedVersions, app, save, settings, table_expiry
 from streams.app import models as app_models
-from streams.expiry import TableExpiry
 
 log = logging.getLogger(__name__)
 FAILED = FailedVersions()  # champions that failed to load, tried again every 5 minutes
@@ -74,10 +73,7 @@ def session_expiry(raw: bytes) -> float:
     return float("inf") if last_ts is None else last_ts + settings.recs.session_ttl_s
 
 
-expiry = TableExpiry(session_table, settings.topics.clicks,
-                     lambda key: owner_partition(key, settings.topics.partitions), session_expiry,
-                     lambda: app.consumer.assignment(), save, settings.features.expiry_sweep_s,
-                     settings.limits.max_future_skew_s)
+expiry = table_expiry(session_table, settings.topics.clicks, session_expiry)
 
 
 @app.on_partitions_revoked.connect
