@@ -115,7 +115,7 @@ def state_ttl_s(kind: str, lateness_s: float, order_days: float) -> float:
     return days * 86_400 + lateness_s
 
 
-STATE_VERSION = 4  # 4: orders reach their entities through the order state
+STATE_VERSION = 5  # 4: orders reach their entities through the order state; 5: exact window sums
 """Version of the entity-state layout. Workers keep states in a table named after it, so a
 layout change starts from fresh state instead of misreading the old (replay to backfill)."""
 SESSION_ITEMS = 50  # a session keeps its last 50 items viewed

@@ -78,11 +78,21 @@ class _Bucketed:
         return size, last - WINDOW_SECONDS[window] // size + 1, last
 
 
+SCALE = 1_000_000
+"""Values are kept as exact integers of millionths (amounts to the micro-unit)."""
+
+
 class WindowedStats(_Bucketed):
     """Count, sum, mean and standard deviation of a value over event-time windows.
 
     Window totals are kept up to date as events arrive and as time moves on (a bucket's
     values are subtracted when it leaves a window), so reading them costs nothing.
+
+    Sums are exact: each value is rounded once to millionths (``SCALE``) and added as an
+    integer, so the totals do not depend on the order events arrive in or on when buckets
+    leave a window. Float sums would: ``(0.1 + 0.2) - 0.1`` is not ``0.2``, and two runs
+    that read partitions interleaved differently, or a restart, would differ in the last
+    digit.
 
     >>> amounts = WindowedStats(("1d", "7d"))
     >>> for day, amount in [(0, 10.0), (1, 30.0), (1, 20.0)]:
@@ -93,11 +103,11 @@ class WindowedStats(_Bucketed):
 
     def __init__(self, windows: tuple[str, ...], lateness_s: float = 0.0):
         super().__init__(windows, lateness_s)
-        # bucket size -> {bucket index: [count, sum, sum of squares]}
-        self._buckets: dict[int, dict[int, list[float]]] = {size: {} for size in self._horizon}
+        # bucket size -> {bucket index: [count, sum, sum of squares]}, sums in SCALE units
+        self._buckets: dict[int, dict[int, list[int]]] = {size: {} for size in self._horizon}
         # bucket size -> the newest bucket the window totals are computed up to
         self._last: dict[int, int | None] = dict.fromkeys(self._horizon)
-        self._sums: dict[str, list[float]] = {w: [0, 0.0, 0.0] for w in windows}
+        self._sums: dict[str, list[int]] = {w: [0, 0, 0] for w in windows}
 
     def _slide(self, size: int, last: int) -> None:
         """Move the windows of bucket ``size`` forward so that they end at bucket ``last``."""
@@ -110,7 +120,7 @@ class WindowedStats(_Bucketed):
                 continue
             total = self._sums[window]
             if old is None or last - old >= span:  # nothing of the old window survives
-                total[:] = [0, 0.0, 0.0]
+                total[:] = [0, 0, 0]
                 leaving = []
             else:
                 leaving = range(old - span + 1, last - span + 1)
@@ -129,22 +139,24 @@ class WindowedStats(_Bucketed):
     def update(self, ts: float, value: float = 1.0) -> WindowedStats:
         """Add ``value`` at event time ``ts``."""
         self._advance(ts)
+        value = SCALE if value == 1.0 else round(value * SCALE)
+        square = value * value
         for size, buckets in self._buckets.items():
             self._slide(size, _bucket(self.watermark, size))
             index = _bucket(ts, size)
             cell = buckets.get(index)
             if cell is None:
-                cell = buckets[index] = [0, 0.0, 0.0]
+                cell = buckets[index] = [0, 0, 0]
             cell[0] += 1
             cell[1] += value
-            cell[2] += value * value
+            cell[2] += square
             age = self._last[size] - index
             for window, span in self._spans.items():
                 if BUCKETS[window] == size and 0 <= age < span:
                     total = self._sums[window]
                     total[0] += 1
                     total[1] += value
-                    total[2] += value * value
+                    total[2] += square
         return self
 
     def totals(self, now: float | None = None) -> dict[str, tuple[int, float, float]]:
@@ -160,7 +172,7 @@ class WindowedStats(_Bucketed):
         if now is not None and now > self.watermark:
             for size in self._buckets:
                 self._slide(size, _bucket(now, size))
-        return {w: (int(round(c)), t, q) for w, (c, t, q) in self._sums.items()}
+        return {w: (c, t / SCALE, q / SCALE**2) for w, (c, t, q) in self._sums.items()}
 
     def count(self, window: str, now: float | None = None) -> int:
         """Number of values in the window ending at ``now`` (default: the watermark)."""
