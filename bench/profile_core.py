@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from faust.serializers import codecs
 from rich.console import Console
 from rich.table import Table
 
-from scorers.features import apply, new_state, order_updates, route
+from scorers.routing import order_updates, route
+from scorers.states import apply, new_state
 from scorers.update_checks import check_update
-from shopstream.events import INPUTS, parse_event
+from shopstream.events import INPUTS, parse_events
 from shopstream.offline import events_table
 from shopstream.online import feature_table, latest_per_entity
 from shopstream.settings import Settings
 from shopstream.simulator import Shop, SimConfig, default_start
-from streams.codecs import STATE_CODEC, decode_updates, encode_updates_chunked
+from streams.codecs import decode_updates, encode_state, encode_updates_chunked
 
 KIND = {"Click": "click", "CartEvent": "cart", "Order": "order", "OrderLabel": "order_label"}
 UPDATES = "app-entity-updates"
@@ -86,8 +87,13 @@ def run(records: list[tuple[str, bytes]], batch: int, stages: Stages) -> dict[st
     topics = {*inputs.values(), UPDATES}
     for start in range(0, len(records), batch):
         chunk = records[start:start + batch]
-        with stages("parse"):
-            events = [(k, parse_event(INPUTS[k], raw, now=now, **options)) for k, raw in chunk]
+        with stages("parse"):  # one batch per kind, as the input agents do
+            events = [None] * len(chunk)
+            for kind in INPUTS:
+                where = [i for i, (k, _) in enumerate(chunk) if k == kind]
+                parsed = parse_events(INPUTS[kind], [chunk[i][1] for i in where], now=now, **options)
+                for i, event in zip(where, parsed, strict=True):
+                    events[i] = (kind, event)
         with stages("route"):
             updates = [u for i, (k, e) in enumerate(events) for u in route(e, f"{inputs[k]}:0", start + i)]
         with stages("encode updates"):
@@ -106,8 +112,8 @@ def run(records: list[tuple[str, bytes]], batch: int, stages: Stages) -> dict[st
         counts["rows"] += sum(map(len, rows.values()))
         counts["states"] += len(changed)
         with stages("encode states"):
-            for state in changed.values():
-                codecs.dumps(STATE_CODEC, state)
+            for key, state in changed.items():
+                encode_state(key[:key.index(b":")].decode(), state, 0.0)
         states.update(changed)
         with stages("online rows"):
             for view_rows in rows.values():
@@ -129,7 +135,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--cprofile", action="store_true", help="print the top functions too")
+    parser.add_argument("--gc", type=int, default=Settings().gc_threshold,
+                        help="the cycle collector's threshold, as a worker sets it (700: Python's default)")
     args = parser.parse_args()
+    gc.set_threshold(args.gc, *gc.get_threshold()[1:])
     records = simulated_records(args.events)
     stages = Stages()
     profiler = cProfile.Profile() if args.cprofile else None
@@ -138,7 +147,7 @@ def main() -> None:
     counts = run(records, args.batch, stages)
     if profiler:
         profiler.disable()
-    table = Table(title=f"{args.events:,} events, batches of {args.batch:,}: "
+    table = Table(title=f"{args.events:,} events, batches of {args.batch:,}, gc threshold {args.gc:,}: "
                         f"{counts['updates'] / args.events:.2f} updates, "
                         f"{counts['rows'] / args.events:.2f} rows, "
                         f"{counts['states'] / args.events:.2f} changed states per event")

@@ -36,7 +36,9 @@ from confluent_kafka import Consumer, Producer
 from rich.console import Console
 from rich.table import Table
 
-from scorers.features import VIEWS, apply, new_state, route
+from scorers.routing import route
+from scorers.states import apply, new_state
+from scorers.views import VIEWS
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Click, Event, parse_event

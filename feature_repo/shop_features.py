@@ -1,6 +1,6 @@
 """shopstream's features, as Feast sees them.
 
-The workers compute every feature in stream (see ``scorers/features.py``, where the
+The workers compute every feature in stream (see ``scorers/views.py``, where the
 columns of each view are defined once) and write them twice: to the Redis online store
 for scoring, and to an append-only parquet log that the file sources below read for
 training. Each view therefore has a push source, used for online writes, backed by a
@@ -16,7 +16,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float64, Int64, String
 
-from scorers.features import VIEWS
+from scorers.views import VIEWS
 from shopstream.featurestore import offline_root
 
 OFFLINE = offline_root()
@@ -24,12 +24,8 @@ OFFLINE = offline_root()
 
 def _schema(view_name):
     """Feast fields of a view: counts are integers, lists hold item ids, the rest floats."""
-    view = VIEWS[view_name]
-    return [
-        Field(name=name, dtype=Array(String) if name in view.lists
-              else Int64 if "_count_" in name or name.endswith("_count") else Float64)
-        for name in view.features
-    ]
+    dtypes = {"list": Array(String), "int": Int64, "float": Float64}
+    return [Field(name=name, dtype=dtypes[kind]) for name, kind in VIEWS[view_name].types.items()]
 
 
 def _sources(view_name):

@@ -34,7 +34,7 @@ def main() -> None:
 
     print("3. online read: the newest values, as a scorer sees them")
     online = store.get_online_features(
-        features=["user_orders:order_amount_count_1d", "user_orders:order_amount_mean_1d"],
+        features=["user_orders:order_amount_count_30d", "user_orders:order_amount_mean_1d"],
         entity_rows=[{"user_id": "walkthrough-user"}]).to_dict()
     print("  ", online)
 
@@ -42,7 +42,7 @@ def main() -> None:
     entities = pd.DataFrame({"user_id": ["walkthrough-user"] * 2,
                              "event_timestamp": [now - timedelta(minutes=30), now]})
     history = store.get_historical_features(
-        entity_df=entities, features=["user_orders:order_amount_count_1d",
+        entity_df=entities, features=["user_orders:order_amount_count_30d",
                                       "user_orders:order_amount_mean_1d"]).to_df()
     print(history.to_string(index=False))
 

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from scorers.features import VIEWS
+from scorers.views import VIEWS
 from shopstream.events import FraudScore, Order, Reason
 
 FRAUD_VIEWS = ("user_activity", "user_orders", "user_risk", "instrument_velocity",

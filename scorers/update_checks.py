@@ -4,10 +4,10 @@ Pure code, no I/O. The updates topic is internal, but anything that can write to
 brokers can write to it, and a state trusts what it applies: a forged ``seq`` of 10**18
 would make an entity ignore its real source for good, and data of the wrong shape would
 fail half-way through an update. So every update is checked against the shapes that
-``scorers.features.route`` and ``order_updates`` produce, and its ``seq`` against the
+``scorers.routing.route`` and ``order_updates`` produce, and its ``seq`` against the
 offsets its source can have (the caller looks up the source partition's end offset).
 
->>> from scorers.features import Update
+>>> from scorers.routing import Update
 >>> check_update(Update("user", "u1", "click", 60.0, "shop.clicks:0", (17, 0), ("d1", None)),
 ...              {"shop.clicks"})
 ('shop.clicks', 0, 17)
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from scorers.features import Update
+from scorers.routing import Update
 
 
 class BadUpdate(ValueError):

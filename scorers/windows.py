@@ -10,7 +10,7 @@ the window then ends there instead.
 
 Late events: an event older than the watermark still counts in its own bucket, and so
 in every window that covers that bucket. Deciding which events are too late to accept
-is the caller's business (``scorers.features`` judges it per source). Buckets older than
+is the caller's business (``scorers.states`` judges it per source). Buckets older than
 the longest window plus ``lateness_s`` are dropped, so the state stays bounded.
 
 >>> clicks = WindowedStats(("10m", "1h"), lateness_s=300)
@@ -141,9 +141,12 @@ class WindowedStats(_Bucketed):
         self._advance(ts)
         value = SCALE if value == 1.0 else round(value * SCALE)
         square = value * value
+        watermark, lasts = self.watermark, self._last
         for size, buckets in self._buckets.items():
-            self._slide(size, _bucket(self.watermark, size))
-            index = _bucket(ts, size)
+            last = math.floor(watermark / size)
+            if lasts[size] is None or last > lasts[size]:
+                self._slide(size, last)
+            index = math.floor(ts / size)
             cell = buckets.get(index)
             if cell is None:
                 cell = buckets[index] = [0, 0, 0]
@@ -169,14 +172,37 @@ class WindowedStats(_Bucketed):
         >>> stats.totals()
         {'10m': (1, 3.0, 9.0), '1h': (2, 5.0, 13.0)}
         """
+        self._move_to(now)
+        return {w: (c, t / SCALE, q / SCALE**2) for w, (c, t, q) in self._sums.items()}
+
+    def counts(self, now: float | None = None) -> list[int]:
+        """The count of every window ending at ``now``, in the order of ``windows``: what
+        ``totals`` gives, for less, when only counts are needed."""
+        self._move_to(now)
+        return [total[0] for total in self._sums.values()]
+
+    def _move_to(self, now: float | None) -> None:
         if now is not None and now > self.watermark:
             for size in self._buckets:
                 self._slide(size, _bucket(now, size))
-        return {w: (c, t / SCALE, q / SCALE**2) for w, (c, t, q) in self._sums.items()}
 
     def count(self, window: str, now: float | None = None) -> int:
         """Number of values in the window ending at ``now`` (default: the watermark)."""
         return self.totals(now)[window][0]
+
+    def to_data(self) -> list:
+        """The aggregate's content as plain lists, dicts and numbers (its layout, the
+        windows and lateness, is the code's); ``load`` reads it back."""
+        return [self.watermark, self._buckets, self._last, self._sums]
+
+    def load(self, data: list) -> WindowedStats:
+        """Take the content of ``to_data`` (of an aggregate with the same windows)."""
+        self.watermark, buckets, last, sums = data
+        self._buckets = {int(size): {int(i): list(cell) for i, cell in cells.items()}
+                         for size, cells in buckets.items()}
+        self._last = {int(size): index for size, index in last.items()}
+        self._sums = {window: list(total) for window, total in sums.items()}
+        return self
 
     def sum(self, window: str, now: float | None = None) -> float:
         """Sum of the values in the window."""
@@ -220,6 +246,16 @@ class WindowedDistinct(_Bucketed):
             self._last_seen = {v: t for v, t in self._last_seen.items() if _bucket(t, size) >= oldest}
         return self
 
+    def to_data(self) -> list:
+        """The content as plain data; see ``WindowedStats.to_data``."""
+        return [self.watermark, self._last_seen]
+
+    def load(self, data: list) -> WindowedDistinct:
+        """Take the content of ``to_data``."""
+        self.watermark, last_seen = data
+        self._last_seen = dict(last_seen)
+        return self
+
     def count(self, window: str, now: float | None = None) -> int:
         """Distinct values whose last sighting falls in the window."""
         size, first, _ = self._first(window, now)
@@ -248,3 +284,12 @@ class LastN:
     def get(self) -> list:
         """The values, oldest first."""
         return list(self._values)
+
+    def to_data(self) -> list:
+        """The values, oldest first, as plain data."""
+        return list(self._values)
+
+    def load(self, data: list) -> LastN:
+        """Take the values of ``to_data``."""
+        self._values = deque(data, maxlen=self.n)
+        return self

@@ -14,7 +14,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scorers.features import VIEWS, entity_ttl_days
+from scorers.views import VIEWS, entity_ttl_days
 
 JOIN_KEYS = {"user": "user_id", "session": "session_id", "item": "item_id",
              "instrument": "instrument_id", "device": "device_id", "ip": "ip",
@@ -38,13 +38,9 @@ def feature_table(view_name: str, rows: list[tuple]) -> pa.Table:
     }
     now = int(datetime.now(UTC).timestamp() * 1_000_000)
     arrays["created"] = pa.array(range(now, now + len(columns[0])), pa.timestamp("us", tz="UTC"))
-    for name, values in zip(view.features, columns[2:], strict=True):
-        if name in view.lists:
-            arrays[name] = pa.array(values, pa.list_(pa.string()))
-        elif "_count_" in name or name.endswith("_count"):
-            arrays[name] = pa.array(values, pa.int64())
-        else:
-            arrays[name] = pa.array(values, pa.float64())
+    arrow = {"list": pa.list_(pa.string()), "int": pa.int64(), "float": pa.float64()}
+    for (name, kind), values in zip(view.types.items(), columns[2:], strict=True):
+        arrays[name] = pa.array(values, arrow[kind])
     return pa.table(arrays)
 
 
@@ -84,11 +80,7 @@ class OnlineWriter:
         self.store = store
         self._provider = store._get_provider()  # noqa: SLF001 - see the class docstring
         self._views = {name: store.get_feature_view(name) for name in VIEWS}
-        self._kinds = {
-            name: [("list" if f in view.lists else "int" if "_count_" in f or f.endswith("_count")
-                    else "float") for f in view.features]
-            for name, view in VIEWS.items()
-        }
+        self._kinds = {name: list(view.types.values()) for name, view in VIEWS.items()}
         online = self._provider.online_store
         self._redis = online if isinstance(online, RedisOnlineStore) else None
         config = store.config

@@ -270,6 +270,11 @@ class FeatureSettings(BaseModel):
     expiry_sweep_s: float = Field(30.0, gt=0)
     """How often, in wall-clock seconds, a worker deletes the states that have expired
     (one tombstone each on the changelog, so compaction drops them too)."""
+    state_flush_s: float = Field(1.0, ge=0)
+    """Entity states changed by the feature agent are written to their changelog at most
+    this often (a write-back cache: an entity changed by many batches is written once),
+    and the records that changed them are acknowledged only then. 0 writes them after
+    every micro-batch."""
 
 
 Role = Literal["features", "fraud", "recs"]
@@ -336,6 +341,12 @@ class Settings(BaseSettings):
     A secret: such URIs often carry credentials (``https://user:token@...``)."""
     log_level: str = "INFO"
     """Log level of workers and commands."""
+    gc_threshold: int = Field(50_000, ge=0)
+    """Allocations between two young-generation collections of Python's cycle collector in
+    a worker (Python's default is 700). A worker holds hundreds of thousands of long-lived
+    entity states, and with the default every few hundred new objects trigger a
+    collection that, as they pile up, scans more and more of them: it was 60 % of the
+    pure core's time (``bench/profile_core.py --gc``). 0 keeps Python's default."""
 
 
 def registry_uri(settings: Settings) -> str:

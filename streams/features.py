@@ -11,7 +11,7 @@ Per micro-batch: check every record (forged or malformed ones are dead-lettered 
 change nothing), apply its updates, write the newest row per entity to the online store
 and every row to the offline log, then the changed states to the table, and only then
 let the batch be acknowledged (``handle``). Orders and labels reach the order's state
-first, which passes them on (``scorers.features.order_updates``) to the partitions of the
+first, which passes them on (``scorers.routing.order_updates``) to the partitions of the
 entities they count in, once per order id; a label that arrives before its order (the
 topics are read at their own speeds) waits in the order's state until the order comes.
 """
@@ -26,22 +26,14 @@ from collections import defaultdict
 import faust
 from faust.types import TP
 
-from scorers.features import (
-    STATE_VERSION,
-    STATES,
-    State,
-    Update,
-    apply,
-    label_outcome,
-    new_state,
-    order_updates,
-    state_ttl_s,
-)
+from scorers.routing import Update, label_outcome, order_updates
+from scorers.states import STATE_VERSION, STATES, State, apply, new_state
 from scorers.update_checks import BadUpdate, check_update
+from scorers.views import state_ttl_s
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineWriter, feature_table
 from streams import metrics
-from streams.agents import dead_letter, each_batch, send_updates
+from streams.agents import count, dead_letter, each_batch, fatal, send_updates
 from streams.app import (
     app,
     offline_log,
@@ -191,6 +183,7 @@ async def handle(messages: list[faust.types.Message]) -> None:
     rows: dict[str, list[tuple]] = defaultdict(list)  # view -> [(entity, ts, *features)]
     follow_ups: list[Update] = []
     oldest_ms = int(time.time() * 1000)
+    processed: list[faust.types.Message] = []
     for message in messages:
         try:
             ingested_ms, updates, sources = checked_updates(message)
@@ -210,7 +203,8 @@ async def handle(messages: list[faust.types.Message]) -> None:
             await dead_letter(message, "processing", repr(exc), exc)
             continue
         oldest_ms = min(oldest_ms, ingested_ms)
-        metrics.RECORDS.labels(message.topic, "processed").inc()
+        processed.append(message)
+    count(metrics.RECORDS, processed, "processed")
     if settings.features.online and rows:
         written = await retrying("online", write_online, rows)
         metrics.BATCH_ROWS.observe(written)
@@ -219,27 +213,107 @@ async def handle(messages: list[faust.types.Message]) -> None:
         await retrying("offline", write_offline, rows)
     if follow_ups:
         await send_updates(follow_ups, oldest_ms)
-    saved = {}
-    for key, state in states.items():  # one changelog record per changed entity
-        expires = state.watermark + TTL_S[key[:key.index(b":")].decode()]
-        saved[key] = encode_state(state, expires)
-        expiry.saved(key, state.watermark, expires)
-    await save(entity_state, saved)
     _live.update(states)
-    for key in await expiry.sweep():
-        _live.pop(key, None)
+    cache.changed(states, messages)
+    if cache.due():
+        await cache.flush()
+
+
+class WriteBack:
+    """The changed entity states not yet on their changelog, and the records that changed
+    them, held unacknowledged until they are (a write-back cache, as Kafka Streams' record
+    cache and Quix Streams' transaction cache are).
+
+    ``flush`` writes one changelog record per changed entity, waits for Kafka's
+    acknowledgements, and only then acknowledges the held records, so Faust never commits
+    an offset past a state that is not written, and the sinks of a batch are always
+    written before its states (``handle``). It runs every ``state_flush_s`` (after a batch
+    or on a timer) and never while a batch is being handled (``lock``).
+    """
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self.lock = asyncio.Lock()
+        self._dirty: dict[bytes, State] = {}
+        self._held: list[faust.types.Message] = []
+        self._since = time.monotonic()
+        self._flusher: asyncio.Task | None = None
+
+    def changed(self, states: dict[bytes, State], messages: list[faust.types.Message]) -> None:
+        """Note a handled batch: its changed states, and its records, held from now."""
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_when_due())
+        if not self._dirty and not self._held:
+            self._since = time.monotonic()
+        self._dirty.update(states)
+        for message in messages:
+            message.incref()
+        self._held += messages
+
+    def due(self) -> bool:
+        """Whether the oldest change has waited ``interval_s``."""
+        return bool(self._held) and time.monotonic() - self._since >= self.interval_s
+
+    async def _flush_when_due(self) -> None:
+        """Flush when no batch comes to do it: the stream is quiet, or Faust has stopped
+        the flow of records for a rebalance or a stop and waits for those in hand to be
+        acknowledged (at once then, so that the worker leaves its group before a rebalance
+        that another's leaving starts). A task of its own, not a Faust timer: Faust stops
+        its timers before that last wait."""
+        while True:
+            await asyncio.sleep(0.05)
+            stopping = app.should_stop or not app.consumer.flow_active  # a rebalance or a stop
+            if self._held and stopping or self.due():
+                try:
+                    async with self.lock:
+                        await self.flush()
+                except Exception as exc:  # noqa: BLE001 - nothing acknowledged: see fatal
+                    fatal("flushing entity states", exc)
+
+    async def flush(self) -> None:
+        """Write the changed states, then acknowledge the records held for them."""
+        dirty, held = self._dirty, self._held
+        self._dirty, self._held = {}, []
+        if not dirty and not held:
+            return
+        saved = {}
+        for key, state in dirty.items():
+            kind = key[:key.index(b":")].decode()
+            expires = state.watermark + TTL_S[kind]
+            saved[key] = encode_state(kind, state, expires)
+            expiry.saved(key, state.watermark, expires)
+        await save(entity_state, saved)
+        metrics.STATE_FLUSHES.observe(len(saved))
+        consumer = app.consumer
+        for message in held:
+            message.ack(consumer)
+        for key in await expiry.sweep():
+            _live.pop(key, None)
+
+cache = WriteBack(settings.features.state_flush_s)
 
 
 def live_state(key: bytes) -> State | None:
     """The saved state of ``key``, decoded once."""
     state = _live.get(key)
     if state is None and (saved := entity_state.get(key)) is not None:
-        state = _live[key] = decode_state(saved)
+        try:
+            state = _live[key] = decode_state(saved)
+        except Exception as exc:  # noqa: BLE001 - a damaged changelog record: start afresh
+            log.warning("entity %r: unreadable saved state (%r); starting it afresh", key, exc)
+            metrics.UNREADABLE_STATES.inc()
+            return None
     return state
 
 
 @app.on_partitions_revoked.connect
 async def forget_live_states(app, revoked, **kwargs) -> None:
+    """At a rebalance: write what the cache holds while the partitions are still this
+    worker's, then forget the states, whose ownership may change. (Dropping the held
+    records instead would not do: Faust does not read them again in a worker that keeps
+    their partition, and one never acknowledged stops its partition's commits for good.)"""
+    async with cache.lock:
+        await cache.flush()
     _live.clear()
     expiry.forget()
 
@@ -247,5 +321,9 @@ async def forget_live_states(app, revoked, **kwargs) -> None:
 @app.agent(updates_topic, name="feature_agent")
 async def feature_agent(stream: faust.StreamT) -> None:
     """Stage two: entity updates in, features out."""
-    await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms, handle,
+    async def locked(messages: list[faust.types.Message]) -> None:
+        async with cache.lock:
+            await handle(messages)
+
+    await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms, locked,
                      "the feature agent")

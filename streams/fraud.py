@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 
 import faust
 
-from scorers.features import scored_update
 from scorers.fraud import FRAUD_VIEWS, FraudScorer
+from scorers.routing import scored_update
 from shopstream.events import InvalidEvent, Order
 from shopstream.featurestore import feature_store
 from shopstream.online import OnlineReader
 from streams import metrics
-from streams.agents import decode, each_batch, send_updates
+from streams.agents import decode_all, each_batch, send_updates
 from streams.app import FailedVersions, app, retrying, settings
 from streams.app import models as app_models
 
@@ -127,12 +127,10 @@ async def score_orders(records: list[faust.types.Message]) -> None:
     orders: list[Order] = []
     messages: list[faust.types.Message] = []
     now = datetime.now(UTC)
-    for message in records:
-        try:
-            orders.append(decode("order", message, now))
+    for message, order in zip(records, decode_all(["order"] * len(records), records, now), strict=True):
+        if not isinstance(order, InvalidEvent):  # else the order agent dead-letters it
+            orders.append(order)
             messages.append(message)
-        except InvalidEvent:
-            continue  # the order agent dead-letters it
     if not orders:
         return
     started = time.perf_counter()
@@ -149,11 +147,13 @@ async def score_orders(records: list[faust.types.Message]) -> None:
     inferred = time.perf_counter()
     metrics.SCORING_STAGE_SECONDS.labels("feature_read").observe(read - started)
     metrics.SCORING_STAGE_SECONDS.labels("inference").observe(inferred - read)
+    sent = []
     for score in scores:  # [FraudScore]
-        await scores_topic.send(key=score.order_id.encode(), value=score.model_dump_json().encode(),
-                                force=True)
+        sent.append(await scores_topic.send(key=score.order_id.encode(),
+                                            value=score.model_dump_json().encode(), force=True))
         metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
         metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
+    await asyncio.gather(*sent)  # before the orders can be acknowledged (streams.app.save)
     metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
     # The decision goes to the order's state too: its label grades it later (/metrics).
     await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),

@@ -33,6 +33,11 @@ WRITE_SECONDS = Histogram("shopstream_write_seconds", "Time of one micro-batch w
                           ["sink"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 BATCH_ROWS = Histogram("shopstream_online_batch_rows", "Rows per online micro-batch write.",
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000))
+UNREADABLE_STATES = Counter("shopstream_unreadable_states_total",
+                            "Saved entity states that could not be decoded and were started afresh.")
+STATE_FLUSHES = Histogram("shopstream_state_flush_states",
+                          "Entity states written to the changelog per flush of the write-back cache.",
+                          buckets=(1, 10, 100, 1000, 2500, 5000, 10000, 25000, 50000))
 FRESHNESS = Histogram("shopstream_feature_freshness_seconds",
                       "From the oldest input record of a batch reaching Kafka to its features "
                       "being written online.",

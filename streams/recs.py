@@ -27,7 +27,7 @@ from scorers.neighbours import Popularity, Session
 from scorers.recommend import Recommender, SessionState
 from shopstream.events import CartEvent, InvalidEvent, RecommendedItem, SessionRecs
 from streams import metrics
-from streams.agents import decode, each_batch
+from streams.agents import decode_all, each_batch
 from streams.app import FailedVersions, app, save, settings, table_expiry
 from streams.app import models as app_models
 
@@ -175,11 +175,9 @@ async def answer(records: list[faust.types.Message]) -> None:
     started = time.perf_counter()
     states: dict[bytes, SessionState] = {}
     answers = []  # [(event, SessionView, origin)]
-    for message in records:
-        kind = KIND.get(message.topic)
-        try:
-            event = decode(kind, message, now)
-        except InvalidEvent:
+    kinds = [KIND[message.topic] for message in records]
+    for message, kind, event in zip(records, kinds, decode_all(kinds, records, now), strict=True):
+        if isinstance(event, InvalidEvent):
             continue  # the input agents dead-letter it
         if not event.session_id:
             continue
@@ -200,17 +198,18 @@ async def answer(records: list[faust.types.Message]) -> None:
         results = recommend(current, [view for _, view, _ in answers])
         for stage, spent in current.timings.items():  # model, retrieval, blend
             metrics.SCORING_STAGE_SECONDS.labels(f"recs_{stage}").observe(spent)
-        done = time.time()
+        done, sent = time.time(), []
         for (event, view, origin), (ranked, strategy) in zip(answers, results, strict=True):
             recs = SessionRecs(session_id=event.session_id, user_id=event.user_id, strategy=strategy,
                                items=[RecommendedItem(item_id=i, score=s) for i, s in ranked],
                                trigger=view.trigger, session_length=len(view.items), origin=origin,
                                model_version=current.version, latency_ms=max(done - consumed, 0.0) * 1000,
                                ts=datetime.now(UTC))
-            await recs_topic.send(key=event.session_id.encode(), value=recs.model_dump_json().encode(),
-                                  force=True)
+            sent.append(await recs_topic.send(key=event.session_id.encode(),
+                                              value=recs.model_dump_json().encode(), force=True))
             metrics.PREDICTIONS.labels(MODEL, current.version, strategy.split("+")[0]).inc()
             metrics.SCORE_LATENCY.labels(MODEL).observe(recs.latency_ms / 1000)
+        await asyncio.gather(*sent)  # before the events can be acknowledged (streams.app.save)
         metrics.OUTPUTS.labels(settings.topics.session_recs).inc(len(answers))
     for key, state in states.items():
         expiry.saved(key, state.last_ts, state.last_ts + settings.recs.session_ttl_s)

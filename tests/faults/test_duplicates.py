@@ -37,7 +37,7 @@ def test_copies_of_a_label_count_once(worker):
     with ShopProducer(settings) as shop:
         shop.send(order)
     wait_until(lambda: features(store, "user_orders", "user_id", f"{p}-u",
-                                ["order_amount_count_1d"])["order_amount_count_1d"] == 1,
+                                ["order_amount_count_30d"])["order_amount_count_30d"] == 1,
                what="the order to count")
 
     label = OrderLabel(order_id=f"{p}-o1", is_fraud=True, ts=now - 60)
@@ -67,11 +67,11 @@ def test_copies_of_an_order_count_once(worker):
             shop.send_raw(settings.topics.orders, order.model_dump_json().encode(), key=key)
         shop.send(later)
     wait_until(lambda: duplicates(settings.web_port)["orders"] == 3, what="the three copies to be seen")
-    wait_until(lambda: features(store, "user_orders", "user_id", f"{p}-u2", ["order_amount_count_1d"])
-               == {"order_amount_count_1d": 2}, what="both orders to count")
+    wait_until(lambda: features(store, "user_orders", "user_id", f"{p}-u2", ["order_amount_count_30d"])
+               == {"order_amount_count_30d": 2}, what="both orders to count")
     time.sleep(2)  # nothing more arrives
     assert features(store, "user_orders", "user_id", f"{p}-u2",
-                    ["order_amount_count_1d", "order_amount_sum_1d"]) \
-        == {"order_amount_count_1d": 2, "order_amount_sum_1d": 60.0}
+                    ["order_amount_count_30d", "order_amount_sum_1d"]) \
+        == {"order_amount_count_30d": 2, "order_amount_sum_1d": 60.0}
     assert features(store, "instrument_velocity", "instrument_id", f"{p}-card2",
                     ["orders_count_1h"]) == {"orders_count_1h": 2}

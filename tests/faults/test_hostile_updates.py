@@ -12,12 +12,15 @@ import json
 import time
 from collections import Counter
 
+import msgpack
 from confluent_kafka import Producer
 
+from scorers.routing import Update
 from shopstream.client import ShopProducer
 from shopstream.events import Click, DeadLetter
 from shopstream.featurestore import feature_store
 from streams.app import owner_partition, updates_topic_name
+from streams.codecs import UPDATES_FORMAT, encode_updates
 from tests.integration.conftest import read_all, wait_until
 
 
@@ -44,20 +47,28 @@ def test_forged_and_malformed_updates_are_dead_lettered_and_harm_nobody(worker):
     def update(**changes):
         row = {"kind": "user", "entity": user, "op": "click", "ts": now - 30, "source": source,
                "seq": [0, 0], "data": [None, None], **changes}
-        return json.dumps([int(now * 1000), [list(row.values())]]).encode()
+        return encode_updates(int(now * 1000), [Update(**{"entity_id" if k == "entity" else k: v
+                                                          for k, v in row.items()})])
+
+    def columns(*values):
+        return msgpack.packb([UPDATES_FORMAT, int(now * 1000), *values])
 
     forged = {
         "seq_from_the_future": update(seq=[10**18, 0]),
         "offset_not_written_yet": update(seq=[5_000_000, 0]),
         "not_json": b"\x00\x01 not json",
-        "wrong_arity": json.dumps([1, [["user", user, "click"]]]).encode(),
+        "json_of_an_older_worker": json.dumps([1, [["user", user, "click", now, source, [0, 0],
+                                                     [None, None]]]]).encode(),
+        "columns_of_unequal_length": columns([source], ["user"], [user], ["click"], [now], [0], [], []),
+        "source_index_out_of_range": columns([source], ["user"], [user], ["click"], [now], [3],
+                                             [[0, 0]], [[None, None]]),
         "unknown_kind": update(kind="planet"),
         "unknown_op": update(op="teleport"),
         "bad_data": update(data=[["d"], 3]),
         "infinite_ts": update(ts=float("inf")),
         "foreign_source": update(source="elsewhere:0"),
         "huge_amount": update(op="order", data=[1.4e154, None, None]),
-        "bool_ingestion_time": json.dumps([True, []]).encode(),
+        "bool_ingestion_time": encode_updates(True, []),
     }
     producer = Producer(settings.kafka.client_config())
     for name, value in forged.items():

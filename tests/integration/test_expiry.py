@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scorers.features import STATE_VERSION
+from scorers.states import STATE_VERSION
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Click

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scorers.features import VIEWS
+from scorers.views import VIEWS
 from shopstream.featurestore import feature_store, offline_root, repo_path
 from shopstream.offline import OfflineLog
 from shopstream.online import feature_table

@@ -58,7 +58,7 @@ def test_features_online_and_point_in_time_offline(worker):
     producer.send(order(720, "o1", 100.0, "d1"))
     producer.send(order(780, "o2", 50.0, "d2"))
     producer.flush()
-    wait_online(store, "user_orders", "user_id", user, "order_amount_count_1d", 2)
+    wait_online(store, "user_orders", "user_id", user, "order_amount_count_30d", 2)
     got = online(store, "user_orders", "user_id", user,
                  ["order_amount_sum_1d", "order_amount_mean_1d", "order_amount_std_1d",
                   "seconds_since_last_order"])
@@ -108,10 +108,10 @@ def test_features_online_and_point_in_time_offline(worker):
         time.sleep(1)
     assert activity["clicks_count_1h"].tolist() == [1, 3, 3, 4, 4]
     assert activity["clicks_count_10m"].tolist() == [1, 1, 1, 2, 2]
-    orders = historical(["user_orders:order_amount_count_1d", "user_orders:order_amount_sum_1d"])
+    orders = historical(["user_orders:order_amount_count_30d", "user_orders:order_amount_sum_1d"])
     # Every entity row comes back; those before the user's first order have no values.
     seconds = [int(ts.timestamp()) - t0 for ts in orders["event_timestamp"]]
     assert seconds == [20, 700, 750, 790, 1000]
-    assert orders["order_amount_count_1d"].isna().tolist() == [True, True, False, False, False]
-    assert orders["order_amount_count_1d"].tolist()[2:] == [1, 2, 2]
+    assert orders["order_amount_count_30d"].isna().tolist() == [True, True, False, False, False]
+    assert orders["order_amount_count_30d"].tolist()[2:] == [1, 2, 2]
     assert orders["order_amount_sum_1d"].tolist()[2:] == [100.0, 150.0, 150.0]

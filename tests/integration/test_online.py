@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from scorers.features import VIEWS
 from scorers.fraud import FRAUD_VIEWS
+from scorers.views import VIEWS
 from shopstream.featurestore import feature_store
 from shopstream.online import JOIN_KEYS, OnlineReader, OnlineWriter
 

@@ -47,8 +47,8 @@ def test_scoring_apart_from_features(settings, tmp_path):
 
         store = feature_store(settings)
         wait_until(lambda: store.get_online_features(
-            features=["user_orders:order_amount_count_1d"], entity_rows=[{"user_id": "u0"}]
-        ).to_dict()["order_amount_count_1d"] == [N // 5], what="u0's order count online")
+            features=["user_orders:order_amount_count_30d"], entity_rows=[{"user_id": "u0"}]
+        ).to_dict()["order_amount_count_30d"] == [N // 5], what="u0's order count online")
         for worker in (features, scoring):
             wait_until(lambda w=worker: drained(w, [settings.topics.orders]),
                        what=f"group of {worker.roles} to commit every order offset")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from scorers.features import Update, new_state, order_updates, route, scored_update
+from scorers.routing import Update, order_updates, route, scored_update
+from scorers.states import new_state
 from scorers.update_checks import BadUpdate, check_update
 from shopstream.events import CartEvent, Click, Order, OrderItem, OrderLabel
 

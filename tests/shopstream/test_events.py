@@ -19,6 +19,7 @@ from shopstream.events import (
     Order,
     OrderLabel,
     parse_event,
+    parse_events,
 )
 from shopstream.schema import schemas
 
@@ -52,7 +53,7 @@ def raw(**changes) -> bytes:
         (raw(amount=-20.0), "schema"),  # negative amount
         (raw(items=[{"item_id": "i1", "price": -1, "qty": 1}]), "schema"),
         (raw(items=[{"item_id": "i1", "price": 1, "qty": 0}]), "schema"),
-        (raw(amount=float("nan")), "schema"),  # Python reads the non-standard NaN; the schema refuses it
+        (raw(amount=float("nan")), "invalid_json"),  # NaN is not JSON (orjson refuses it)
         (raw(currency="euro"), "schema"),
         (raw(country="Germany"), "schema"),
         (raw(ip="999.1.1.1"), "schema"),
@@ -206,3 +207,14 @@ def test_json_schema_covers_every_event():
     assert {"order_id", "items", "amount", "payment_fingerprint"} <= set(order["required"])
     assert order["properties"]["amount"]["minimum"] == 0
     assert order.get("additionalProperties", True) is True  # unknown fields are accepted
+
+
+def test_a_batch_with_bad_records_gives_each_record_its_own_result():
+    good = [Click(user_id=f"u{i}", session_id="s", item_id="i", ts=NOW).model_dump_json().encode()
+            for i in range(3)]
+    raws = [good[0], b"{", good[1], json.dumps({"user_id": "u"}).encode(), None, good[2]]
+    results = parse_events(Click, raws, now=NOW)
+    assert [getattr(r, "reason", None) for r in results] == [None, "invalid_json", None, "schema",
+                                                            "empty", None]
+    assert [r.user_id for r in results if isinstance(r, Click)] == ["u0", "u1", "u2"]
+    assert parse_events(Click, good, now=NOW) == [parse_event(Click, raw, now=NOW) for raw in good]

@@ -15,7 +15,7 @@ from shopstream.simulator import Shop, SimConfig
 
 def batch(start: int, n: int = 100) -> pa.Table:
     return feature_table("user_orders", [
-        (f"u{i}", 1_700_000_000 + i, 1, 1, 1, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 0.0, 0.0, 0.0, -1.0)
+        (f"u{i}", 1_700_000_000 + i, 1, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 0.0, 0.0, 0.0, -1.0)
         for i in range(start, start + n)])
 
 
@@ -64,7 +64,7 @@ def test_compaction_merges_each_day_and_keeps_every_row(tmp_path):
 
 def test_feature_table_types_follow_the_view():
     table = batch(0, n=3)
-    assert table.schema.field("order_amount_count_1d").type == pa.int64()
+    assert table.schema.field("order_amount_count_30d").type == pa.int64()
     assert table.schema.field("order_amount_mean_7d").type == pa.float64()
     assert table.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
     lists = feature_table("session_state", [("s", 1.0, 2, 1.0, 0.0, ["a", "b"], [])])

@@ -9,7 +9,8 @@ import time
 import pytest
 from faust.types import TP
 
-from scorers.features import STATES, entity_ttl_days, new_state, state_ttl_s
+from scorers.states import STATES, new_state
+from scorers.views import entity_ttl_days, state_ttl_s
 from scorers.windows import WINDOW_SECONDS, WindowedDistinct, WindowedStats
 from streams.codecs import encode_state, state_expiry
 from streams.expiry import TableExpiry
@@ -43,7 +44,7 @@ def expiry(table, partitions=(0, 1), skew_s=300.0):
 
 
 def saved(table, sweeper, key, ts, ttl):
-    table[key] = encode_state(new_state("user", key.decode()), ts + ttl)
+    table[key] = encode_state("user", new_state("user", key.decode()), ts + ttl)
     sweeper.saved(key, ts, ts + ttl)
 
 
@@ -70,9 +71,9 @@ def test_an_event_stamped_far_ahead_cannot_expire_everything():
 
 def test_after_a_rebalance_the_index_is_rebuilt_from_the_owned_partitions_only():
     now = time.time()
-    table = Table({b"user:a0": encode_state(new_state("user"), now - DAY),  # owned, expired
-                   b"user:b1": encode_state(new_state("user"), now + DAY),  # owned, alive
-                   b"user:c2": encode_state(new_state("user"), now - DAY)})  # a standby copy
+    table = Table({b"user:a0": encode_state("user", new_state("user"), now - DAY),  # owned, expired
+                   b"user:b1": encode_state("user", new_state("user"), now + DAY),  # owned, alive
+                   b"user:c2": encode_state("user", new_state("user"), now - DAY)})  # a standby copy
     sweeper = expiry(table, partitions=(0, 1))
     sweeper.forget()
     assert sweeper.sweep_now() == []  # no clock yet: nothing is judged

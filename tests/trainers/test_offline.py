@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scorers.features import VIEWS, apply, new_state, route_all
+from scorers.routing import route_all
+from scorers.states import apply, new_state
+from scorers.views import VIEWS
 from shopstream.events import Order, OrderItem, OrderLabel
 from shopstream.featurestore import feature_store, offline_root
 from shopstream.offline import OfflineLog, events_table

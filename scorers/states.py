@@ -1,0 +1,362 @@
+"""Entity states, and the feature rows an update to one of them changes.
+
+Pure code, no I/O. A worker keeps one state per entity (user, session, item, order,
+instrument, device, IP, terminal) and calls ``apply`` on it for every ``Update`` that
+``scorers.routing`` sends its way; ``apply`` returns the rows of the views in
+``scorers.views`` that changed. A state is saved to its changelog as plain data
+(``State.to_data``, read back with ``state_from_data``).
+
+Updates are idempotent: a state remembers, per source partition, the last update it
+applied, and ignores one it has already seen. That is what makes redelivery after a
+crash harmless (at-least-once delivery, exactly-once effect on the features).
+
+>>> from scorers.routing import route
+>>> from shopstream.events import Click
+>>> click = Click(user_id="u1", session_id="s1", item_id="i1", device_id="d1", ts=60)
+>>> state = new_state("user")
+>>> rows = apply(state, route(click, "shop.clicks:0", 17)[0])
+>>> rows["user_activity"][:4]
+('u1', 60.0, 1, 1)
+>>> apply(state, route(click, "shop.clicks:0", 17)[0])   # the same update again: no effect
+{}
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
+
+from scorers.views import AMOUNT_WINDOWS, ITEM_WINDOWS, RISK_WINDOWS, USER_WINDOWS, VELOCITY_WINDOWS
+from scorers.windows import LastN, WindowedDistinct, WindowedStats
+
+if TYPE_CHECKING:
+    from scorers.routing import Update
+
+STATE_VERSION = 5  # 4: orders reach their entities through the order state; 5: exact window sums
+"""Version of the entity-state layout. Workers keep states in a table named after it, so a
+layout change starts from fresh state instead of misreading the old (replay to backfill)."""
+SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
+NO_PREVIOUS_ORDER = -1.0  # seconds_since_last_order for a user's first order
+
+
+@dataclass
+class State:
+    """Base of every entity state: the last update applied from each source, and the
+    entity's watermark (its newest event time), as of which its features are computed."""
+
+    entity_id: str = ""
+    lateness_s: float = 0.0
+    watermark: float = -math.inf
+    applied: dict[str, tuple[int, int]] = field(default_factory=dict)
+    source_watermarks: dict[str, float] = field(default_factory=dict)
+    stamped: float = -math.inf  # event time of the last row, so that rows never tie
+    late: int = 0  # updates refused as later than the allowed lateness
+
+    def to_data(self) -> dict:
+        """The state as plain data (dicts, lists, numbers, text), for the changelog: it
+        names no class, so a renamed class cannot break recovery. ``state_from_data``
+        reads it back."""
+        data = dict(self.__dict__)
+        for name in _aggregates(type(self)):
+            data[name] = data[name].to_data()
+        return data
+
+
+_AGGREGATES = {"WindowedStats", "WindowedDistinct", "LastN"}
+
+
+@functools.cache
+def _aggregates(cls: type) -> tuple[str, ...]:
+    """The fields of a state class that hold window aggregates (they have ``to_data``)."""
+    return tuple(spec.name for spec in fields(cls) if str(spec.type).split(" |")[0] in _AGGREGATES)
+
+
+_TUPLES = {  # fields whose tuples plain data turns into lists
+    "applied": lambda applied: {source: tuple(seq) for source, seq in applied.items()},
+    "pending": lambda pending: None if pending is None else tuple(pending),
+    "cart": lambda cart: {item: [tuple(change) for change in changes] for item, changes in cart.items()},
+}
+
+
+def state_from_data(kind: str, data: dict) -> State:
+    """The state of ``kind`` that ``State.to_data`` gave ``data``. A field the data lacks
+    (added since) keeps its default; one the state lacks (removed since) is ignored.
+
+    >>> from scorers.routing import route
+    >>> from shopstream.events import Click
+    >>> state = new_state("session", "s1")
+    >>> rows = apply(state, route(Click(user_id="u", session_id="s1", item_id="i", ts=60), "c:0", 1)[1])
+    >>> state_from_data("session", state.to_data()).to_data() == state.to_data()
+    True
+    """
+    state = new_state(kind, data["entity_id"], data["lateness_s"])
+    for spec in fields(state):
+        if spec.name not in data:
+            continue
+        value, current = data[spec.name], getattr(state, spec.name)
+        if isinstance(current, WindowedStats | WindowedDistinct | LastN):
+            current.load(value)
+        else:
+            setattr(state, spec.name, _TUPLES[spec.name](value) if spec.name in _TUPLES else value)
+    return state
+
+
+@dataclass
+class UserState(State):
+    clicks: WindowedStats = None
+    carts: WindowedStats = None
+    orders: WindowedStats = None
+    amounts: WindowedStats = None
+    devices: WindowedDistinct = None
+    ips: WindowedDistinct = None
+    labels: WindowedStats = None  # by label arrival time; value 1 for fraud, 0 for genuine
+    first_seen: float | None = None
+    last_order: float | None = None
+    previous_order: float | None = None
+
+    def __post_init__(self):
+        self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
+        self.clicks = self.clicks or WindowedStats(USER_WINDOWS, self.lateness_s)
+        self.carts = self.carts or WindowedStats(USER_WINDOWS, self.lateness_s)
+        self.orders = self.orders or WindowedStats(USER_WINDOWS, self.lateness_s)
+        self.amounts = self.amounts or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
+        self.devices = self.devices or WindowedDistinct(("24h",), self.lateness_s)
+        self.ips = self.ips or WindowedDistinct(("24h",), self.lateness_s)
+
+
+@dataclass
+class VelocityState(State):
+    """An instrument, device or IP: its orders and the distinct users behind them."""
+
+    orders: WindowedStats = None
+    users: WindowedDistinct = None
+    labels: WindowedStats = None  # instruments only: the labels that arrived for its orders
+
+    def __post_init__(self):
+        self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
+        self.orders = self.orders or WindowedStats(VELOCITY_WINDOWS, self.lateness_s)
+        self.users = self.users or WindowedDistinct(("24h",), self.lateness_s)
+
+
+@dataclass
+class TerminalState(State):
+    """A terminal or merchant: its transactions, and the labels that have arrived for them."""
+
+    tx: WindowedStats = None
+    labels: WindowedStats = None  # by label arrival time; value 1 for fraud, 0 for genuine
+
+    def __post_init__(self):
+        self.tx = self.tx or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
+        self.labels = self.labels or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
+
+
+@dataclass
+class ItemState(State):
+    views: WindowedStats = None
+    carts: WindowedStats = None
+    purchases: WindowedStats = None
+
+    def __post_init__(self):
+        self.views = self.views or WindowedStats(ITEM_WINDOWS, self.lateness_s)
+        self.carts = self.carts or WindowedStats(ITEM_WINDOWS, self.lateness_s)
+        self.purchases = self.purchases or WindowedStats(ITEM_WINDOWS, self.lateness_s)
+
+
+@dataclass
+class SessionState(State):
+    clicks: int = 0
+    start: float | None = None
+    end: float | None = None
+    items: LastN = field(default_factory=lambda: LastN(SESSION_ITEMS))
+    # item -> [(event time, +1 for an add or -1 for a removal)] since the last order;
+    # kept by event time so the cart does not depend on which topic was read first.
+    cart: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    ordered_at: float = -math.inf  # event time of the session's last order
+
+    def cart_items(self) -> list[str]:
+        """Items in the cart now, sorted."""
+        return sorted(item for item, changes in self.cart.items() if sum(d for _, d in changes) > 0)
+
+
+@dataclass
+class OrderState(State):
+    """What a later label needs to know about its order."""
+
+    terminal: str | None = None
+    instrument: str | None = None
+    user: str | None = None
+    ts: float | None = None
+    flagged: bool | None = None  # whether its fraud score said review or block
+    # A label that arrived before its order (topics are read at different speeds):
+    # (label time, is_fraud, source, seq), released when the order arrives.
+    pending: tuple | None = None
+    label_count: int = 0  # labels seen; the first one counts, later ones are duplicates
+    copies: int = 0  # copies of the order after the first (the same order id again)
+
+
+STATES = {"user": UserState, "session": SessionState, "item": ItemState, "order": OrderState,
+          "instrument": VelocityState, "device": VelocityState, "ip": VelocityState,
+          "terminal": TerminalState}
+
+
+def new_state(kind: str, entity_id: str = "", lateness_s: float = 0.0) -> State:
+    """A fresh state for an entity of ``kind``."""
+    return STATES[kind](entity_id=entity_id, lateness_s=lateness_s)
+
+
+# --- applying updates -----------------------------------------------------------------
+
+Rows = dict[str, tuple]  # view name -> (entity id, event time, *feature values)
+
+
+def apply(state: State, update: Update) -> Rows:
+    """Apply ``update`` to ``state``; return the feature rows it changed.
+
+    Rows are stamped with the entity's watermark and computed as of it: a late event
+    changes the features from the watermark on, never before, so a point-in-time read
+    sees nothing from its future. An update already applied returns no rows and changes
+    nothing.
+
+    Lateness is judged per source partition: an update older than the newest one from
+    its own source by more than the allowed lateness is counted in ``state.late`` and
+    changes nothing else. Sources that merely run behind others (one partition consumed
+    faster than another during a fast replay) are not late; their events still count.
+    """
+    source = update.source
+    seen = state.applied.get(source)
+    if seen is not None and update.seq <= seen:
+        return {}
+    state.applied[source] = update.seq
+    state.entity_id = update.entity_id
+    newest = state.source_watermarks.get(source, -math.inf)
+    if update.ts < newest - state.lateness_s:
+        state.late += 1
+        return {}
+    state.source_watermarks[source] = max(newest, update.ts)
+    state.watermark = max(state.watermark, update.ts)
+    # A row that would tie with the entity's previous row is stamped a microsecond later:
+    # readers that break ties unreliably (Feast's file store does) then see the newest.
+    state.stamped = max(state.watermark, state.stamped + 1e-6)
+    return _APPLY[update.kind](state, update, state.stamped)
+
+
+def _risk(labels: WindowedStats, u: Update, now: float) -> tuple:
+    """Confirmed frauds among the labels that arrived in each window, and their share."""
+    labels.update(u.ts, float(u.data[0]))
+    totals = labels.totals(now).values()
+    return (*(int(frauds) for _, frauds, _ in totals),
+            *(frauds / labelled if labelled else 0.0 for labelled, frauds, _ in totals))
+
+
+def _user(state: UserState, u: Update, now: float) -> Rows:
+    if u.op == "label":
+        return {"user_risk": (state.entity_id, now, *_risk(state.labels, u, now))}
+    ts = u.ts
+    {"click": state.clicks, "cart": state.carts, "order": state.orders}[u.op].update(ts)
+    state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
+    if u.op in ("click", "order"):
+        device, ip = u.data[-2:]
+        if device:
+            state.devices.update(ts, device)
+        if ip:
+            state.ips.update(ts, ip)
+    rows = {"user_activity": _user_activity(state, now)}
+    if u.op == "order":
+        state.amounts.update(ts, u.data[0])
+        if state.last_order is None or ts >= state.last_order:  # keep the two latest
+            state.previous_order, state.last_order = state.last_order, ts
+        elif state.previous_order is None or ts > state.previous_order:
+            state.previous_order = ts
+        rows["user_orders"] = _user_orders(state, now)
+    return rows
+
+
+def _counts(stats: WindowedStats, now: float) -> list[int]:
+    return stats.counts(now)
+
+
+def _user_activity(state: UserState, now: float) -> tuple:
+    return (
+        state.entity_id, now,
+        *_counts(state.clicks, now), *_counts(state.carts, now), *_counts(state.orders, now),
+        state.devices.count("24h", now), state.ips.count("24h", now),
+        (now - state.first_seen) / 86_400,
+    )
+
+
+def _user_orders(state: UserState, now: float) -> tuple:
+    last, previous = state.last_order, state.previous_order
+    since = NO_PREVIOUS_ORDER if previous is None else max(last - previous, 0.0)
+    by_window = state.amounts.totals(now)
+    totals = by_window.values()
+    means = [total / n if n else 0.0 for n, total, _ in totals]
+    stds = [math.sqrt(max(sq / n - (total / n) ** 2, 0.0)) if n else 0.0 for n, total, sq in totals]
+    return (state.entity_id, now, by_window["30d"][0], *(t for _, t, _ in totals), *means, *stds, since)
+
+
+def _velocity(state: VelocityState, u: Update, now: float) -> Rows:
+    if u.op == "label":
+        return {f"{u.kind}_risk": (state.entity_id, now, *_risk(state.labels, u, now))}
+    state.orders.update(u.ts)
+    state.users.update(u.ts, u.data[0])
+    return {f"{u.kind}_velocity": (state.entity_id, now, *_counts(state.orders, now),
+                                   state.users.count("24h", now))}
+
+
+def _terminal(state: TerminalState, u: Update, now: float) -> Rows:
+    if u.op == "order":
+        state.tx.update(u.ts)
+    else:
+        state.labels.update(u.ts, float(u.data[0]))
+    risks = [frauds / labelled if labelled else 0.0
+             for labelled, frauds, _ in state.labels.totals(now).values()]
+    return {"terminal_risk": (state.entity_id, now, *_counts(state.tx, now), *risks)}
+
+
+def _item(state: ItemState, u: Update, now: float) -> Rows:
+    {"view": state.views, "cart": state.carts, "purchase": state.purchases}[u.op].update(u.ts)
+    return {"item_popularity": (state.entity_id, now, *_counts(state.views, now),
+                                *_counts(state.carts, now), *_counts(state.purchases, now))}
+
+
+def _session(state: SessionState, u: Update, now: float) -> Rows:
+    state.start = u.ts if state.start is None else min(state.start, u.ts)
+    state.end = u.ts if state.end is None else max(state.end, u.ts)
+    if u.op == "click":
+        state.clicks += 1
+        state.items.update(u.data[0])
+    elif u.op in ("add", "remove") and u.ts > state.ordered_at:  # else it was ordered already
+        state.cart.setdefault(u.data[0], []).append((u.ts, 1 if u.op == "add" else -1))
+    elif u.op == "order" and u.ts > state.ordered_at:  # the cart up to now became the order
+        state.ordered_at = u.ts
+        for item in list(state.cart):
+            state.cart[item] = [change for change in state.cart[item] if change[0] > u.ts]
+            if not state.cart[item]:
+                del state.cart[item]
+    return {"session_state": (state.entity_id, now, state.clicks, state.start,
+                              state.end - state.start, state.items.get(), state.cart_items())}
+
+
+def _order(state: OrderState, u: Update, now: float) -> Rows:
+    if u.op == "place" and state.ts is None:
+        state.user, _, state.instrument, _, _, state.terminal = u.data[:6]
+        state.ts = u.ts
+    elif u.op == "place":
+        state.copies += 1
+    elif u.op == "scored":
+        (state.flagged,) = u.data
+    elif u.op == "label":
+        state.label_count += 1
+    return {}
+
+
+def is_new(state: State, update: Update) -> bool:
+    """Whether ``update`` has not been applied to ``state`` yet."""
+    seen = state.applied.get(update.source)
+    return seen is None or update.seq > seen
+
+
+_APPLY = {"user": _user, "session": _session, "item": _item, "order": _order,
+          "instrument": _velocity, "device": _velocity, "ip": _velocity, "terminal": _terminal}
