@@ -34,7 +34,7 @@ from scorers.windows import LastN, WindowedDistinct, WindowedStats
 if TYPE_CHECKING:
     from scorers.routing import Update
 
-STATE_VERSION = 5  # 4: orders reach their entities through the order state; 5: exact window sums
+STATE_VERSION = 6  # 4: orders via the order state; 5: exact window sums; 6: plain data, not pickles
 """Version of the entity-state layout. Workers keep states in a table named after it, so a
 layout change starts from fresh state instead of misreading the old (replay to backfill)."""
 SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
