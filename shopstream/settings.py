@@ -270,11 +270,13 @@ class FeatureSettings(BaseModel):
     expiry_sweep_s: float = Field(30.0, gt=0)
     """How often, in wall-clock seconds, a worker deletes the states that have expired
     (one tombstone each on the changelog, so compaction drops them too)."""
-    state_flush_s: float = Field(1.0, ge=0)
-    """Entity states changed by the feature agent are written to their changelog at most
-    this often (a write-back cache: an entity changed by many batches is written once),
-    and the records that changed them are acknowledged only then. 0 writes them after
-    every micro-batch."""
+    state_flush_s: float = Field(0.0, ge=0)
+    """0 (the default) writes the states a micro-batch changed before it is acknowledged.
+    More holds them in a write-back cache for up to this many seconds, so that an entity
+    changed by many batches is written once, and acknowledges their records only then.
+    Experimental: the recovery test has seen a held record acknowledged across a
+    rebalance leave its partition's first offset unacknowledged, which stops that
+    partition's commits (docs/operations.md, "The write-back cache")."""
 
 
 Role = Literal["features", "fraud", "recs"]

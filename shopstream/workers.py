@@ -214,6 +214,23 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def next_to_stop(children, signalled: set[int], web_port: int, since: float,
+                 settle_s: float = 60.0) -> int | None:
+    """Which child to signal now, if any: one at a time, each once the one before has
+    exited and the others have settled (ready again, or ``settle_s`` passed). Faust can
+    hang stopping a worker while a rebalance hands it partitions: with all stopped at
+    once, the last to leave is handed the others' partitions, and the records it fetches
+    for them are never acknowledged (seen as ``--processes 2`` needing SIGKILL)."""
+    alive = [i for i, child in enumerate(children) if child.poll() is None]
+    if any(i in signalled for i in alive):
+        return None  # the one signalled last is still stopping
+    waiting = [i for i in alive if i not in signalled]
+    if not waiting:
+        return None
+    settled = time.monotonic() - since > settle_s or all(ready(web_port + i) for i in waiting)
+    return waiting[0] if settled or not signalled else None
+
+
 def supervise(settings, processes: int) -> int:
     """Run ``processes`` workers of ``settings`` side by side until one stops or a signal
     comes; then stop the others and return the first exit status that is not 0.
@@ -232,22 +249,25 @@ def supervise(settings, processes: int) -> int:
     for i in range(processes):
         env = {**os.environ, **to_env(settings.model_copy(update={"web_port": settings.web_port + i}))}
         children.append(subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env))
-    stopping = []
+    stopping: list[int] = []
+    signalled: set[int] = set()
 
     def forward(signum, _frame):
         stopping.append(signum)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, forward)
-    status = 0
+    status, since = 0, time.monotonic()
     while any(child.poll() is None for child in children):
         for child in children:
             code = child.poll()
             if code is not None and not stopping:  # one stopped on its own: stop the rest
                 status = status or code
                 forward(signal.SIGTERM, None)
+        if stopping and next_to_stop(children, signalled, settings.web_port, since) is not None:
+            i = next_to_stop(children, signalled, settings.web_port, since)
+            children[i].send_signal(stopping[0])
+            signalled.add(i)
+            since = time.monotonic()
         time.sleep(0.2)
     return status or next((c.returncode for c in children if c.returncode), 0)

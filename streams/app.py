@@ -149,9 +149,12 @@ def retryable(exc: BaseException) -> bool:
     (True, True, False)
     """
     import redis.exceptions as r
+    from feast.errors import FeatureViewNotFoundException
 
     if isinstance(exc, r.AuthenticationError | r.AuthorizationError | r.NoPermissionError):
         return False
+    if isinstance(exc, FeatureViewNotFoundException):  # the registry is being rewritten by
+        return True  # another worker starting up (seen with --processes 2)
     return isinstance(exc, OSError | r.ConnectionError | r.TimeoutError | r.BusyLoadingError
                       | r.ReadOnlyError | r.TryAgainError | r.ClusterDownError)
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 
+import confluent_kafka
 import faust
 from faust.types import TP
 
@@ -73,6 +75,10 @@ def online_writer() -> OnlineWriter:
     return _online
 
 
+_NO_SUCH_PARTITION = {confluent_kafka.KafkaError._UNKNOWN_PARTITION,
+                      confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
 class EndOffsets:
     """End offsets of the partitions that entity updates name as their source, looked up
     again only when an update names an offset past the one known: a real update's
@@ -80,6 +86,29 @@ class EndOffsets:
 
     def __init__(self):
         self._known: dict[TP, int] = {}
+        self._client: confluent_kafka.Consumer | None = None
+        self._lock = threading.Lock()
+
+    def _ask_broker(self, partitions: set[TP]) -> dict[TP, int]:
+        """End offsets from the broker, by a client of this lookup's own: Faust's consumer
+        answers through its thread, which stops before a worker's last wait for the batch
+        in hand, so a batch that asked it then waited for good (seen: ``--processes 2``
+        hanging on stop)."""
+        with self._lock:
+            if self._client is None:
+                self._client = confluent_kafka.Consumer({
+                    **settings.kafka.client_config(), "group.id": f"{settings.app_id}-end-offsets",
+                    "enable.auto.commit": False})
+            return {tp: self._end_offset(tp) for tp in partitions}
+
+    def _end_offset(self, tp: TP) -> int:
+        try:
+            return self._client.get_watermark_offsets(
+                confluent_kafka.TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+        except confluent_kafka.KafkaException as exc:
+            if exc.args and exc.args[0].code() in _NO_SUCH_PARTITION:  # a forged partition
+                return 0
+            raise
 
     async def check(self, sources: set[tuple[str, int, int]]) -> None:
         """Raise ``BadUpdate`` for a source offset that its partition does not have yet."""
@@ -91,7 +120,7 @@ class EndOffsets:
                 self._known[tp] = max(self._known.get(tp, -1), local)
         beyond = {TP(t, p) for t, p, o in sources if o >= self._known.get(TP(t, p), -1)}
         if beyond:  # another worker's inputs, or a forged offset: ask the broker
-            self._known.update(await app.consumer.highwaters(*beyond))
+            self._known.update(await asyncio.to_thread(self._ask_broker, beyond))
         for topic, partition, offset in sources:
             end = self._known.get(TP(topic, partition))
             if end is None or offset >= end:

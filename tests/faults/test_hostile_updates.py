@@ -67,6 +67,7 @@ def test_forged_and_malformed_updates_are_dead_lettered_and_harm_nobody(worker):
         "bad_data": update(data=[["d"], 3]),
         "infinite_ts": update(ts=float("inf")),
         "foreign_source": update(source="elsewhere:0"),
+        "partition_that_does_not_exist": update(source=f"{clicks_topic}:99"),
         "huge_amount": update(op="order", data=[1.4e154, None, None]),
         "bool_ingestion_time": encode_updates(True, []),
     }
