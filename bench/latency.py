@@ -170,7 +170,8 @@ def register_model(settings: Settings) -> str:
 
 
 def stage_times(port: int) -> dict[str, float]:
-    """Mean ms per scoring micro-batch in each stage, from the worker's histograms."""
+    """Mean ms per scoring micro-batch in each stage, and its mean orders (``orders``),
+    from the worker's histograms."""
     import httpx
 
     sums, counts = {}, {}
@@ -180,7 +181,12 @@ def stage_times(port: int) -> dict[str, float]:
                 sums[sample.labels["stage"]] = sample.value
             elif sample.name == "shopstream_scoring_stage_seconds_count":
                 counts[sample.labels["stage"]] = sample.value
-    return {stage: 1000 * sums[stage] / counts[stage] for stage in sums if counts.get(stage)}
+            elif sample.name == "shopstream_scoring_batch_orders_sum":
+                sums["orders"] = sample.value
+            elif sample.name == "shopstream_scoring_batch_orders_count":
+                counts["orders"] = sample.value
+    return {stage: (1 if stage == "orders" else 1000) * sums[stage] / counts[stage]
+            for stage in sums if counts.get(stage)}
 
 
 WORKERS = {"one": [ROLES], "split": [("features", "recs"), ("fraud",)]}
@@ -258,14 +264,14 @@ def main() -> None:
 
     table = Table(title=f"order produced -> score consumed, {args.orders:,.0f} orders/s "
                         f"+ {args.clicks:,.0f} clicks/s; read and model: ms per scoring batch")
-    for column in ("", "received", "p50 ms", "p99 ms", "max ms", "read ms", "model ms"):
+    for column in ("", "received", "p50 ms", "p99 ms", "max ms", "orders/batch", "read ms", "model ms"):
         table.add_column(column)
     rows = [("Kafka round trip", floor, {})] + [(f"shopstream {mode}", results[mode], stages[mode])
                                                  for mode in modes]
     for name, r, stage in rows:
         table.add_row(name, f"{r['received']:,}/{r['sent']:,}",
                       *(f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms")),
-                      *(f"{stage[k]:.2f}" if k in stage else "-" for k in ("feature_read", "inference")))
+                      *(f"{stage[k]:.2f}" if k in stage else "-" for k in ("orders", "feature_read", "inference")))
     console.print(table)
     for mode in modes:
         console.print(f"shopstream {mode}: workers with roles "

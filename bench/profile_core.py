@@ -25,14 +25,14 @@ from rich.console import Console
 from rich.table import Table
 
 from scorers.routing import order_updates, route
-from scorers.states import apply, new_state
+from scorers.states import Batch, new_state
 from scorers.update_checks import check_update
 from shopstream.events import INPUTS, parse_events
 from shopstream.offline import events_table
 from shopstream.online import feature_table, latest_per_entity
 from shopstream.settings import Settings
 from shopstream.simulator import Shop, SimConfig, default_start
-from streams.codecs import decode_updates, encode_state, encode_updates_chunked
+from streams.codecs import decode_updates, encode_states, encode_updates_chunked
 
 KIND = {"Click": "click", "CartEvent": "cart", "Order": "order", "OrderLabel": "order_label"}
 UPDATES = "app-entity-updates"
@@ -62,7 +62,7 @@ class Stages:
         self.seconds[self._stage] += time.perf_counter() - self._started
 
 
-def apply_updates(updates, states, changed, rows, start) -> list:
+def apply_updates(updates, states, changed, batch, start) -> list:
     """Apply updates as the feature agent does; return the updates orders cause."""
     caused = []
     for index, update in enumerate(updates):
@@ -72,8 +72,7 @@ def apply_updates(updates, states, changed, rows, start) -> list:
         if update.kind == "order":
             caused += order_updates(state, update, f"{UPDATES}:0", start, index)[1]
             continue
-        for view, row in apply(state, update).items():
-            rows[view].append(row)
+        batch.apply(state, update)
     return caused
 
 
@@ -103,17 +102,17 @@ def run(records: list[tuple[str, bytes]], batch: int, stages: Stages) -> dict[st
         with stages("check updates"):
             for update in decoded:
                 check_update(update, topics)
-        rows: dict[str, list[tuple]] = defaultdict(list)
         changed: dict[bytes, object] = {}
         with stages("apply"):
-            caused = apply_updates(decoded, states, changed, rows, start)
-            apply_updates(caused, states, changed, rows, start)
+            batch_of = Batch()
+            caused = apply_updates(decoded, states, changed, batch_of, start)
+            apply_updates(caused, states, changed, batch_of, start)
+            rows = batch_of.rows()
         counts["updates"] += len(decoded) + len(caused)
         counts["rows"] += sum(map(len, rows.values()))
         counts["states"] += len(changed)
         with stages("encode states"):
-            for key, state in changed.items():
-                encode_state(key[:key.index(b":")].decode(), state, 0.0)
+            encode_states([(key[:key.index(b":")].decode(), state, 0.0) for key, state in changed.items()])
         states.update(changed)
         with stages("online rows"):
             for view_rows in rows.values():

@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
+from scorers.tiles import Contributions, Tiles, tiles_for
 from scorers.views import AMOUNT_WINDOWS, ITEM_WINDOWS, RISK_WINDOWS, USER_WINDOWS, VELOCITY_WINDOWS
 from scorers.windows import LastN, WindowedDistinct, WindowedStats
 
 if TYPE_CHECKING:
     from scorers.routing import Update
 
-STATE_VERSION = 6  # 4: orders via the order state; 5: exact window sums; 6: plain data, not pickles
+STATE_VERSION = 7  # 4: orders via the order state; 5: exact window sums; 6: plain data; 7: tiles
 """Version of the entity-state layout. Workers keep states in a table named after it, so a
 layout change starts from fresh state instead of misreading the old (replay to backfill)."""
 SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
@@ -53,15 +55,40 @@ class State:
     source_watermarks: dict[str, float] = field(default_factory=dict)
     stamped: float = -math.inf  # event time of the last row, so that rows never tie
     late: int = 0  # updates refused as later than the allowed lateness
+    slot: int = field(default=-1, repr=False)  # the entity's row in its kind's tiles, if counted
 
-    def to_data(self) -> dict:
+    TILES: ClassVar[Tiles | None] = None
+    """Where this kind's counting aggregates live (``scorers.tiles``), if it has any."""
+
+    def __post_init__(self):
+        if self.TILES is not None:
+            self.slot = self.TILES.allocate(self)
+
+    def to_data(self, tiles: list | None = None) -> dict:
         """The state as plain data (dicts, lists, numbers, text), for the changelog: it
         names no class, so a renamed class cannot break recovery. ``state_from_data``
-        reads it back."""
+        reads it back. ``tiles``: its tiles' data if already at hand (``to_data_many``)."""
         data = dict(self.__dict__)
         for name in _aggregates(type(self)):
             data[name] = data[name].to_data()
+        del data["slot"]
+        if self.TILES is not None:
+            data["tiles"] = self.TILES.to_data(self.slot) if tiles is None else tiles
         return data
+
+
+def to_data_many(states: list[State]) -> list[dict]:
+    """``State.to_data`` of many states, their tiles read kind by kind in one go each."""
+    tiles: list = [None] * len(states)
+    by_tiles: dict[Tiles, list[int]] = defaultdict(list)
+    for index, state in enumerate(states):
+        if state.TILES is not None:
+            by_tiles[state.TILES].append(index)
+    for kind_tiles, indices in by_tiles.items():
+        for index, data in zip(indices, kind_tiles.to_data_many([states[i].slot for i in indices]),
+                               strict=True):
+            tiles[index] = data
+    return [state.to_data(data) for state, data in zip(states, tiles, strict=True)]
 
 
 _AGGREGATES = {"WindowedStats", "WindowedDistinct", "LastN"}
@@ -92,8 +119,10 @@ def state_from_data(kind: str, data: dict) -> State:
     True
     """
     state = new_state(kind, data["entity_id"], data["lateness_s"])
+    if state.TILES is not None and "tiles" in data:
+        state.TILES.load(state.slot, data["tiles"])
     for spec in fields(state):
-        if spec.name not in data:
+        if spec.name not in data or spec.name == "slot":
             continue
         value, current = data[spec.name], getattr(state, spec.name)
         if isinstance(current, WindowedStats | WindowedDistinct | LastN):
@@ -103,11 +132,27 @@ def state_from_data(kind: str, data: dict) -> State:
     return state
 
 
+def count(state: State, aggregate: str, window: str) -> int:
+    """An entity's count of ``aggregate`` (``"clicks"``) in ``window`` as of its watermark.
+
+    >>> from scorers.routing import route
+    >>> from shopstream.events import Click
+    >>> state = new_state("user")
+    >>> for ts in (0, 30, 700):
+    ...     _ = apply(state, route(Click(user_id="u", session_id="s", item_id="i", ts=ts), "c:0", ts)[0])
+    >>> count(state, "clicks", "10m"), count(state, "clicks", "1h")   # the 10 minutes start at 120 s
+    (1, 3)
+    """
+    tiles = state.TILES
+    if state.watermark == -math.inf:
+        return 0
+    counts = tiles.counts(state.slot, state.watermark)
+    return counts[tiles.aggregates.index(aggregate) * len(tiles.windows) + tiles.windows.index(window)]
+
+
 @dataclass
 class UserState(State):
-    clicks: WindowedStats = None
-    carts: WindowedStats = None
-    orders: WindowedStats = None
+    TILES = tiles_for((("clicks", "carts", "orders"), USER_WINDOWS))
     amounts: WindowedStats = None
     devices: WindowedDistinct = None
     ips: WindowedDistinct = None
@@ -117,10 +162,8 @@ class UserState(State):
     previous_order: float | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
-        self.clicks = self.clicks or WindowedStats(USER_WINDOWS, self.lateness_s)
-        self.carts = self.carts or WindowedStats(USER_WINDOWS, self.lateness_s)
-        self.orders = self.orders or WindowedStats(USER_WINDOWS, self.lateness_s)
         self.amounts = self.amounts or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
         self.devices = self.devices or WindowedDistinct(("24h",), self.lateness_s)
         self.ips = self.ips or WindowedDistinct(("24h",), self.lateness_s)
@@ -130,13 +173,13 @@ class UserState(State):
 class VelocityState(State):
     """An instrument, device or IP: its orders and the distinct users behind them."""
 
-    orders: WindowedStats = None
+    TILES = tiles_for((("orders",), VELOCITY_WINDOWS))
     users: WindowedDistinct = None
     labels: WindowedStats = None  # instruments only: the labels that arrived for its orders
 
     def __post_init__(self):
+        super().__post_init__()
         self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
-        self.orders = self.orders or WindowedStats(VELOCITY_WINDOWS, self.lateness_s)
         self.users = self.users or WindowedDistinct(("24h",), self.lateness_s)
 
 
@@ -144,24 +187,17 @@ class VelocityState(State):
 class TerminalState(State):
     """A terminal or merchant: its transactions, and the labels that have arrived for them."""
 
-    tx: WindowedStats = None
+    TILES = tiles_for((("tx",), AMOUNT_WINDOWS))
     labels: WindowedStats = None  # by label arrival time; value 1 for fraud, 0 for genuine
 
     def __post_init__(self):
-        self.tx = self.tx or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
+        super().__post_init__()
         self.labels = self.labels or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
 
 
 @dataclass
 class ItemState(State):
-    views: WindowedStats = None
-    carts: WindowedStats = None
-    purchases: WindowedStats = None
-
-    def __post_init__(self):
-        self.views = self.views or WindowedStats(ITEM_WINDOWS, self.lateness_s)
-        self.carts = self.carts or WindowedStats(ITEM_WINDOWS, self.lateness_s)
-        self.purchases = self.purchases or WindowedStats(ITEM_WINDOWS, self.lateness_s)
+    TILES = tiles_for((("views", "carts", "purchases"), ITEM_WINDOWS))
 
 
 @dataclass
@@ -211,6 +247,66 @@ def new_state(kind: str, entity_id: str = "", lateness_s: float = 0.0) -> State:
 Rows = dict[str, tuple]  # view name -> (entity id, event time, *feature values)
 
 
+class Batch:
+    """The updates of one micro-batch, and the rows they change, view by view.
+
+    ``apply`` applies updates one at a time, in order, as ``apply`` (the function) does;
+    the window counts of their rows are settled all at once by ``rows``, in numpy
+    (``scorers.tiles``), so a state's counts are only up to date once ``rows`` has run.
+
+    >>> from scorers.routing import route
+    >>> from shopstream.events import Click
+    >>> state, batch = new_state("user"), Batch()
+    >>> for offset, ts in enumerate([0, 30, 700]):
+    ...     _ = batch.apply(state, route(Click(user_id="u", session_id="s", item_id="i", ts=ts), "c:0", offset)[0])
+    >>> [row[2:4] for row in batch.rows()["user_activity"]]   # clicks in 10 minutes, 1 hour
+    [(1, 1), (2, 2), (1, 3)]
+    """
+
+    def __init__(self):
+        self._rows: dict[str, list] = defaultdict(list)
+        self._asked: dict[Tiles, Contributions] = {}
+        self._waiting: list[tuple[str, int, Tiles, int, tuple, tuple]] = []
+        self._place = 0
+
+    def apply(self, state: State, update: Update) -> None:
+        """Apply ``update`` to ``state`` (see ``apply``)."""
+        self._place += 1
+        for view, row in apply_one(state, update, self).items():
+            rows = self._rows[view]
+            if type(row) is _Counted:
+                self._waiting.append((view, len(rows), *row))
+            rows.append(row)
+
+    def count(self, state: State, aggregate: int, ts: float) -> None:
+        """Count an update at ``ts`` in the state's ``aggregate`` (an index in ``TILES.aggregates``)."""
+        self._contributions(state).add(state.slot, aggregate, ts, self._place)
+
+    def counted(self, state: State, now: float, head: tuple, tail: tuple) -> _Counted:
+        """A row ``(*head, *counts as of now, *tail)``, its counts settled by ``rows``."""
+        tiles = state.TILES
+        return _Counted((tiles, self._contributions(state).ask(state.slot, now, self._place), head, tail))
+
+    def _contributions(self, state: State) -> Contributions:
+        tiles = state.TILES
+        batch = self._asked.get(tiles)
+        if batch is None:
+            batch = self._asked[tiles] = Contributions()
+        return batch
+
+    def rows(self) -> dict[str, list[tuple]]:
+        """Every changed row, per view in the order of the updates; the counts settled."""
+        answers = {tiles: tiles.settle(batch).tolist() for tiles, batch in self._asked.items()}
+        for view, index, tiles, query, head, tail in self._waiting:
+            self._rows[view][index] = (*head, *answers[tiles][query], *tail)
+        self._asked, self._waiting = {}, []
+        return self._rows
+
+
+class _Counted(tuple):
+    """A row waiting for its window counts: (tiles, query, head, tail)."""
+
+
 def apply(state: State, update: Update) -> Rows:
     """Apply ``update`` to ``state``; return the feature rows it changed.
 
@@ -223,7 +319,16 @@ def apply(state: State, update: Update) -> Rows:
     its own source by more than the allowed lateness is counted in ``state.late`` and
     changes nothing else. Sources that merely run behind others (one partition consumed
     faster than another during a fast replay) are not late; their events still count.
+
+    This is a ``Batch`` of one update; a worker applies its micro-batches as one.
     """
+    batch = Batch()
+    batch.apply(state, update)
+    return {view: rows[0] for view, rows in batch.rows().items()}
+
+
+def apply_one(state: State, update: Update, batch: Batch) -> Rows:
+    """Apply ``update`` to ``state`` within ``batch``: the rows, counts still to settle."""
     source = update.source
     seen = state.applied.get(source)
     if seen is not None and update.seq <= seen:
@@ -238,8 +343,10 @@ def apply(state: State, update: Update) -> Rows:
     state.watermark = max(state.watermark, update.ts)
     # A row that would tie with the entity's previous row is stamped a microsecond later:
     # readers that break ties unreliably (Feast's file store does) then see the newest.
+    # Its values are computed as of the watermark all the same, so that they do not
+    # depend on the order in which the topics were read (which decides the ties).
     state.stamped = max(state.watermark, state.stamped + 1e-6)
-    return _APPLY[update.kind](state, update, state.stamped)
+    return _APPLY[update.kind](state, update, state.watermark, batch)
 
 
 def _risk(labels: WindowedStats, u: Update, now: float) -> tuple:
@@ -250,11 +357,14 @@ def _risk(labels: WindowedStats, u: Update, now: float) -> tuple:
             *(frauds / labelled if labelled else 0.0 for labelled, frauds, _ in totals))
 
 
-def _user(state: UserState, u: Update, now: float) -> Rows:
+_USER_COUNTS = {"click": 0, "cart": 1, "order": 2}
+
+
+def _user(state: UserState, u: Update, now: float, batch: Batch) -> Rows:
     if u.op == "label":
-        return {"user_risk": (state.entity_id, now, *_risk(state.labels, u, now))}
+        return {"user_risk": (state.entity_id, state.stamped, *_risk(state.labels, u, now))}
     ts = u.ts
-    {"click": state.clicks, "cart": state.carts, "order": state.orders}[u.op].update(ts)
+    batch.count(state, _USER_COUNTS[u.op], ts)
     state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
     if u.op in ("click", "order"):
         device, ip = u.data[-2:]
@@ -262,7 +372,8 @@ def _user(state: UserState, u: Update, now: float) -> Rows:
             state.devices.update(ts, device)
         if ip:
             state.ips.update(ts, ip)
-    rows = {"user_activity": _user_activity(state, now)}
+    rows = {"user_activity": batch.counted(state, now, (state.entity_id, state.stamped), (
+        state.devices.count("24h", now), state.ips.count("24h", now), (now - state.first_seen) / 86_400))}
     if u.op == "order":
         state.amounts.update(ts, u.data[0])
         if state.last_order is None or ts >= state.last_order:  # keep the two latest
@@ -273,19 +384,6 @@ def _user(state: UserState, u: Update, now: float) -> Rows:
     return rows
 
 
-def _counts(stats: WindowedStats, now: float) -> list[int]:
-    return stats.counts(now)
-
-
-def _user_activity(state: UserState, now: float) -> tuple:
-    return (
-        state.entity_id, now,
-        *_counts(state.clicks, now), *_counts(state.carts, now), *_counts(state.orders, now),
-        state.devices.count("24h", now), state.ips.count("24h", now),
-        (now - state.first_seen) / 86_400,
-    )
-
-
 def _user_orders(state: UserState, now: float) -> tuple:
     last, previous = state.last_order, state.previous_order
     since = NO_PREVIOUS_ORDER if previous is None else max(last - previous, 0.0)
@@ -293,35 +391,37 @@ def _user_orders(state: UserState, now: float) -> tuple:
     totals = by_window.values()
     means = [total / n if n else 0.0 for n, total, _ in totals]
     stds = [math.sqrt(max(sq / n - (total / n) ** 2, 0.0)) if n else 0.0 for n, total, sq in totals]
-    return (state.entity_id, now, by_window["30d"][0], *(t for _, t, _ in totals), *means, *stds, since)
+    return (state.entity_id, state.stamped, by_window["30d"][0], *(t for _, t, _ in totals), *means, *stds, since)
 
 
-def _velocity(state: VelocityState, u: Update, now: float) -> Rows:
+def _velocity(state: VelocityState, u: Update, now: float, batch: Batch) -> Rows:
     if u.op == "label":
-        return {f"{u.kind}_risk": (state.entity_id, now, *_risk(state.labels, u, now))}
-    state.orders.update(u.ts)
+        return {f"{u.kind}_risk": (state.entity_id, state.stamped, *_risk(state.labels, u, now))}
+    batch.count(state, 0, u.ts)
     state.users.update(u.ts, u.data[0])
-    return {f"{u.kind}_velocity": (state.entity_id, now, *_counts(state.orders, now),
-                                   state.users.count("24h", now))}
+    return {f"{u.kind}_velocity": batch.counted(state, now, (state.entity_id, state.stamped),
+                                                (state.users.count("24h", now),))}
 
 
-def _terminal(state: TerminalState, u: Update, now: float) -> Rows:
+def _terminal(state: TerminalState, u: Update, now: float, batch: Batch) -> Rows:
     if u.op == "order":
-        state.tx.update(u.ts)
+        batch.count(state, 0, u.ts)
     else:
         state.labels.update(u.ts, float(u.data[0]))
-    risks = [frauds / labelled if labelled else 0.0
-             for labelled, frauds, _ in state.labels.totals(now).values()]
-    return {"terminal_risk": (state.entity_id, now, *_counts(state.tx, now), *risks)}
+    risks = tuple(frauds / labelled if labelled else 0.0
+                  for labelled, frauds, _ in state.labels.totals(now).values())
+    return {"terminal_risk": batch.counted(state, now, (state.entity_id, state.stamped), risks)}
 
 
-def _item(state: ItemState, u: Update, now: float) -> Rows:
-    {"view": state.views, "cart": state.carts, "purchase": state.purchases}[u.op].update(u.ts)
-    return {"item_popularity": (state.entity_id, now, *_counts(state.views, now),
-                                *_counts(state.carts, now), *_counts(state.purchases, now))}
+_ITEM_COUNTS = {"view": 0, "cart": 1, "purchase": 2}
 
 
-def _session(state: SessionState, u: Update, now: float) -> Rows:
+def _item(state: ItemState, u: Update, now: float, batch: Batch) -> Rows:
+    batch.count(state, _ITEM_COUNTS[u.op], u.ts)
+    return {"item_popularity": batch.counted(state, now, (state.entity_id, state.stamped), ())}
+
+
+def _session(state: SessionState, u: Update, now: float, batch: Batch) -> Rows:
     state.start = u.ts if state.start is None else min(state.start, u.ts)
     state.end = u.ts if state.end is None else max(state.end, u.ts)
     if u.op == "click":
@@ -335,11 +435,11 @@ def _session(state: SessionState, u: Update, now: float) -> Rows:
             state.cart[item] = [change for change in state.cart[item] if change[0] > u.ts]
             if not state.cart[item]:
                 del state.cart[item]
-    return {"session_state": (state.entity_id, now, state.clicks, state.start,
+    return {"session_state": (state.entity_id, state.stamped, state.clicks, state.start,
                               state.end - state.start, state.items.get(), state.cart_items())}
 
 
-def _order(state: OrderState, u: Update, now: float) -> Rows:
+def _order(state: OrderState, u: Update, now: float, batch: Batch) -> Rows:
     if u.op == "place" and state.ts is None:
         state.user, _, state.instrument, _, _, state.terminal = u.data[:6]
         state.ts = u.ts

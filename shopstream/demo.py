@@ -10,13 +10,16 @@ Feast repo) or ``shopstream demo --events 20000 --rate 1000``. It has three acts
    from the offline click log, both registered as champions, and the worker switches to
    them without a restart;
 3. live: the shop's present at ``rate`` events per second, scored and recommended by
-   the models.
+   the models. Halfway through, order amounts jump fourfold (a planted change): the
+   drift role's signals show as they fire, and the trainer job that reads them
+   (``shopstream train fraud --on-signal``) retrains when the policy calls for it.
 
 The screen shows events per second by topic, dead letters (the stream carries a few
 broken records on purpose), consumer lag, online micro-batches (their size and write
 time), feature freshness, late events, fraud scores by model version with the latest
-flagged orders and their reasons, and session recommendations by strategy; at the end a few feature vectors are read back
-through Feast.
+flagged orders and their reasons, session recommendations by strategy, and drift signals
+with the retrain they trigger; at the end a few feature vectors are read back through
+Feast.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from rich.table import Table
 from shopstream import workers
 from shopstream.burst import SMALL_BAD_KINDS, bad_record
 from shopstream.client import OutputConsumer, ShopProducer
-from shopstream.events import Click, FraudScore, Order, SessionRecs
+from shopstream.events import Click, DriftSignal, FraudScore, Order, SessionRecs
 from shopstream.featurestore import feature_store
 from shopstream.settings import Settings
 from shopstream.simulator import DAY, Shop, SimConfig
@@ -94,6 +97,17 @@ def timeline(seed: int, live_events: int) -> tuple[list, list]:
     return history, live
 
 
+PLANTED_AMOUNTS = 4.0
+"""Act three's planted change: order amounts this many times larger from halfway on."""
+
+
+def plant(live: list) -> list:
+    """``live`` with order amounts ``PLANTED_AMOUNTS`` times larger in its second half."""
+    half = len(live) // 2
+    return live[:half] + [e.model_copy(update={"amount": e.amount * PLANTED_AMOUNTS}) if isinstance(e, Order)
+                          else e for e in live[half:]]
+
+
 def produce(settings: Settings, stream: list, rate: float, seed: int, sent: Sent) -> None:
     """Send ``stream`` at ``rate`` per second (0: as fast as possible), with some broken
     records among them."""
@@ -117,16 +131,62 @@ def produce(settings: Settings, stream: list, rate: float, seed: int, sent: Sent
                 time.sleep(ahead)
 
 
-def watch_scores(settings: Settings, flagged: deque, recs: deque, stop: threading.Event) -> None:
-    """Keep the latest flagged orders (review or block) from ``scores.fraud`` and the
-    latest recommendations from ``recs.session``."""
-    with OutputConsumer(f"demo-{uuid.uuid4().hex[:6]}", ["fraud_score", "session_recs"], settings) as consumer:
+def watch_scores(settings: Settings, flagged: deque, recs: deque, stop: threading.Event,
+                 drifts: deque | None = None) -> None:
+    """Keep the latest flagged orders (review or block) from ``scores.fraud``, the latest
+    recommendations from ``recs.session`` and the latest drift signals."""
+    kinds = ["fraud_score", "session_recs"] + (["drift"] if drifts is not None else [])
+    with OutputConsumer(f"demo-{uuid.uuid4().hex[:6]}", kinds, settings) as consumer:
         while not stop.is_set():
             output = consumer.poll(0.5)
             if isinstance(output, FraudScore) and output.decision != "allow":
                 flagged.append(output)
             elif isinstance(output, SessionRecs):
                 recs.append(output)
+            elif isinstance(output, DriftSignal) and drifts is not None:
+                drifts.append(output)
+
+
+@dataclass
+class Retrains:
+    """What the demo's trainer job did: the reason and result of each triggered retrain."""
+
+    done: list[str] = field(default_factory=list)
+
+
+def retrain_on_drift(settings: Settings, retrains: Retrains) -> None:
+    """The trainer job of act three (a daemon thread): reads ``signals.drift`` and
+    retrains once when the policy calls for it (``trainers.triggers``)."""
+    from trainers.fraud import FraudTrainConfig, train_and_register
+    from trainers.loop import LoopConfig
+    from trainers.triggers import retrain_on_signals
+
+    config = FraudTrainConfig(days=12, valid_days=3, refit=False, loop=LoopConfig(epochs=8, batch_size=256))
+
+    def train(tags: dict[str, str]) -> None:
+        retrains.done.append(f"retraining: {tags['trigger.reason']} ...")
+        try:
+            result = train_and_register(settings, config, tags=tags, progress=False)
+            retrains.done[-1] = (f"retrained ({tags['trigger.reason']}): version {result.version.version}, "
+                                 f"{'promoted' if result.promoted else 'not promoted: it did not beat the champion'}")
+        except ValueError as exc:
+            retrains.done[-1] = f"retrain called for ({tags['trigger.reason']}) but not possible: {exc}"
+
+    # No cooldown: a demo run an hour after the last would otherwise wait a day.
+    demo = settings.model_copy(update={"drift": settings.drift.model_copy(update={"cooldown_h": 0.0})})
+    retrain_on_signals(demo, train, once=True, group=f"demo-retrain-{uuid.uuid4().hex[:6]}")
+
+
+def drift_view(drifts: deque, retrains: Retrains) -> Group:
+    """The latest drift signals, and what the trainer job did about them."""
+    table = Table(title=f"drift signals ({sum(s.drifted for s in drifts)} drift, "
+                        f"{sum(not s.drifted for s in drifts)} warn, latest first)", expand=True)
+    for column in ("stream", "subject", "detector", "statistic", "value", "threshold", "severity", "window end"):
+        table.add_column(column)
+    for s in list(drifts)[::-1][:6]:
+        table.add_row(s.stream, s.subject, s.detector, s.statistic, f"{s.value:.3g}", f"{s.threshold:.3g}",
+                      "[red]drift[/]" if s.drifted else "[yellow]warn[/]", f"{s.window_end:%m-%d %H:%M}")
+    return Group(table, *(f"[bold]{line}[/]" for line in retrains.done or ["no retrain triggered yet"]))
 
 
 def recs_view(m: workers.WorkerMetrics | None, recs: deque) -> Group:
@@ -167,7 +227,7 @@ def fraud_view(m: workers.WorkerMetrics | None, flagged: deque) -> Group:
 
 
 def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Progress,
-         flagged: deque | None = None, recs: deque | None = None) -> Group:
+         flagged: deque | None = None, recs: deque | None = None, drift: Group | None = None) -> Group:
     """The live screen."""
     table = Table(expand=True, title="worker, by input topic")
     for column in ("topic", "events/s", "consumed", "processed"):
@@ -194,6 +254,8 @@ def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Pro
         parts.append(fraud_view(m, flagged))
     if recs is not None:
         parts.append(recs_view(m, recs))
+    if drift is not None:
+        parts.append(drift)
     return Group(*parts)
 
 
@@ -238,7 +300,8 @@ def _print_vectors(console: Console, title: str, key: str, features: dict, names
 
 
 def stream(settings: Settings, title: str, total: int, sender: threading.Thread, sent: Sent,
-           flagged: deque, recs: deque, console: Console, log_file) -> workers.WorkerMetrics | None:
+           flagged: deque, recs: deque, console: Console, log_file,
+           drift=None) -> workers.WorkerMetrics | None:
     """Show the live screen until ``sender`` is done and the worker has caught up."""
     before = workers.scrape(settings.web_port) or workers.WorkerMetrics()
     progress = Progress(TextColumn(title), BarColumn(), MofNCompleteColumn())
@@ -252,7 +315,8 @@ def stream(settings: Settings, title: str, total: int, sender: threading.Thread,
             m = workers.scrape(settings.web_port) or m  # a busy worker may not answer every time
             handled = (m.total_in - before.total_in) if m else 0
             progress.update(task, completed=sent.records)
-            live.update(view(m, rates.update(m.events_in if m else {}), progress, flagged, recs))
+            live.update(view(m, rates.update(m.events_in if m else {}), progress, flagged, recs,
+                             drift() if drift else None))
             if not sender.is_alive() and handled >= total and m is not None and m.lag == 0:
                 return m
             if handled != last_seen:
@@ -331,8 +395,10 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
         console.print(f"worker ready in {workers.wait_ready(worker, settings.web_port, log_file):.1f}s")
     flagged: deque = deque(maxlen=50)
     recs: deque = deque(maxlen=50)
+    drifts: deque = deque(maxlen=200)
+    retrains = Retrains()
     stop = threading.Event()
-    watcher = threading.Thread(target=watch_scores, args=(settings, flagged, recs, stop), daemon=True)
+    watcher = threading.Thread(target=watch_scores, args=(settings, flagged, recs, stop, drifts), daemon=True)
     watcher.start()
     started = time.monotonic()
     m = None
@@ -347,10 +413,19 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
             train(settings, console)
             train_recs(settings, console)
         console.rule(f"{'act 3: ' if with_model else ''}the last {LIVE_DAYS} days of the shop, "
-                     f"{rate:,.0f} events/s")
+                     f"{rate:,.0f} events/s" + (f"; order amounts x{PLANTED_AMOUNTS:g} from halfway on"
+                                                if with_model else ""))
+        drift = None
+        if with_model:
+            live = plant(live)
+            drifts.clear()  # act 3's signals only
+            threading.Thread(target=retrain_on_drift, args=(settings, retrains), daemon=True).start()
+            drift = lambda: drift_view(drifts, retrains)  # noqa: E731 - rebuilt at each refresh
         sent = Sent()
         sender = threading.Thread(target=produce, args=(settings, live, rate, seed, sent), daemon=True)
-        m = stream(settings, "live", len(live), sender, sent, flagged, recs, console, log_file)
+        m = stream(settings, "live", len(live), sender, sent, flagged, recs, console, log_file, drift)
+        if with_model:
+            console.print(drift_view(drifts, retrains))
         time.sleep(1.5)  # the last micro-batch reaches the online store
         elapsed = time.monotonic() - started
         console.print(

@@ -243,17 +243,57 @@ class SessionRecs(Output):
 
 
 class DriftSignal(Output):
-    """A feature or score distribution that moved away from its reference."""
+    """A stream the serving model sees that moved away from the model's own reference (the
+    profile saved with it), or whose errors rose. Keyed on Kafka by ``key()``: model,
+    stream and subject.
 
-    subject: str
-    """The feature or score that drifted."""
+    >>> signal = DriftSignal(signal_id="s1", model="shopstream-fraud", model_version="3", stream="fraud",
+    ...                      subject="order_amount", detector="windowed_distance", statistic="psi",
+    ...                      value=0.31, threshold=0.25, n=1000, severity="drift", latency_ms=0,
+    ...                      window_start=0, window_end=3600, ts=3600)
+    >>> signal.key(), signal.drifted
+    ('shopstream-fraud:fraud:order_amount', True)
+    """
+
+    signal_id: Id
+    model: Id
+    """Registered model name; ``model_version`` is the version whose reference was used."""
+    stream: Literal["fraud", "recs"]
+    subject: Id
+    """What moved: a model input's name, ``score``, ``block_rate``, ``review_rate``,
+    ``error``, ``estimated_precision``, ``estimated_recall``, ``pca_error``, ``hit_rate``,
+    ``strategy:<name>``, ``popularity`` or ``unseen_items``."""
+    segment: str = "all"
+    detector: str
+    """``adwin``, ``page_hinkley``, ``calibrated_ks``, ``windowed_distance``, ..."""
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    """The detector's parameters (delta, window, ERT, ...)."""
     statistic: str
-    """The test used, for example psi or ks."""
+    """What was measured, for example ``psi``, ``jensen_shannon``, ``ks`` or ``mean_change``."""
     value: float
     threshold: float
-    drifted: bool
+    ert: float | None = None
+    """Expected values between false alarms on an unchanged stream, for calibrated tests."""
+    p_value: float | None = None
+    direction: Literal["up", "down", "both"] | None = None
+    n: int = Field(ge=0)
+    """Values in the window tested."""
+    n_reference: int | None = None
+    label_coverage: float | None = Field(default=None, ge=0, le=1)
+    """For error subjects: the share of the window's orders with a label."""
+    severity: Literal["warn", "drift"]
     window_start: Timestamp
+    """Event time of the first value in the window tested."""
     window_end: Timestamp
+
+    @property
+    def drifted(self) -> bool:
+        """Whether it is a drift, not a warning."""
+        return self.severity == "drift"
+
+    def key(self) -> str:
+        """The Kafka key: ``model:stream:subject``."""
+        return f"{self.model}:{self.stream}:{self.subject}"
 
 
 class DeadLetter(BaseModel):

@@ -67,6 +67,8 @@ def train_fraud(
                                              "included, for the chosen epochs.")] = True,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 24h.")] = None,
+    on_signal: Annotated[bool, typer.Option(help="Keep reading signals.drift and retrain when they call "
+                                                 "for it (docs/drift.md, \"Retraining\").")] = False,
     output: Annotated[Path | None, typer.Option(help="Folder for the checkpoint and plots.")] = None,
 ) -> None:
     """Train the fraud model, register it, and promote it if it beats the champion."""
@@ -75,6 +77,19 @@ def train_fraud(
 
     config = FraudTrainConfig(days=days, valid_days=valid_days, delay_days=delay_days,
                               negatives=negatives, refit=refit, loop=LoopConfig(epochs=epochs))
+    if on_signal:
+        from trainers.triggers import retrain_on_signals
+
+        def triggered(tags: dict[str, str]) -> None:
+            console.print(f"[bold]drift:[/] {tags['trigger.reason']}; retraining")
+            try:
+                _print_result(train_and_register(get_settings(), config, force=force, output=output, tags=tags))
+            except (ValueError, FileNotFoundError) as exc:
+                console.print(f"[yellow]not trained this time:[/] {exc}")
+
+        console.print(f"reading {get_settings().topics.drift} for drift that calls for a retrain")
+        retrain_on_signals(get_settings(), triggered)
+        return
     _repeat(lambda: _print_result(train_and_register(get_settings(), config, labels_as_of=_date(labels_as_of),
                                                      force=force, output=output)), every)
 
@@ -224,6 +239,49 @@ def eval_fraud(
         raise typer.BadParameter("expected history start < train end < test start < test end")
     run(get_settings(), transactions, window, output, rate=rate, epochs=epochs, negatives=negatives,
         redis_db=redis_db, console=console)
+
+
+@eval_app.command("drift")
+def eval_drift(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeded streams per scenario.")] = 20,
+    null_events: Annotated[int, typer.Option(min=0, help="Values per seed of the null runs (no change).")] = 1_000_000,
+    ert: Annotated[float, typer.Option(help="Expected values between false alarms the KS test is "
+                                            "calibrated to.")] = 100_000.0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes.")] = 2,
+    transactions: Annotated[Path | None, typer.Option(help="Instead: replay this labelled transaction log "
+                                                           "(the format of eval fraud) through the real "
+                                                           "system.")] = None,
+    reference_end: Annotated[str | None, typer.Option(help="With --transactions: train on what came "
+                                                           "before, serve what follows.")] = None,
+    test_days: Annotated[float, typer.Option(help="With --transactions: days served.")] = 7.0,
+    plant_amounts: Annotated[float | None, typer.Option(help="With --transactions: order amounts this many "
+                                                             "times larger from the middle of the served "
+                                                             "days (none: a null run).")] = None,
+    customers: Annotated[int | None, typer.Option(help="With --transactions: only customers with a "
+                                                       "smaller CUSTOMER_ID (a slice).")] = None,
+    rate: Annotated[float, typer.Option(help="With --transactions: events/s of the served days.")] = 500.0,
+    history_days: Annotated[float, typer.Option(help="With --transactions: days replayed before "
+                                                     "--reference-end.")] = 45.0,
+    output: Annotated[Path, typer.Option(help="Folder for the results (summary.csv, bar.csv, metrics.json, "
+                                              "delays.png; signals.parquet with --transactions).")] = Path(
+        "eval-drift"),
+) -> None:
+    """Planted changes and null runs: each detector's recall, delay and false alarms; or,
+    with --transactions, the drift role on a real log replayed through the system."""
+    if transactions is not None:
+        from trainers.evaluate_drift import run_real
+
+        if not transactions.exists():
+            raise typer.BadParameter(f"{transactions} does not exist")
+        if reference_end is None:
+            raise typer.BadParameter("--transactions needs --reference-end")
+        run_real(get_settings(), transactions, _date(reference_end), output, test_days=test_days,
+                 plant=plant_amounts, customers=customers, rate=rate, history_days=history_days,
+                 console=console)
+        return
+    from trainers.evaluate_drift import run
+
+    run(output, seeds, null_events, ert, workers, console)
 
 
 @eval_app.command("recs")

@@ -194,9 +194,11 @@ class ScoringSettings(BaseModel):
     enabled: bool = True
     """Score every order on ``scores.fraud``."""
     batch_rows: int = Field(256, ge=1)
-    """A scoring micro-batch closes after this many orders ..."""
+    """A scoring micro-batch holds at most this many orders. Batches are sized by arrival:
+    one is handed over as soon as no more orders wait, so a lone order is scored at once
+    and a backlog is scored in batches as large as this ..."""
     batch_ms: float = Field(5.0, gt=0)
-    """... or after this many milliseconds: small, because scores are awaited."""
+    """... and a batch waits at most this many milliseconds for its queue to run dry."""
     model_name: str = "shopstream-fraud"
     """Registered model name in the MLflow registry."""
     reload_s: float = Field(10.0, gt=0)
@@ -220,9 +222,10 @@ class RecsSettings(BaseModel):
     enabled: bool = True
     """Send recommendations on ``recs.session`` after every click and cart change."""
     batch_rows: int = Field(256, ge=1)
-    """A micro-batch closes after this many events ..."""
+    """A micro-batch holds at most this many events; batches are sized by arrival, as
+    scoring's are ..."""
     batch_ms: float = Field(5.0, gt=0)
-    """... or after this many milliseconds."""
+    """... and a batch waits at most this many milliseconds for its queue to run dry."""
     k: int = Field(20, ge=1, le=200)
     """How many items a recommendation carries."""
     model_name: str = "shopstream-recs"
@@ -279,14 +282,54 @@ class FeatureSettings(BaseModel):
     partition's commits (docs/operations.md, "The write-back cache")."""
 
 
-Role = Literal["features", "fraud", "recs"]
-ROLES: tuple[Role, ...] = ("features", "fraud", "recs")
-"""What a worker can do: ``features`` (the input agents, entity state, online and offline
-feature writes), ``fraud`` (score orders) and ``recs`` (session recommendations)."""
-
-
 def _comma_list(value: object) -> object:
     return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+
+class DriftSettings(BaseModel):
+    """How the ``drift`` role watches the serving models (docs/drift.md)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Scoring workers send what they scored (inputs, score, decision) to the drift role's
+    internal topic, ``{app_id}-drift-inputs``."""
+    ert_events: float = Field(10_000.0, gt=0)
+    """Expected scored orders between two false alarms of the calibrated score test on an
+    unchanged stream."""
+    window: int = Field(1_000, ge=50)
+    """Values per window of the windowed distances (PSI, Jensen-Shannon) and estimates."""
+    delta: float = Field(0.002, gt=0, lt=1)
+    """ADWIN's confidence, shared by the inputs watched together (Bonferroni)."""
+    skip_inputs: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)] = (
+        "hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "is_weekend", "is_night")
+    """Model inputs not watched one by one (comma-separated): the calendar's. A window of
+    orders spans hours or days, so their mix follows the clock, not the traffic, and
+    watching them would alarm every night and every weekend. They still count in the
+    inputs-together (PCA) error."""
+    label_wait_h: float = Field(72.0, ge=0)
+    """Labels reach the error detector in the order their orders happened, once the labels'
+    event time is this far past the order: the wait lets later labels of earlier orders in."""
+    pending_orders: int = Field(200_000, ge=1)
+    """Scored orders remembered for their labels to grade; the oldest are forgotten first."""
+    warm_up: int = Field(5_000, ge=0)
+    """Records of the drift role's topic read again, without signals, before the first one
+    a starting worker takes from a partition: its watches then start where the last
+    worker's stood instead of empty (0: start empty)."""
+    cooldown_h: float = Field(24.0, ge=0)
+    """At most one retrain triggered by drift per model in this many hours of event time."""
+    data_growth: float = Field(0.10, ge=0)
+    """A triggered retrain needs this much more offline data than the champion trained on."""
+    input_share: float = Field(0.3, gt=0, le=1)
+    """Score drift triggers a retrain together with drift in this share of the most
+    important inputs."""
+
+
+Role = Literal["features", "fraud", "recs", "drift"]
+ROLES: tuple[Role, ...] = ("features", "fraud", "recs", "drift")
+"""What a worker can do: ``features`` (the input agents, entity state, online and offline
+feature writes), ``fraud`` (score orders), ``recs`` (session recommendations) and
+``drift`` (watch what the models see and get wrong, ``signals.drift``)."""
 
 
 class Settings(BaseSettings):
@@ -308,6 +351,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     scoring: ScoringSettings = ScoringSettings()
     recs: RecsSettings = RecsSettings()
+    drift: DriftSettings = DriftSettings()
 
     app_id: str = "shopstream"
     """Faust application id: the consumer group and the prefix of changelog topics."""

@@ -4,15 +4,17 @@ Existing topics are left as they are: partition counts are only set at creation.
 topic allows records of ``kafka.max_message_bytes``, so that an oversized event can be
 dead-lettered whole.
 
-Run ``shopstream topics`` to create them by hand.
+Run ``shopstream topics`` to create them by hand. ``read_range`` reads a span of one
+partition back (the drift role warms its watches up with it).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from shopstream.settings import Settings
@@ -64,3 +66,35 @@ def delete_topics(settings: Settings, names: Iterable[str], *, timeout: float = 
         except KafkaException as exc:
             if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
                 raise
+
+
+def read_range(settings: Settings, topic: str, partition: int, start: int, end: int,
+               *, timeout: float = 30.0) -> list[bytes | None]:
+    """The values of the records at offsets ``start`` to ``end - 1`` of one partition, in
+    order; fewer when the log no longer holds them all, or ``timeout`` passes first. No
+    group joins and nothing is committed."""
+    if end <= start:
+        return []
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-read-range",
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+    values: list[bytes | None] = []
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise KafkaException(message.error())
+            if message.offset() >= end:
+                break
+            values.append(message.value())
+            if message.offset() == end - 1:
+                break
+    finally:
+        consumer.close()
+    return values

@@ -16,10 +16,11 @@ import asyncio
 import logging
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import faust
+from mode.utils.aiter import aiter
 
 from scorers.routing import Update, route
 from shopstream.events import INPUTS, DeadLetter, Event, InvalidEvent, parse_events
@@ -35,6 +36,7 @@ from streams.app import (
     updates_topic,
 )
 from streams.codecs import encode_updates_chunked
+from streams.commits import InOrder
 
 log = logging.getLogger(__name__)
 WORKER = f"{settings.app_id}@{socket.gethostname()}"
@@ -180,19 +182,102 @@ async def write(kind: str, valid: list[tuple[Event, faust.types.Message, list[Up
 
 
 async def each_batch(stream: faust.StreamT, rows: int, ms: float, handle: Callable, what: str,
-                     enabled: Callable[[], bool] = lambda: True) -> None:
+                     enabled: Callable[[], bool] = lambda: True, *, arrival: bool = False) -> None:
     """The loop of every agent: ``await handle(messages)`` for each micro-batch of at most
-    ``rows`` records or ``ms`` milliseconds. ``handle`` deals with each record's own
-    failures; anything that escapes it is ``fatal``, so the batch is never acknowledged
-    unprocessed."""
-    async for records in stream.take_events(rows, within=ms / 1000):  # [faust.Event]
+    ``rows`` records or ``ms`` milliseconds, or, with ``arrival``, of what has arrived
+    (``take_arrived``: for agents whose answers are awaited). ``handle`` deals with each
+    record's own failures; anything that escapes it is ``fatal``, so the batch is never
+    acknowledged unprocessed. Each partition's records come in offset order, none
+    skipped (``streams.commits.InOrder``)."""
+    take = take_arrived(stream, rows, ms / 1000) if arrival else stream.take_events(rows, within=ms / 1000)
+    in_order = InOrder()
+    IN_ORDER.append(in_order)
+    async for records in take:  # [faust.Event]
         if not enabled():
             continue
         try:
-            await handle([record.message for record in records])
+            messages = await in_order.admit(app.consumer, [record.message for record in records], what)
+            if messages:
+                await handle(messages)
         except Exception as exc:  # noqa: BLE001 - see fatal
             fatal(what, exc)
 
+
+IN_ORDER: list[InOrder] = []
+"""Every agent's ``InOrder``, forgotten at each rebalance."""
+
+
+@app.timer(interval=1.0)
+async def read_skipped_again() -> None:
+    """Read again the partitions whose missing record has not come (``InOrder.retry``)."""
+    for in_order in IN_ORDER:
+        try:
+            await in_order.retry(app.consumer, "an agent")
+        except Exception as exc:  # noqa: BLE001 - a timer must not die; it runs again
+            log.warning("reading skipped records again failed (%r)", exc)
+
+
+@app.on_partitions_revoked.connect
+async def read_in_order_afresh(app, revoked, **kwargs) -> None:
+    """At a rebalance: records wait for the new assignment's seek, and then start from
+    the committed offsets (``InOrder``)."""
+    app.consumer._shopstream_sought = False
+    for in_order in IN_ORDER:
+        in_order.forget()
+
+
+async def take_arrived(stream: faust.StreamT, max_: int, within: float) -> AsyncIterator[list[faust.types.EventT]]:
+    """Micro-batches sized by arrival: Faust's ``take_events``, except that a batch is
+    handed over as soon as nothing more is waiting in the stream's queue, not after
+    ``within`` seconds. A lone order is answered at once; under load, what arrived while
+    the last batch was being handled makes the next one (up to ``max_``). ``within``
+    only bounds the wait for a queue that never runs dry. Acknowledgements are Faust's:
+    a batch's events are acknowledged after the loop body that handled them returns."""
+    buffer: list[faust.types.EventT] = []
+    ready, consumed = asyncio.Event(), asyncio.Event()
+    consuming: asyncio.Future | None = None
+
+    async def add_to_buffer(value):
+        nonlocal consuming
+        if consuming is not None:  # the loop body is handling a batch: wait for it
+            try:
+                await consuming
+            finally:
+                consuming = None
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("a taken value without its event")
+        buffer.append(event)
+        if len(buffer) >= max_:
+            ready.set()
+            consumed.clear()
+            await stream.wait(consumed)  # never more than max_ in a batch
+        elif stream.channel.empty():
+            ready.set()
+        return value
+
+    acks, stream.enable_acks = stream.enable_acks, False
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(aiter(stream.channel))  # noqa: SLF001 - as take_events does
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(ready, timeout=within)
+            if not buffer:
+                continue
+            consuming = asyncio.get_running_loop().create_future()
+            try:
+                yield list(buffer)
+            finally:
+                for event in buffer:
+                    await stream.ack(event)
+                buffer.clear()
+                if not consuming.done():
+                    consuming.set_result(None)
+                ready.clear()
+                consumed.set()
+    finally:
+        stream.enable_acks = acks
+        stream._processors.remove(add_to_buffer)  # noqa: SLF001
 
 async def consume(kind: str, stream: faust.StreamT) -> None:
     """The body of every input agent."""

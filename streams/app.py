@@ -35,6 +35,12 @@ def updates_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-entity-updates"
 
 
+def drift_inputs_topic_name(settings: Settings) -> str:
+    """The internal topic of what the drift role watches (``streams.drift``): scored
+    orders from the scoring workers and the order labels, named after ``app_id``."""
+    return f"{settings.app_id}-drift-inputs"
+
+
 def owner_partition(key: bytes, partitions: int) -> int:
     """The partition that owns ``key``: entity updates are sent there, and the entity's
     state is kept in the same partition of the state table's changelog."""

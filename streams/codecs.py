@@ -114,7 +114,17 @@ def encode_state(kind: str, state: states.State, expires_at: float) -> bytes:
     >>> state_expiry(raw), decode_state(raw).entity_id, decode_state(raw).amounts.totals()["30d"]
     (1000000000.0, 'u1', (1, 1000000000.0, 1e+18))
     """
-    data = msgpack.packb([kind, state.to_data()], default=_pack_default)
+    return _encode(kind, state.to_data(), expires_at)
+
+
+def encode_states(changed: list[tuple[str, states.State, float]]) -> list[bytes]:
+    """``encode_state`` of many ``(kind, state, expires_at)``, for less (``to_data_many``)."""
+    data = states.to_data_many([state for _, state, _ in changed])
+    return [_encode(kind, fields, expires_at) for (kind, _, expires_at), fields in zip(changed, data, strict=True)]
+
+
+def _encode(kind: str, fields: dict, expires_at: float) -> bytes:
+    data = msgpack.packb([kind, fields], default=_pack_default)
     return _EXPIRY.pack(expires_at) + lz4.block.compress(data)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import NamedTuple
@@ -75,6 +76,168 @@ async def note_log_starts(consumer, tps: set[TP]) -> None:
 hold_commits_at_gaps()
 
 
+def gaps_only_when_confirmed(consumer_class: type = FaustConsumer) -> None:
+    """Stop Faust from marking offsets as a gap on its own. Faust notes a gap whenever a
+    fetched offset is more than one past the last one read, and lets commits pass it;
+    but a fetch that races a seek, or records Faust marked read and never delivered
+    (faust-streaming#596), look just the same, and those offsets were never processed.
+    ``InOrder`` reads such a gap again and notes it (``confirm_gap``) only when the log
+    has nothing there. Idempotent."""
+    original = getattr(consumer_class._add_gap, "__wrapped__", consumer_class._add_gap)
+
+    async def _add_gap(self, tp, offset_from, offset_to):
+        return None
+
+    _add_gap.__wrapped__ = original
+    consumer_class._add_gap = _add_gap
+
+
+async def confirm_gap(consumer, tp: TP, first: int, last: int) -> None:
+    """Note offsets ``first..last`` of ``tp`` as a gap the log really has (compaction,
+    transaction markers, retention), so that commits may pass them."""
+    await FaustConsumer._add_gap.__wrapped__(consumer, tp, first, last)
+
+
+def note_seeks(consumer_class: type = FaustConsumer) -> None:
+    """Mark a consumer as sought (``_shopstream_sought``) once Faust has moved its
+    partitions to their committed offsets after an assignment: records delivered before
+    that come from wherever the fetcher stood. Idempotent."""
+    original = getattr(consumer_class.perform_seek, "__wrapped__", consumer_class.perform_seek)
+
+    async def perform_seek(self):
+        self._shopstream_sought = False
+        await original(self)
+        self._shopstream_sought = True
+
+    perform_seek.__wrapped__ = original
+    consumer_class.perform_seek = perform_seek
+
+
+gaps_only_when_confirmed()
+note_seeks()
+
+
+class Sorted(NamedTuple):
+    """``InOrder.sort``'s verdict on one micro-batch."""
+
+    keep: list  # to process now, in the order given
+    drop: list  # not to process: read again later
+    reread: dict  # {tp: offset}: read the partition again from there
+    gaps: list  # [(tp, first, last)]: offsets the log does not have, confirmed
+
+
+class InOrder:
+    """Hands an agent each partition's records in offset order, with none skipped.
+
+    Entity states ignore an update from a source whose later updates they have applied
+    (``scorers.states.is_new``), so a record processed after later records of its
+    partition is lost, silently. Faust can deliver exactly that: after a restart it can
+    mark records as read that no stream ever receives (faust-streaming#596), and the
+    records before a seek can come from wherever the fetcher stood. Here every record of
+    a partition must be the next offset: the first after an assignment is the committed
+    offset (or where the log starts, if nothing was committed), and a record past a
+    gap is dropped with the rest of its partition's batch while the partition is read
+    again from the first missing offset. A gap that comes back the same after that is
+    the log's own (compaction, transaction markers) and is let through. Records read
+    before the assignment's seek are dropped too: the seek delivers them again. Earlier
+    offsets than the next are redeliveries, processed again, which states ignore.
+    """
+
+    def __init__(self, patience_s: float = 2.0) -> None:
+        self.patience_s = patience_s
+        self._next: dict[TP, int] = {}
+        self._tried: dict[TP, tuple[int, int]] = {}  # the gap last read again
+        self._seeking: dict[TP, float] = {}  # when the partition was last read again
+
+    def forget(self) -> None:
+        """At a rebalance: what comes next is decided by the new assignment's seek."""
+        self._next.clear()
+        self._tried.clear()
+        self._seeking.clear()
+
+    def sort(self, messages: list, sought: bool, start, now: float) -> Sorted:
+        """The verdict on ``messages`` (each with ``tp`` and ``offset``), given whether
+        the assignment's seek is done, ``start(tp)``, the offset a partition's first
+        record must have (None: unknown, so the first record sets it), and the time.
+
+        Records fetched before a partition is read again still come for a while: they
+        are dropped without reading it again once more, for ``patience_s``."""
+        keep, drop, reread, gaps = [], [], {}, []
+        for message in messages:
+            tp, offset = message.tp, message.offset
+            if not sought or tp in reread:
+                drop.append(message)
+                continue
+            expected = self._next.get(tp)
+            if expected is None:
+                expected = start(tp)
+            if expected is None or offset == expected:
+                self._next[tp] = offset + 1
+                self._seeking.pop(tp, None)
+            elif offset < expected:  # a redelivery
+                self._next[tp] = expected
+            elif self._tried.get(tp) == (expected, offset):  # the log has no such offsets
+                gaps.append((tp, expected, offset - 1))
+                del self._tried[tp]
+                self._seeking.pop(tp, None)
+                self._next[tp] = offset + 1
+            else:
+                self._next[tp] = expected
+                drop.append(message)
+                if now - self._seeking.get(tp, -math.inf) >= self.patience_s:
+                    self._tried[tp] = (expected, offset)
+                    self._seeking[tp] = now
+                    reread[tp] = expected
+                continue
+            keep.append(message)
+        return Sorted(keep, drop, reread, gaps)
+
+    def overdue(self, now: float) -> dict:
+        """The partitions read again ``patience_s`` ago whose first missing record has not
+        come yet, and from where to read them again (noted as read again now). Faust drops
+        a fetched record below the last offset it handed out, so a seek that raced a fetch
+        can deliver nothing at all; with no later record to show the gap, only time does."""
+        due = {tp: self._next[tp] for tp, since in self._seeking.items()
+               if now - since >= self.patience_s and tp in self._next}
+        for tp in due:
+            self._seeking[tp] = now
+        return due
+
+    async def retry(self, consumer, what: str) -> None:
+        """Read again the partitions ``overdue`` now."""
+        await self._seek(consumer, self.overdue(time.monotonic()), what, "still missing")
+
+    async def _seek(self, consumer, offsets: dict, what: str, why: str) -> None:
+        for tp, offset in offsets.items():
+            log.warning("%s: %s:%s %s from offset %d; reading it again from there",
+                        what, tp.topic, tp.partition, why, offset)
+            metrics.COMMIT_REPAIRS.labels(tp.topic, "skipped").inc()
+            if tp not in consumer.assignment():  # revoked meanwhile: the next owner seeks
+                continue
+            try:
+                await consumer.seek(tp, offset)
+            except Exception as exc:  # noqa: BLE001 - tried again while the record is missing
+                log.warning("%s: could not read %s:%s again from %d (%r)", what, tp.topic,
+                            tp.partition, offset, exc)
+
+    async def admit(self, consumer, messages: list, what: str) -> list:
+        """The messages of a micro-batch to process now; the rest are read again."""
+        verdict = self.sort(messages, getattr(consumer, "_shopstream_sought", False),
+                            lambda tp: committed_or_start(consumer, tp), time.monotonic())
+        for message in verdict.drop:
+            # Not acknowledged, ever: the reading again delivers another copy. Held by one
+            # more reference so that Faust's acknowledgement after the batch passes it by,
+            # and out of the books a rebalance waits on.
+            message.incref()
+            consumer._unacked_messages.discard(message)
+        for tp, first, last in verdict.gaps:
+            log.info("%s: %s:%s has no offsets %d..%d; passing them", what, tp.topic,
+                     tp.partition, first, last)
+            await confirm_gap(consumer, tp, first, last)
+        await self._seek(consumer, verdict.reread, what, "skipped")
+        return verdict.keep
+
+
 class CommitBlock(NamedTuple):
     """What holds a partition's commits back: acknowledged offsets that Faust's books
     should no longer hold (already committed, or twice), and the offsets (first, last)
@@ -104,7 +267,7 @@ def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -
     whose records are still being processed (``in_flight``) is not one: it fills when
     their micro-batch ends.
     """
-    if not acked or not committed:
+    if not acked or committed is None:  # 0 is an offset: a log that starts there
         return None
     valid = clean_acks(acked, committed)
     stale = len(acked) - len(valid)
@@ -119,6 +282,7 @@ def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -
 async def repair_commits(consumer, gaps: dict) -> None:
     """Repair the partitions of ``consumer`` whose commits a ``commit_block`` holds back;
     ``gaps`` holds each partition's (committed offset, gap) from the previous check.
+    A partition never committed whose start is not known yet is looked up first.
 
     Stale acknowledgements are dropped from Faust's books at once: ``ack`` never lets
     them in, so dropping them only restores what Faust expects. (Seen after a restart:
@@ -131,6 +295,12 @@ async def repair_commits(consumer, gaps: dict) -> None:
     ``streams.features``), and every output is at-least-once already. A seek that races
     a fetch already under way can miss; the next check tries again.
     """
+    unknown = {tp for tp in consumer.assignment() if committed_or_start(consumer, tp) is None}
+    if unknown:  # the assignment's own lookup failed or has not run: without it, no commits
+        try:
+            await note_log_starts(consumer, unknown)
+        except Exception as exc:  # noqa: BLE001 - a timer must not die; the next check retries
+            log.warning("could not read where %d partitions start (%r)", len(unknown), exc)
     in_flight: dict = defaultdict(set)
     for message in list(consumer._unacked_messages):  # faust keeps no public accessor
         in_flight[message.tp].add(message.offset)

@@ -22,14 +22,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections import defaultdict
 
 import confluent_kafka
 import faust
 from faust.types import TP
 
 from scorers.routing import Update, label_outcome, order_updates
-from scorers.states import STATE_VERSION, STATES, State, apply, new_state
+from scorers.states import STATE_VERSION, STATES, Batch, State, new_state
 from scorers.update_checks import BadUpdate, check_update
 from scorers.views import state_ttl_s
 from shopstream.featurestore import feature_store
@@ -46,7 +45,7 @@ from streams.app import (
     updates_topic,
     updates_topic_name,
 )
-from streams.codecs import decode_state, decode_updates, encode_state, state_expiry
+from streams.codecs import decode_state, decode_updates, encode_states, state_expiry
 
 # Keyed by b"kind:id". use_partitioner: a key's changelog partition is its owner partition
 # (streams.app.partitioner), the same partition its updates arrive on.
@@ -158,8 +157,8 @@ async def offsets_exist(sources: set[tuple[str, int, int]]) -> None:
 
 
 def apply_record(message: faust.types.Message, updates: list[Update], states: dict[bytes, State],
-                 rows: dict[str, list[tuple]], follow_ups: list[Update]) -> None:
-    """Apply the (checked) updates of one internal record."""
+                 batch: Batch, follow_ups: list[Update]) -> None:
+    """Apply the (checked) updates of one internal record; their rows are the batch's."""
     via = f"{message.topic}:{message.partition}"
     for index, update in enumerate(updates):
         key = f"{update.kind}:{update.entity_id}".encode()
@@ -177,8 +176,7 @@ def apply_record(message: faust.types.Message, updates: list[Update], states: di
                 metrics.LATE_UPDATES.labels("order").inc()
             continue
         late = state.late
-        for view, row in apply(state, update).items():
-            rows[view].append(row)
+        batch.apply(state, update)
         if state.late > late:
             metrics.LATE_UPDATES.labels(update.kind).inc()
 
@@ -209,7 +207,7 @@ async def handle(messages: list[faust.types.Message]) -> None:
     killed after them writes some rows twice, which later reads deduplicate.
     """
     states: dict[bytes, State] = {}
-    rows: dict[str, list[tuple]] = defaultdict(list)  # view -> [(entity, ts, *features)]
+    batch = Batch()
     follow_ups: list[Update] = []
     oldest_ms = int(time.time() * 1000)
     processed: list[faust.types.Message] = []
@@ -225,7 +223,7 @@ async def handle(messages: list[faust.types.Message]) -> None:
             await dead_letter(message, "bad_update", repr(exc), exc)
             continue
         try:
-            apply_record(message, updates, states, rows, follow_ups)
+            apply_record(message, updates, states, batch, follow_ups)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             log.exception("applying %s:%s@%s failed", message.topic, message.partition,
                           message.offset)
@@ -233,6 +231,7 @@ async def handle(messages: list[faust.types.Message]) -> None:
             continue
         oldest_ms = min(oldest_ms, ingested_ms)
         processed.append(message)
+    rows = batch.rows()  # view -> [(entity, ts, *features)], window counts settled at once
     count(metrics.RECORDS, processed, "processed")
     if settings.features.online and rows:
         written = await retrying("online", write_online, rows)
@@ -305,12 +304,13 @@ class WriteBack:
         self._dirty, self._held = {}, []
         if not dirty and not held:
             return
-        saved = {}
+        changed = []
         for key, state in dirty.items():
             kind = key[:key.index(b":")].decode()
             expires = state.watermark + TTL_S[kind]
-            saved[key] = encode_state(kind, state, expires)
+            changed.append((kind, state, expires))
             expiry.saved(key, state.watermark, expires)
+        saved = dict(zip(dirty, encode_states(changed), strict=True))
         await save(entity_state, saved)
         metrics.STATE_FLUSHES.observe(len(saved))
         consumer = app.consumer

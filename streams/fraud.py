@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import faust
 
-from scorers.fraud import FRAUD_VIEWS, FraudScorer
+from scorers.fraud import FRAUD_VIEWS, FraudScorer, matrix
 from scorers.routing import scored_update
 from shopstream.events import InvalidEvent, Order
 from shopstream.featurestore import feature_store
@@ -117,7 +117,7 @@ async def load_at_start() -> None:
 async def fraud_agent(stream: faust.StreamT) -> None:
     """Orders in, fraud scores out."""
     await each_batch(stream, settings.scoring.batch_rows, settings.scoring.batch_ms, score_orders,
-                     "the fraud agent", lambda: settings.scoring.enabled)
+                     "the fraud agent", lambda: settings.scoring.enabled, arrival=True)
 
 
 async def score_orders(records: list[faust.types.Message]) -> None:
@@ -145,6 +145,7 @@ async def score_orders(records: list[faust.types.Message]) -> None:
                              top_reasons=current.top_reasons).score(
             orders, features, consumed_at=[consumed] * len(orders))
     inferred = time.perf_counter()
+    metrics.SCORING_BATCH.observe(len(orders))
     metrics.SCORING_STAGE_SECONDS.labels("feature_read").observe(read - started)
     metrics.SCORING_STAGE_SECONDS.labels("inference").observe(inferred - read)
     sent = []
@@ -155,6 +156,11 @@ async def score_orders(records: list[faust.types.Message]) -> None:
         metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
     await asyncio.gather(*sent)  # before the orders can be acknowledged (streams.app.save)
     metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
+    if settings.drift.enabled and current.version != "rules":  # the rules have no reference to drift from
+        from streams.drift import FRAUD, scored_record, send_watched
+
+        await send_watched(FRAUD, [scored_record(s.model_version, s.order_id, o.ts.timestamp(), row, s.score, s.decision)
+                           for s, o, row in zip(scores, orders, matrix(orders, features), strict=True)])
     # The decision goes to the order's state too: its label grades it later (/metrics).
     await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),
                                       f"{m.topic}:{m.partition}", m.offset)

@@ -18,7 +18,8 @@ LATE_UPDATES = Counter("shopstream_late_updates",
 COMMIT_REPAIRS = Counter("shopstream_commit_repairs",
                          "Repairs of partitions whose commits Faust's books held back "
                          "(faust-streaming#596): stale acknowledgements dropped, or records "
-                         "read but never acknowledged read again.", ["topic", "repair"])
+                         "read but never acknowledged read again, or a partition read again "
+                         "from a record that never reached its agent (skipped).", ["topic", "repair"])
 WRITE_RETRIES = Counter("shopstream_write_retries", "Failed writes to a sink, retried.", ["sink"])
 WRITE_FAILURES = Counter("shopstream_write_failures",
                          "Writes to a sink that failed with an error that retrying cannot fix.",
@@ -62,6 +63,9 @@ SCORE_LATENCY = Histogram("ml_model_latency_seconds",
 SCORING_STAGE_SECONDS = Histogram("shopstream_scoring_stage_seconds",
                                   "Time of one scoring micro-batch in each stage.", ["stage"],
                                   buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+SCORING_BATCH = Histogram("shopstream_scoring_batch_orders",
+                          "Orders per scoring micro-batch (sized by arrival: 1 when idle, more under load).",
+                          buckets=(1, 2, 5, 10, 25, 50, 100, 256, 1000))
 MODEL_VERSION = Gauge("shopstream_model_version",
                       "The model version a worker scores with (0: the rules).", ["model"])
 MODEL_RELOADS = Counter("shopstream_model_reloads", "Champion changes picked up, and failures.",
@@ -99,3 +103,11 @@ def account() -> None:
 
 def _totals(counter: Counter):
     return [s for metric in counter.collect() for s in metric.samples if s.name.endswith("_total")]
+DRIFT_SCORE = Gauge("shopstream_drift_score",
+                    "The last drift statistic of a watched stream over its threshold (1 or more: "
+                    "a finding), per model, stream (fraud, recs) and subject.", ["model", "stream", "subject"])
+DRIFT_SIGNALS = Counter("shopstream_drift_signals", "Drift signals sent on signals.drift.",
+                        ["model", "stream", "severity"])
+DRIFT_INPUTS = Counter("shopstream_drift_inputs",
+                       "Records the drift role read, by kind (scored, label) and outcome (watched, "
+                       "no_profile, unmatched, unreadable).", ["kind", "outcome"])

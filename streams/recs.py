@@ -211,6 +211,13 @@ async def answer(records: list[faust.types.Message]) -> None:
             metrics.SCORE_LATENCY.labels(MODEL).observe(recs.latency_ms / 1000)
         await asyncio.gather(*sent)  # before the events can be acknowledged (streams.app.save)
         metrics.OUTPUTS.labels(settings.topics.session_recs).inc(len(answers))
+        if settings.drift.enabled:
+            from streams.drift import RECS, answered_record, send_watched
+
+            await send_watched(RECS, [answered_record(
+                current.version, event.session_id, event.item_id if view.trigger == "click" else None,
+                [i for i, _ in ranked], strategy, event.ts.timestamp())
+                for (event, view, _), (ranked, strategy) in zip(answers, results, strict=True)])
     for key, state in states.items():
         expiry.saved(key, state.last_ts, state.last_ts + settings.recs.session_ttl_s)
     await save(session_table, {key: dump_state(state) for key, state in states.items()})
@@ -221,4 +228,4 @@ async def answer(records: list[faust.types.Message]) -> None:
 async def recs_agent(stream: faust.StreamT) -> None:
     """Clicks and cart changes in, session recommendations out."""
     await each_batch(stream, settings.recs.batch_rows, settings.recs.batch_ms, answer,
-                     "the recs agent", lambda: settings.recs.enabled)
+                     "the recs agent", lambda: settings.recs.enabled, arrival=True)

@@ -2,7 +2,7 @@
 
 Run with ``shopstream worker`` or ``python -m streams.worker``. Start more workers with
 the same ``SHOPSTREAM_APP_ID`` to share the partitions. ``SHOPSTREAM_ROLES`` picks what
-a worker does (``features``, ``fraud``, ``recs``; all by default): scoring workers apart
+a worker does (``features``, ``fraud``, ``recs``, ``drift``; all by default): scoring workers apart
 from feature workers answer orders without queueing behind feature updates.
 """
 
@@ -15,7 +15,7 @@ import faust
 
 from shopstream.topics import ensure_topics
 from streams import agents
-from streams.app import app, settings, updates_topic_name
+from streams.app import app, drift_inputs_topic_name, settings, updates_topic_name
 
 
 def register(roles) -> None:
@@ -26,7 +26,7 @@ def register(roles) -> None:
 
         if settings.features.online:
             online_writer()  # registers the Feast definitions before the first batch arrives
-    for role in ("fraud", "recs"):
+    for role in ("fraud", "recs", "drift"):
         if role in roles:
             importlib.import_module(f"streams.{role}")  # its agents register on import
 
@@ -48,7 +48,7 @@ def main() -> None:
     """Start a worker in the foreground until interrupted."""
     tune_gc(settings.gc_threshold)
     ensure_topics(settings)
-    ensure_topics(settings, [updates_topic_name(settings)])
+    ensure_topics(settings, [updates_topic_name(settings), drift_inputs_topic_name(settings)])
     register(settings.roles)
     app.conf.datadir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())

@@ -38,6 +38,9 @@ def test_compose_worker_can_be_scaled():
     assert {"kafka", "redis", "worker", "trainer"} <= set(services)
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert services["kafka"]["image"].startswith("apache/kafka:4")
+    # The drift role runs in the default worker; the drift-triggered trainer is a job.
+    assert "drift" in services["worker"]["environment"]["SHOPSTREAM_ROLES"]
+    assert services["trainer-drift"]["command"][-1] == "--on-signal"
 
 
 def test_compose_is_safe_by_default():

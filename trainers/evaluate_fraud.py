@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -141,8 +142,11 @@ def baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> d
 
 def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path, *, rate: float = 500.0,
         epochs: int = 20, negatives: float = 1.0, redis_db: int = 15,
-        console: Console | None = None) -> dict:
-    """The whole evaluation; returns what ``metrics.json`` holds."""
+        console: Console | None = None, plant: Callable[[list], list] | None = None,
+        on_scored: Callable[[Settings, list], None] | None = None) -> dict:
+    """The whole evaluation; returns what ``metrics.json`` holds. ``plant`` changes the test
+    window's events before they are sent (``eval drift``); ``on_scored`` is called with the
+    run's own settings and the test events once they are all scored, the worker still up."""
     import redis
 
     console = console or Console()
@@ -158,6 +162,8 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
               if start <= e.ts < test_end]
     history = [e for e in events if e.ts < test_start]
     test = [e for e in events if e.ts >= test_start]
+    if plant is not None:
+        test = plant(test)
     test_orders = [e for e in test if isinstance(e, Order)]
     console.print(f"history: {len(history):,} events; test window: {len(test):,} events, "
                   f"{len(test_orders):,} orders")
@@ -192,6 +198,8 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
         send(test, settings, rate=rate, total=len(test), console=console)
         wait_processed(settings, console, "scoring the test window")
         scores = collect_scores(settings, {o.order_id for o in test_orders}, timeout=300)
+        if on_scored is not None:
+            on_scored(settings, test)
     finally:
         workers.stop(process)
 

@@ -34,10 +34,18 @@ import torch
 
 from models.fraud import FRAUD_TYPES, Checkpoint, FraudConfig, FraudNet
 from scorers.fraud import FEATURES, SIGNALS, ModelPredictor, matrix
+from scorers.profiles import ModelProfile
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
 from trainers.loop import Callback, History, LoopConfig, RichProgress, fit, fit_epochs
-from trainers.offline import compact, historical_features, labelled_orders, order_events, raw
+from trainers.offline import (
+    compact,
+    historical_features,
+    labelled_orders,
+    order_events,
+    orders_between,
+    raw,
+)
 from trainers.registry import Registry, Version
 
 log = logging.getLogger(__name__)
@@ -171,10 +179,12 @@ class TrainResult:
 def train_and_register(settings: Settings, config: FraudTrainConfig | None = None, *,
                        labels_as_of: datetime | None = None, window: tuple[datetime, datetime] | None = None,
                        force: bool = False, output: Path | None = None,
-                       progress: bool = True) -> TrainResult:
+                       progress: bool = True, tags: dict[str, str] | None = None) -> TrainResult:
     """The whole batch job: dataset, training, evaluation, registry, promotion.
 
-    ``window`` overrides the training window that ``labels_as_of`` and the config imply.
+    ``window`` overrides the training window that ``labels_as_of`` and the config imply;
+    ``tags`` go on the registered version (``trainers.triggers`` records the drift signals
+    that caused a retrain there).
     """
     config = config or FraudTrainConfig()
     start, end, labels_as_of = training_window(settings, config, labels_as_of)
@@ -212,7 +222,9 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
         fit_end = end
     checkpoint = Checkpoint(model, list(FEATURES), {
         "train_start": start.isoformat(), "train_end": end.isoformat(), "fit_end": fit_end.isoformat(),
-        "labels_as_of": labels_as_of.isoformat(), "n_train": len(train.x), "refit": config.refit})
+        "labels_as_of": labels_as_of.isoformat(), "n_train": len(train.x), "refit": config.refit,
+        "profile": reference_profile(served_inputs(settings, split, end), model, valid, valid_scores,
+                                     settings.thresholds.fraud_review).to_data()})
     path = checkpoint.save(folder / "fraud.pt")
     # The metrics are the held-out model's: the refit one has seen the validation days.
     metrics = {**{k: v for k, v in result.items() if isinstance(v, float) and not math.isnan(v)},
@@ -224,7 +236,8 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
         "negatives": config.negatives, "refit": config.refit},
         tags={"feature_service": "fraud_v1", "train_start": start.isoformat(),
               "train_end": end.isoformat(), "labels_as_of": labels_as_of.isoformat(),
-              "n_rows": str(len(data.x)), "n_fraud": str(int(data.frame["label"].sum()))})
+              "n_rows": str(len(data.x)), "n_fraud": str(int(data.frame["label"].sum())),
+              "labelled_orders": str(labelled_total(settings)), **(tags or {})})
     for name in plots:
         registry.client.log_artifact(registry.client.get_model_version(registry.name, version.version).run_id,
                                      str(name), artifact_path="plots")
@@ -232,6 +245,49 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
         registry.promote(version.version)
     return TrainResult(version, wins or force, result, champion_metrics, plots, len(train.x), len(valid.x),
                        train, valid)
+
+
+def served_inputs(settings: Settings, start: datetime, end: datetime) -> np.ndarray:
+    """The inputs of every order placed in ``[start, end)``, labelled or not, as of just
+    before each: what the model would have been served."""
+    frame = orders_between(settings, start, end)
+    if frame.empty:
+        return np.zeros((0, len(FEATURES)), np.float32)
+    return matrix(order_events(frame), historical_features(settings, frame))
+
+
+def reference_profile(served: np.ndarray, model: FraudNet, valid: Dataset, valid_scores: np.ndarray,
+                      review: float) -> ModelProfile:
+    """What drift is measured against (``scorers.drift``): the inputs of every order of the
+    validation days, labelled or not, and the served ``model``'s scores on them (labels
+    come mostly for fraud, so labelled orders alone would make a reference that live
+    traffic never looks like); the held-out model's error rate on the labelled ones at the
+    review threshold (an order is an error when flagging it and its label disagree); and
+    the inputs ranked by how closely its scores follow them."""
+    if len(served) < 50:  # too few to profile: the labelled orders are better than nothing
+        served = valid.x
+    errors = (valid_scores >= review) != (valid.frame["label"].to_numpy() == 1)
+    profile = ModelProfile.of(FEATURES, served, scores=scores_of(model, np.asarray(served, np.float32)),
+                              error_rate=float(errors.mean()))
+    profile.important = importance(valid.x, valid_scores)
+    return profile
+
+
+def importance(x: np.ndarray, scores: np.ndarray) -> list[str]:
+    """The inputs, the ones the scores follow most closely first (absolute rank correlation
+    on validation): cheap, and enough to tell which inputs' drift moves the score.
+
+    >>> x = np.array([[0.0, 3.0], [1.0, 1.0], [2.0, 2.0], [3.0, 0.5]])
+    >>> importance(x, np.array([0.1, 0.2, 0.3, 0.4]))[:1] == [FEATURES[0]]
+    True
+    """
+    from scipy.stats import spearmanr
+
+    rho = []
+    for j in range(x.shape[1]):
+        r = spearmanr(x[:, j], scores).statistic if np.ptp(x[:, j]) > 0 and np.ptp(scores) > 0 else 0.0
+        rho.append(0.0 if np.isnan(r) else abs(float(r)))
+    return [FEATURES[j] for j in np.argsort(rho, kind="stable")[::-1]]
 
 
 def beats_champion(registry: Registry, model: FraudNet, valid: Dataset,
@@ -267,3 +323,20 @@ def load_champion(settings: Settings, registry: Registry | None = None) -> Model
     if champion is None:
         return None
     return ModelPredictor(Checkpoint.load(registry.download(champion)), champion.version)
+
+
+def labelled_total(settings: Settings) -> int:
+    """Orders with a label in the offline store: how much there is to learn from (a
+    triggered retrain needs it to have grown since the champion's training)."""
+    try:
+        return int(raw(settings, "raw_order_label")["order_id"].nunique())
+    except FileNotFoundError:
+        return 0
+
+
+def load_profile(settings: Settings, version: str, registry: Registry | None = None) -> ModelProfile | None:
+    """The reference profile saved with ``version`` (``reference_profile``), or None for a
+    model trained before profiles were saved."""
+    registry = registry or Registry(settings)
+    meta = Checkpoint.load(registry.download(registry.get(version))).meta
+    return ModelProfile.from_data(meta["profile"]) if meta.get("profile") else None

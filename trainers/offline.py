@@ -59,6 +59,13 @@ def labelled_orders(settings: Settings, start: datetime, end: datetime, *,
     return frame.reset_index(drop=True)
 
 
+def orders_between(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
+    """Every order placed in ``[start, end)``, labelled or not, each once: the traffic a
+    model serves (``labelled_orders`` is what it can learn from)."""
+    orders = raw(settings, "raw_order").drop_duplicates("order_id", keep="first")
+    return orders[(orders.event_timestamp >= start) & (orders.event_timestamp < end)].reset_index(drop=True)
+
+
 def order_events(frame: pd.DataFrame) -> list[Order]:
     """The ``Order`` events of raw-log rows (their ``payload`` is the event's JSON)."""
     return [Order.model_validate_json(payload) for payload in frame["payload"]]

@@ -31,6 +31,7 @@ import torch
 
 from models.sequence import SequenceCheckpoint, SequenceConfig, SequenceRecommender, left_pad
 from scorers.neighbours import BoughtTogether, CoVisitation, Popularity, Session, SessionKNN
+from scorers.profiles import RecsProfile
 from scorers.recommend import Blend, Recommender, SequenceScorer, SessionView
 from scorers.retrieval import ItemIndex
 from shopstream.settings import Settings
@@ -337,7 +338,9 @@ def train_and_register(settings: Settings, config: RecsTrainConfig | None = None
     wins = champion_metrics is None or result[f"mrr@{K}"] > champion_metrics[f"mrr@{K}"]
     folder = Path(tempfile.mkdtemp(prefix="shopstream-recs-"))
     window = (frame["ts"].min().isoformat(), frame["ts"].max().isoformat())
-    path = save_bundle(fitted.recommender, folder / "recs.pt", {"train_start": window[0], "train_end": window[1]})
+    profile = RecsProfile.of(frame["item_id"].astype(str), hit_rate=result.get(f"hr@{K}"))  # drift's reference
+    path = save_bundle(fitted.recommender, folder / "recs.pt", {"train_start": window[0], "train_end": window[1],
+                                                               "profile": profile.to_data()})
     metrics = {**{k: v for k, v in result.items() if isinstance(v, float)},
                **{f"sequence.{k}": v for k, v in fitted.sequence.items() if isinstance(v, float)},
                "n_train_sessions": fitted.n_train, "n_valid_cases": fitted.n_valid}
@@ -360,6 +363,14 @@ def load_champion(settings: Settings, registry: Registry | None = None, **option
     if champion is None:
         return None
     return load_bundle(registry.download(champion), champion.version, **options)
+
+
+def load_profile(settings: Settings, version: str, registry: Registry | None = None) -> RecsProfile | None:
+    """The reference profile saved with ``version``, or None for a bundle saved before
+    profiles were."""
+    registry = registry or Registry(settings, settings.recs.model_name)
+    meta = torch.load(registry.download(registry.get(version)), map_location="cpu", weights_only=True)["meta"]
+    return RecsProfile.from_data(meta["profile"]) if meta.get("profile") else None
 
 
 def describe(result: TrainResult) -> str:

@@ -111,8 +111,13 @@ def _java(settings: Settings, paths: KafkaPaths, main_class: str, *args: str) ->
 
 
 def _cluster_id() -> str:
-    """A new cluster id: a random UUID, base64url without padding, as Kafka writes them."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A new cluster id: a random UUID, base64url without padding, as Kafka writes them.
+    Not one that starts with ``-`` (one in 64 do): the storage tool would read it as an
+    option and refuse to format (seen: "argument --cluster-id/-t: expected one argument").
+    Kafka's own ``Uuid.randomUuid`` draws again for the same reason."""
+    while (cluster := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"):
+        pass
+    return cluster
 
 
 def answers(settings: Settings, timeout: float = 2.0) -> bool:

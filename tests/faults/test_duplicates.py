@@ -17,8 +17,17 @@ from tests.integration.conftest import wait_until
 
 
 def features(store, view: str, key: str, entity: str, names: list[str]) -> dict:
-    rows = store.get_online_features(features=[f"{view}:{n}" for n in names],
-                                     entity_rows=[{key: entity}]).to_dict()
+    """The entity's features; the views read again from the registry if the store's copy
+    predates them (the worker registers them at its first write; CI once read the
+    registry before that and failed with ``FeatureViewNotFoundException``)."""
+    from feast.errors import FeatureViewNotFoundException
+
+    try:
+        rows = store.get_online_features(features=[f"{view}:{n}" for n in names],
+                                         entity_rows=[{key: entity}]).to_dict()
+    except FeatureViewNotFoundException:
+        store.refresh_registry()
+        return dict.fromkeys(names)
     return {n: rows[n][0] for n in names}
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import Producer
 from pydantic import ValidationError
 
 from shopstream.client import OutputConsumer, ShopProducer
 from shopstream.events import Click, FraudScore, Order
-from shopstream.topics import ensure_topics
+from shopstream.topics import ensure_topics, read_range
 from tests.integration.conftest import read_all
 
 pytestmark = pytest.mark.integration
@@ -65,3 +66,15 @@ def test_output_consumer_yields_typed_scores(settings):
 def test_output_consumer_refuses_unknown_kinds(settings):
     with pytest.raises(ValueError, match="unknown output kinds"):
         OutputConsumer("g", ["fraud", "recs"], settings)
+
+
+def test_read_range_reads_a_span_of_one_partition_back(settings):
+    topic = settings.topics.clicks
+    ensure_topics(settings, [topic])
+    producer = Producer(settings.kafka.client_config())
+    for i in range(5):
+        producer.produce(topic, value=f"v{i}".encode(), partition=1)
+    producer.flush(30)
+    assert read_range(settings, topic, 1, 1, 4) == [b"v1", b"v2", b"v3"]
+    assert read_range(settings, topic, 1, 3, 99, timeout=10) == [b"v3", b"v4"]  # the log ends first
+    assert read_range(settings, topic, 1, 2, 2) == []

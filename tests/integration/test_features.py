@@ -73,11 +73,14 @@ def test_features_online_and_point_in_time_offline(worker):
 
     # Phase 3: two clicks late against the newest click (660 s): 1 minute (counted) and
     # 6 minutes (refused: the lateness is 5 minutes), and a label for the second order.
+    # The label waits for the clicks: it moves the user's watermark to 900 s, and a click
+    # read after it (the topics are read concurrently) would be stamped there instead.
     producer.send(click(600, "d"))
     producer.send(click(300, "e"))
-    producer.send(OrderLabel(order_id=f"{p}-o2", is_fraud=True, ts=t0 + 900))
     producer.flush()
     wait_online(store, "user_activity", "user_id", user, "clicks_count_1h", 4)
+    producer.send(OrderLabel(order_id=f"{p}-o2", is_fraud=True, ts=t0 + 900))
+    producer.flush()
     assert online(store, "user_activity", "user_id", user, ["clicks_count_10m"])["clicks_count_10m"] == [2]
     wait_online(store, "terminal_risk", "terminal_id", terminal, "fraud_risk_1d", 1.0)
     assert online(store, "terminal_risk", "terminal_id", terminal, ["tx_count_1d"])["tx_count_1d"] == [2]

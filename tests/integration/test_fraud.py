@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from models.fraud import Checkpoint
+from scorers.profiles import ModelProfile
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import FraudScore, Order, OrderItem
@@ -99,8 +100,15 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
 
         # Version 1 was refit on the whole window, so on the same window again no validation
         # order is unseen by it: the gate cannot judge fairly, and the champion stays.
-        assert Checkpoint.load(registry.download(registry.get("1"))).meta["fit_end"] == \
-            registry.get("1").tags["train_end"]
+        saved = Checkpoint.load(registry.download(registry.get("1")))
+        assert saved.meta["fit_end"] == registry.get("1").tags["train_end"]
+        # Drift is measured against the profile of what it trained on, kept with it.
+        profile = ModelProfile.from_data(saved.meta["profile"])
+        # Every order of the validation days, labelled or not: the traffic it serves.
+        assert list(profile.inputs) == saved.features and profile.scores.n >= result.n_valid
+        assert {p.n for p in profile.inputs.values()} == {profile.scores.n}
+        assert sorted(profile.important) == sorted(saved.features)
+        assert 0 <= profile.error_rate <= 1
         again = train_and_register(settings, config, output=tmp_path / "v2", progress=False)
         assert again.version.version == "2" and not again.promoted
         assert again.champion_metrics["n_valid"] == 0
@@ -140,5 +148,26 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
 
         assert registry.rollback() == "1"
         assert registry.champion().version == "1"
+    finally:
+        workers.stop(process)
+
+
+def test_a_lone_order_is_scored_at_once_and_a_burst_in_batches(settings, tmp_path):
+    """Batches sized by arrival: with a batch window of two minutes, a lone order is still
+    scored as soon as it arrives (Faust's ``take_events`` would hold it for the whole
+    window), each of several orders sent one by one too, and a burst all the same."""
+    settings = settings.model_copy(update={"roles": ("fraud",), "scoring": ScoringSettings(
+        model_name=f"{settings.app_id}-fraud", batch_ms=120_000)})
+    process = start_worker(settings, tmp_path / "worker.log")
+    try:
+        with ShopProducer(settings) as producer:
+            for i in range(3):
+                producer.send(live_order(i))
+                producer.flush()
+                assert len(scores(settings, i + 1, timeout=60)) == i + 1, f"order {i} waited for the window"
+            for i in range(3, 203):
+                producer.send(live_order(i))
+        got = scores(settings, 203, timeout=90)
+        assert sorted(int(s.order_id.split("-")[1]) for _, s in got) == list(range(203))
     finally:
         workers.stop(process)

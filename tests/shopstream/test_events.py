@@ -218,3 +218,22 @@ def test_a_batch_with_bad_records_gives_each_record_its_own_result():
                                                             "empty", None]
     assert [r.user_id for r in results if isinstance(r, Click)] == ["u0", "u1", "u2"]
     assert parse_events(Click, good, now=NOW) == [parse_event(Click, raw, now=NOW) for raw in good]
+
+
+@pytest.mark.parametrize(("change", "valid"), [({}, True), ({"severity": "alarm"}, False),
+                                               ({"label_coverage": 1.5}, False), ({"stream": "ads"}, False),
+                                               ({"n": -1}, False), ({"ert": 10_000.0, "direction": "up"}, True)])
+def test_a_drift_signal_round_trips_and_refuses_what_it_cannot_mean(change, valid):
+    from pydantic import ValidationError
+
+    from shopstream.events import DriftSignal
+
+    fields = dict(signal_id="s", model="m", model_version="1", stream="fraud", subject="score",
+                  detector="calibrated_ks", statistic="ks", value=0.2, threshold=0.15, n=200,
+                  severity="drift", latency_ms=1.0, window_start=0, window_end=60, ts=60) | change
+    if not valid:
+        with pytest.raises(ValidationError):
+            DriftSignal(**fields)
+        return
+    signal = DriftSignal(**fields)
+    assert DriftSignal.model_validate_json(signal.to_bytes()) == signal

@@ -26,3 +26,12 @@ def test_cluster_ids_are_16_random_bytes_in_base64url():
     assert len(ids) == 50
     for cluster_id in ids:
         assert len(cluster_id) == 22 and len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """One random id in 64 starts with ``-``, which the storage tool reads as an option."""
+    import uuid
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
+    assert not _cluster_id().startswith("-")

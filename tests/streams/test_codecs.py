@@ -18,6 +18,7 @@ from streams.codecs import (
     decode_state,
     decode_updates,
     encode_state,
+    encode_states,
     encode_updates_chunked,
     state_expiry,
 )
@@ -48,9 +49,11 @@ def features(events, batch: int, round_trip: bool) -> tuple[list, dict]:
                 else:
                     rows += sorted(apply(state, update).items())
             pending = caused
-        for key, state in changed.items():
-            kind = key.split(":")[0]
-            states[key] = decode_state(encode_state(kind, state, 0.0)) if round_trip else state
+        if round_trip:  # a flush encodes its states together; one alone encodes the same
+            encoded = encode_states([(key.split(":")[0], state, 0.0) for key, state in changed.items()])
+            assert encoded == [encode_state(key.split(":")[0], state, 0.0) for key, state in changed.items()]
+            changed = {key: decode_state(raw) for key, raw in zip(changed, encoded, strict=True)}
+        states.update(changed)
     return rows, {key: state.to_data() for key, state in states.items()}
 
 

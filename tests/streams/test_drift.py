@@ -1,0 +1,75 @@
+"""The drift agent's routing: a record it cannot take is counted and skipped, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from streams import drift, metrics
+
+
+@pytest.fixture(autouse=True)
+def no_warm_up(monkeypatch):
+    """These records have no topic behind them to warm up from."""
+    monkeypatch.setattr(drift, "warm_up", drift.WarmUp(0, None))
+
+
+def message(value: bytes, offset: int = 0):
+    return SimpleNamespace(value=value, topic="app-drift-inputs", partition=0, offset=offset)
+
+
+def count(kind: str, outcome: str) -> float:
+    return metrics.DRIFT_INPUTS.labels(kind, outcome)._value.get()  # noqa: SLF001
+
+
+def test_records_the_watch_cannot_take_are_counted_not_raised():
+    """Seen failing before: any exception in a record ended the agent's loop (fatal)."""
+    before = count("unknown", "unreadable")
+    records = [message(b"{not json", 1), message(orjson.dumps({"k": "scored"}), 2),  # no version
+               message(orjson.dumps({"k": "mystery"}), 3)]
+    asyncio.run(drift.watch_records(records))
+    assert count("unknown", "unreadable") == before + 3
+
+
+def test_rules_have_no_reference_and_labels_of_unknown_orders_match_nothing():
+    no_profile, unmatched = count("scored", "no_profile"), count("label", "unmatched")
+    scored = {"k": "scored", "m": "m", "v": "rules", "id": "o1", "t": 1.0, "x": [1.0], "s": 0.1, "d": "allow"}
+    label = {"k": "label", "id": "o-never-scored", "f": True, "t": 2.0}
+    asyncio.run(drift.watch_records([message(orjson.dumps(scored)), message(orjson.dumps(label))]))
+    assert count("scored", "no_profile") == no_profile + 1 and count("label", "unmatched") == unmatched + 1
+
+
+def test_recommendations_are_watched_without_a_champion():
+    watched = count("recs", "watched")
+    record = drift.answered_record("rules", "s1", "i1", ["i1", "i2"], "popular", 5.0)
+    asyncio.run(drift.watch_records([message(record)]))
+    assert count("recs", "watched") == watched + 1 and drift.recs_watch.version == "rules"
+
+
+def test_a_starting_worker_warms_its_watches_up_from_the_records_before_its_first():
+    """Before it, a restarted drift role started its windows and detectors empty."""
+    earlier = [drift.answered_record("rules", f"w{i}", f"i{i}", [f"i{i}", "i0"], "popular", float(i))
+               for i in range(3)]
+    reads = []
+
+    def read(topic, partition, start, end):
+        reads.append((topic, partition, start, end))
+        return earlier[start:end]
+
+    warm_up, warmed = drift.WarmUp(2, read), count("recs", "warm_up")
+    first = [message(drift.answered_record("rules", "s9", "i9", ["i9"], "popular", 9.0), offset=3)]
+    assert asyncio.run(warm_up.before(first)) == 2
+    assert reads == [("app-drift-inputs", 0, 1, 3)]  # the two records before offset 3
+    assert count("recs", "warm_up") == warmed + 2
+    assert {"w1", "w2"} <= set(drift.recs_watch.monitor._lists)  # noqa: SLF001 - the sessions shown
+    assert asyncio.run(warm_up.before([message(b"{}", offset=4)])) == 0 and len(reads) == 1  # once
+
+
+def test_a_warm_up_that_cannot_read_starts_empty():
+    def read(*span):
+        raise RuntimeError("broker away")
+
+    assert asyncio.run(drift.WarmUp(10, read).before([message(b"{}", offset=50)])) == 0
