@@ -70,12 +70,14 @@ async def save(table: faust.Table, changes: dict[bytes, bytes | None]) -> None:
     await asyncio.gather(*pending)
 
 
-def table_expiry(table: faust.Table, source_topic: str, expiry_of: Callable[[bytes], float]) -> TableExpiry:
+def table_expiry(table: faust.Table, source_topic: str, expiry_of: Callable[[bytes], float],
+                 lock: asyncio.Lock, dropped: Callable[[bytes], object] = lambda key: None) -> TableExpiry:
     """Expiry by event time (``streams.expiry``) for a table of bytes whose partitions are
-    those of ``source_topic`` under the app's partitioner."""
+    those of ``source_topic`` under the app's partitioner; ``lock`` is the one the agent
+    holds while it handles a batch."""
     return TableExpiry(table, source_topic, lambda key: owner_partition(key, settings.topics.partitions),
                        expiry_of, lambda: app.consumer.assignment(), save,
-                       settings.features.expiry_sweep_s, settings.limits.max_future_skew_s)
+                       settings.features.expiry_sweep_s, settings.limits.max_future_skew_s, lock, dropped)
 
 
 def partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:

@@ -61,7 +61,6 @@ _live: dict[bytes, State] = {}
 per batch; forgotten at every rebalance, when ownership can change."""
 _online: OnlineWriter | None = None
 SOURCE_TOPICS = {*settings.topics.inputs().values(), updates_topic_name(settings)}
-expiry = table_expiry(entity_state, updates_topic_name(settings), state_expiry)
 TTL_S = {kind: state_ttl_s(kind, settings.features.lateness_s, settings.features.order_state_days)
          for kind in STATES}
 
@@ -316,10 +315,11 @@ class WriteBack:
         consumer = app.consumer
         for message in held:
             message.ack(consumer)
-        for key in await expiry.sweep():
-            _live.pop(key, None)
+        await expiry.sweep()
 
 cache = WriteBack(settings.features.state_flush_s)
+expiry = table_expiry(entity_state, updates_topic_name(settings), state_expiry, cache.lock,
+                      dropped=lambda key: _live.pop(key, None))
 
 
 def live_state(key: bytes) -> State | None:

@@ -73,7 +73,9 @@ def session_expiry(raw: bytes) -> float:
     return float("inf") if last_ts is None else last_ts + settings.recs.session_ttl_s
 
 
-expiry = table_expiry(session_table, settings.topics.clicks, session_expiry)
+answering = asyncio.Lock()
+"""Held while a batch is answered, and by expiry sweeps that come between batches."""
+expiry = table_expiry(session_table, settings.topics.clicks, session_expiry, answering)
 
 
 @app.on_partitions_revoked.connect
@@ -227,5 +229,9 @@ async def answer(records: list[faust.types.Message]) -> None:
 @app.agent(inputs, name="recs_agent")
 async def recs_agent(stream: faust.StreamT) -> None:
     """Clicks and cart changes in, session recommendations out."""
-    await each_batch(stream, settings.recs.batch_rows, settings.recs.batch_ms, answer,
+    async def locked(records: list[faust.types.Message]) -> None:
+        async with answering:
+            await answer(records)
+
+    await each_batch(stream, settings.recs.batch_rows, settings.recs.batch_ms, locked,
                      "the recs agent", lambda: settings.recs.enabled, arrival=True)

@@ -102,3 +102,43 @@ def test_a_state_outlives_its_longest_window(kind):
     assert entity_ttl_days(kind) * DAY >= longest
     assert state_ttl_s(kind, 300, 120) == entity_ttl_days(kind) * DAY + 300
     assert math.isfinite(state_ttl_s(kind, 300, 120))
+
+
+def test_a_batch_before_the_next_sweep_is_due_is_swept_when_it_is():
+    """The last batch of a quiet stream moves the clock on after a sweep: the sweep it
+    missed comes on its own, under the agent's lock (CI saw old states kept for good)."""
+    async def scenario():
+        table, dropped = Table(), []
+        sweeper = TableExpiry(table, "updates", lambda key: int(key[-1:]), state_expiry,
+                              lambda: {TP("updates", 0)}, save, sweep_s=0.2, max_skew_s=300.0,
+                              dropped=dropped.append)
+        now = time.time()
+        saved(table, sweeper, b"user:a0", now - 90 * DAY, 60 * DAY)
+        assert await sweeper.sweep() == []  # the first sweep: nothing has expired yet
+        saved(table, sweeper, b"user:b0", now, 60 * DAY)  # the clock moves on 90 days
+        async with sweeper.lock:  # a batch in hand: the sweep waits for it
+            assert await sweeper.sweep() == []  # not due: scheduled
+            await asyncio.sleep(0.4)
+            assert b"user:a0" in table
+        await asyncio.sleep(0.1)
+        return table, dropped
+
+    table, dropped = asyncio.run(scenario())
+    assert table.deleted == [b"user:a0"] and dropped == [b"user:a0"] and list(table) == [b"user:b0"]
+
+
+def test_a_rebalance_cancels_a_scheduled_sweep():
+    async def scenario():
+        table = Table()
+        sweeper = TableExpiry(table, "updates", lambda key: int(key[-1:]), state_expiry,
+                              lambda: {TP("updates", 0)}, save, sweep_s=0.2, max_skew_s=300.0)
+        now = time.time()
+        saved(table, sweeper, b"user:a0", now - 90 * DAY, 60 * DAY)
+        await sweeper.sweep()
+        saved(table, sweeper, b"user:b0", now, 60 * DAY)
+        await sweeper.sweep()  # scheduled
+        sweeper.forget()  # ownership may change: the next batch sweeps
+        await asyncio.sleep(0.4)
+        return table
+
+    assert asyncio.run(scenario()).deleted == []
