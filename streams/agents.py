@@ -190,13 +190,13 @@ async def each_batch(stream: faust.StreamT, rows: int, ms: float, handle: Callab
     acknowledged unprocessed. Each partition's records come in offset order, none
     skipped (``streams.commits.InOrder``)."""
     take = take_arrived(stream, rows, ms / 1000) if arrival else stream.take_events(rows, within=ms / 1000)
-    in_order = InOrder()
+    in_order = InOrder(what)
     IN_ORDER.append(in_order)
     async for records in take:  # [faust.Event]
         if not enabled():
             continue
         try:
-            messages = await in_order.admit(app.consumer, [record.message for record in records], what)
+            messages = await in_order.admit(app.consumer, [record.message for record in records])
             if messages:
                 await handle(messages)
         except Exception as exc:  # noqa: BLE001 - see fatal
@@ -212,7 +212,7 @@ async def read_skipped_again() -> None:
     """Read again the partitions whose missing record has not come (``InOrder.retry``)."""
     for in_order in IN_ORDER:
         try:
-            await in_order.retry(app.consumer, "an agent")
+            await in_order.retry(app.consumer)
         except Exception as exc:  # noqa: BLE001 - a timer must not die; it runs again
             log.warning("reading skipped records again failed (%r)", exc)
 

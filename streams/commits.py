@@ -143,8 +143,8 @@ class InOrder:
     offsets than the next are redeliveries, processed again, which states ignore.
     """
 
-    def __init__(self, patience_s: float = 2.0) -> None:
-        self.patience_s = patience_s
+    def __init__(self, what: str = "an agent", patience_s: float = 2.0) -> None:
+        self.what, self.patience_s = what, patience_s  # what: the agent, in log lines
         self._next: dict[TP, int] = {}
         self._tried: dict[TP, tuple[int, int]] = {}  # the gap last read again
         self._seeking: dict[TP, float] = {}  # when the partition was last read again
@@ -203,11 +203,12 @@ class InOrder:
             self._seeking[tp] = now
         return due
 
-    async def retry(self, consumer, what: str) -> None:
+    async def retry(self, consumer) -> None:
         """Read again the partitions ``overdue`` now."""
-        await self._seek(consumer, self.overdue(time.monotonic()), what, "still missing")
+        await self._seek(consumer, self.overdue(time.monotonic()), "still missing")
 
-    async def _seek(self, consumer, offsets: dict, what: str, why: str) -> None:
+    async def _seek(self, consumer, offsets: dict, why: str) -> None:
+        what = self.what
         for tp, offset in offsets.items():
             log.warning("%s: %s:%s %s from offset %d; reading it again from there",
                         what, tp.topic, tp.partition, why, offset)
@@ -220,8 +221,9 @@ class InOrder:
                 log.warning("%s: could not read %s:%s again from %d (%r)", what, tp.topic,
                             tp.partition, offset, exc)
 
-    async def admit(self, consumer, messages: list, what: str) -> list:
+    async def admit(self, consumer, messages: list) -> list:
         """The messages of a micro-batch to process now; the rest are read again."""
+        what = self.what
         verdict = self.sort(messages, getattr(consumer, "_shopstream_sought", False),
                             lambda tp: committed_or_start(consumer, tp), time.monotonic())
         for message in verdict.drop:
@@ -234,7 +236,7 @@ class InOrder:
             log.info("%s: %s:%s has no offsets %d..%d; passing them", what, tp.topic,
                      tp.partition, first, last)
             await confirm_gap(consumer, tp, first, last)
-        await self._seek(consumer, verdict.reread, what, "skipped")
+        await self._seek(consumer, verdict.reread, "skipped")
         return verdict.keep
 
 

@@ -316,7 +316,7 @@ def test_admit_never_acknowledges_a_dropped_record_and_reads_its_partition_again
     consumer = _Consumer([a], {a: 7})
     messages = [_message(a, 7), _message(a, 9)]
     consumer._unacked_messages.update(messages)
-    kept = asyncio.run(InOrder().admit(consumer, messages, "test"))
+    kept = asyncio.run(InOrder("test").admit(consumer, messages))
     assert _offsets(kept) == [(0, 7)] and consumer.seeks == [(a, 8)]
     assert messages[1] not in consumer._unacked_messages  # a rebalance does not wait for it
     for message in messages:  # what Faust does after the batch
@@ -344,9 +344,9 @@ def test_admit_survives_a_failing_seek_and_tries_again_with_a_later_record():
             raise RuntimeError("rebalancing")
 
     consumer = Failing([a], {a: 7})
-    in_order = InOrder(patience_s=0.0)
-    assert asyncio.run(in_order.admit(consumer, [_message(a, 9)], "test")) == []
-    assert asyncio.run(in_order.admit(consumer, [_message(a, 10)], "test")) == []
+    in_order = InOrder("test", patience_s=0.0)
+    assert asyncio.run(in_order.admit(consumer, [_message(a, 9)])) == []
+    assert asyncio.run(in_order.admit(consumer, [_message(a, 10)])) == []
     assert consumer.seeks == [(a, 7), (a, 7)]
 
 
@@ -356,8 +356,8 @@ def test_a_partition_whose_missing_record_never_comes_is_read_again_in_time():
     worker waited for good."""
     a = TP("t", 0)
     consumer = _Consumer([a], {a: 174})
-    in_order = InOrder(patience_s=2.0)
-    assert asyncio.run(in_order.admit(consumer, [_message(a, 180)], "test")) == []
+    in_order = InOrder("test", patience_s=2.0)
+    assert asyncio.run(in_order.admit(consumer, [_message(a, 180)])) == []
     assert consumer.seeks == [(a, 174)]
     assert in_order.overdue(time.monotonic() + 1.0) == {}  # not yet
     assert in_order.overdue(time.monotonic() + 2.5) == {a: 174}
