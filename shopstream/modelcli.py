@@ -65,6 +65,9 @@ def train_fraud(
     negatives: Negatives = 1.0,
     refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
                                              "included, for the chosen epochs.")] = True,
+    served: Annotated[bool, typer.Option("--served/--point-in-time",
+                                         help="Learn from the feature rows workers served (the point-in-time "
+                                              "join for orders none scored), or from the join alone.")] = True,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 24h.")] = None,
     on_signal: Annotated[bool, typer.Option(help="Keep reading signals.drift and retrain when they call "
@@ -76,7 +79,7 @@ def train_fraud(
     from trainers.loop import LoopConfig
 
     config = FraudTrainConfig(days=days, valid_days=valid_days, delay_days=delay_days,
-                              negatives=negatives, refit=refit, loop=LoopConfig(epochs=epochs))
+                              negatives=negatives, refit=refit, served=served, loop=LoopConfig(epochs=epochs))
     if on_signal:
         from trainers.triggers import retrain_on_signals
 

@@ -181,3 +181,25 @@ def events_table(events: list, origins: list[tuple[str, int, int]]) -> pa.Table:
         "partition": pa.array(partitions, pa.int32()),
         "offset": pa.array(offsets, pa.int64()),
     })
+
+
+SERVED_FRAUD = "served_fraud"
+"""The offline log's table of the feature rows served to fraud scoring (``served_table``)."""
+
+
+def served_table(order_ids: list[str], order_ts: list[datetime], features: list[dict],
+                 model_version: str, served_at: datetime) -> pa.Table:
+    """The feature rows a scoring worker read for a batch of orders, as it read them
+    (``view__feature`` to value, as JSON): what a model was served, so that a trainer can
+    learn from exactly that ("train like you serve"), whatever the pipeline's lag was."""
+    import orjson
+
+    return pa.table({
+        "order_id": pa.array(order_ids, pa.string()),
+        "event_timestamp": pa.array([int(t.timestamp() * 1_000_000) for t in order_ts],
+                                    pa.timestamp("us", tz="UTC")),
+        "served_at": pa.array([int(served_at.timestamp() * 1_000_000)] * len(order_ids),
+                              pa.timestamp("us", tz="UTC")),
+        "model_version": pa.array([model_version] * len(order_ids), pa.string()),
+        "features": pa.array([orjson.dumps(row, default=str).decode() for row in features], pa.string()),
+    })

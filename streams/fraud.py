@@ -6,7 +6,9 @@ them in a consumer group of its own, so orders never queue behind feature update
 works in small micro-batches because a shop waits for the answer: read the orders'
 features from the online store, score them (``scorers.fraud``), send one ``FraudScore``
 per order. The order agent routes the order's own updates at the same time, so the
-features are those from just before the order, as in training.
+features are those from just before the order, as in training. The rows it read are
+appended to the offline log (``served_fraud``) after the scores are sent: trainers learn
+from what was served (``trainers.offline.features_as_served``).
 
 Hot reload: a timer asks the registry for the champion; when it changed, the new model
 is loaded off the event loop and swapped in between two batches, so a batch is scored
@@ -27,10 +29,11 @@ from scorers.fraud import FRAUD_VIEWS, FraudScorer, matrix
 from scorers.routing import scored_update
 from shopstream.events import InvalidEvent, Order
 from shopstream.featurestore import feature_store
+from shopstream.offline import SERVED_FRAUD, served_table
 from shopstream.online import OnlineReader
 from streams import metrics
 from streams.agents import decode_all, each_batch, send_updates
-from streams.app import FailedVersions, app, retrying, settings
+from streams.app import FailedVersions, app, offline_log, retrying, settings
 from streams.app import models as app_models
 
 log = logging.getLogger(__name__)
@@ -156,6 +159,9 @@ async def score_orders(records: list[faust.types.Message]) -> None:
         metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
     await asyncio.gather(*sent)  # before the orders can be acknowledged (streams.app.save)
     metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
+    if settings.features.offline:  # what was served, for training on it (trainers.offline)
+        await retrying("offline", offline_log.append, SERVED_FRAUD, served_table(
+            [o.order_id for o in orders], [o.ts for o in orders], features, current.version, now))
     if settings.drift.enabled and current.version != "rules":  # the rules have no reference to drift from
         from streams.drift import FRAUD, scored_record, send_watched
 

@@ -41,7 +41,7 @@ from streams.app import updates_topic_name
 from trainers import metrics as fraud_metrics
 from trainers.fraud import FraudTrainConfig, train_and_register
 from trainers.loop import LoopConfig
-from trainers.offline import historical_features, order_events, raw
+from trainers.offline import features_as_served, order_events, raw
 
 HISTORY_BACKLOG = 5_000
 """Most records (inputs and entity updates) the worker may have left to do while the
@@ -203,10 +203,11 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
     finally:
         workers.stop(process)
 
-    # Feature rows of the test orders, point in time, for the baselines.
+    # Feature rows of the test orders for the baselines: those the worker served the net,
+    # as their training rows are (trainers.offline.features_as_served).
     orders = raw(settings, "raw_order").drop_duplicates("order_id")
     orders = orders[orders["order_id"].isin({o.order_id for o in test_orders})].reset_index(drop=True)
-    test_x = matrix(order_events(orders), historical_features(settings, orders))
+    test_x = matrix(order_events(orders), features_as_served(settings, orders)[0])
     train_x = np.concatenate([result.train.x, result.valid.x])
     train_y = np.concatenate([result.train.frame["label"], result.valid.frame["label"]])
     others = baselines(train_x, train_y, test_x)

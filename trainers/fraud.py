@@ -40,6 +40,7 @@ from trainers import metrics as fraud_metrics
 from trainers.loop import Callback, History, LoopConfig, RichProgress, fit, fit_epochs
 from trainers.offline import (
     compact,
+    features_as_served,
     historical_features,
     labelled_orders,
     order_events,
@@ -58,29 +59,45 @@ class FraudTrainConfig:
     delay_days: float = 7.0  # labels are complete only for orders older than this
     negatives: float = 1.0  # share of genuine orders kept (weighted back), to train on more days
     refit: bool = True  # train again on the whole window for the epochs validation chose
+    served: bool = True  # the rows workers served where they exist, else the point-in-time join
     model: FraudConfig = field(default_factory=FraudConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
 
 @dataclass
 class Dataset:
-    frame: pd.DataFrame  # one row per order: order_id, user_id, event_timestamp, label, ...
+    frame: pd.DataFrame  # one row per order: order_id, user_id, event_timestamp, label, served, ...
     x: np.ndarray  # (N, F) in scorers.fraud.FEATURES order
 
     def select(self, mask) -> Dataset:
         mask = np.asarray(mask)
         return Dataset(self.frame[mask].reset_index(drop=True), self.x[mask])
 
+    @property
+    def served(self) -> int:
+        """Rows with the features a worker served; the others are point in time."""
+        return int(self.frame["served"].sum()) if "served" in self.frame else 0
+
+
+def order_features(settings: Settings, frame: pd.DataFrame, *, served: bool = True,
+                   progress=None) -> tuple[list[dict], list[bool]]:
+    """The orders' feature rows: as served where a worker logged them (``served``), else
+    point in time; and which were served."""
+    if served:
+        return features_as_served(settings, frame, progress=progress)
+    return historical_features(settings, frame, progress=progress), [False] * len(frame)
+
 
 def build_dataset(settings: Settings, start: datetime, end: datetime, *,
-                  labels_as_of: datetime, progress=None) -> Dataset:
-    """Orders in ``[start, end)`` labelled by ``labels_as_of``, with point-in-time features."""
+                  labels_as_of: datetime, served: bool = True, progress=None) -> Dataset:
+    """Orders in ``[start, end)`` labelled by ``labels_as_of``, with their features as
+    served (``order_features``)."""
     compact(settings)
     frame = labelled_orders(settings, start, end, labels_as_of=labels_as_of)
     if frame.empty:
         return Dataset(frame, np.zeros((0, len(FEATURES)), np.float32))
-    online = historical_features(settings, frame, progress=progress)
-    return Dataset(frame, matrix(order_events(frame), online))
+    rows, was_served = order_features(settings, frame, served=served, progress=progress)
+    return Dataset(frame.assign(served=was_served), matrix(order_events(frame), rows))
 
 
 def training_window(settings: Settings, config: FraudTrainConfig,
@@ -190,7 +207,7 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     start, end, labels_as_of = training_window(settings, config, labels_as_of)
     if window is not None:
         start, end = window
-    data = build_dataset(settings, start, end, labels_as_of=labels_as_of)
+    data = build_dataset(settings, start, end, labels_as_of=labels_as_of, served=config.served)
     if len(data.x) == 0 or data.frame["label"].sum() == 0:
         raise ValueError(f"no labelled fraud between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M}: "
                          "replay or simulate more history before training")
@@ -200,8 +217,9 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     if len(train.x) == 0 or len(valid.x) == 0:
         raise ValueError(f"the window {start:%Y-%m-%d}..{end:%Y-%m-%d} leaves no training or no "
                          "validation orders; widen --days or shorten --valid-days")
-    log.info("training on %d orders (%d fraud), validating on %d", len(train.x),
-             int(train.frame["label"].sum()), len(valid.x))
+    log.info("training on %d orders (%d fraud), validating on %d; %d of them with the features "
+             "a worker served, the rest point in time", len(train.x), int(train.frame["label"].sum()),
+             len(valid.x), data.served)
     history = History()
     callbacks = [history] + ([RichProgress("training fraud model")] if progress else [])
     model, best = train_model(train, valid, config, callbacks)
@@ -223,7 +241,7 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     checkpoint = Checkpoint(model, list(FEATURES), {
         "train_start": start.isoformat(), "train_end": end.isoformat(), "fit_end": fit_end.isoformat(),
         "labels_as_of": labels_as_of.isoformat(), "n_train": len(train.x), "refit": config.refit,
-        "profile": reference_profile(served_inputs(settings, split, end), model, valid, valid_scores,
+        "profile": reference_profile(served_inputs(settings, split, end, config.served), model, valid, valid_scores,
                                      settings.thresholds.fraud_review).to_data()})
     path = checkpoint.save(folder / "fraud.pt")
     # The metrics are the held-out model's: the refit one has seen the validation days.
@@ -233,10 +251,11 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
         **{f"model.{k}": v for k, v in asdict(model.config).items()},
         **{f"loop.{k}": v for k, v in asdict(config.loop).items()},
         "days": config.days, "valid_days": config.valid_days, "delay_days": config.delay_days,
-        "negatives": config.negatives, "refit": config.refit},
+        "negatives": config.negatives, "refit": config.refit, "served": config.served},
         tags={"feature_service": "fraud_v1", "train_start": start.isoformat(),
               "train_end": end.isoformat(), "labels_as_of": labels_as_of.isoformat(),
               "n_rows": str(len(data.x)), "n_fraud": str(int(data.frame["label"].sum())),
+              "served_rows": str(data.served),
               "labelled_orders": str(labelled_total(settings)), **(tags or {})})
     for name in plots:
         registry.client.log_artifact(registry.client.get_model_version(registry.name, version.version).run_id,
@@ -247,13 +266,13 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
                        train, valid)
 
 
-def served_inputs(settings: Settings, start: datetime, end: datetime) -> np.ndarray:
-    """The inputs of every order placed in ``[start, end)``, labelled or not, as of just
-    before each: what the model would have been served."""
+def served_inputs(settings: Settings, start: datetime, end: datetime, served: bool = True) -> np.ndarray:
+    """The inputs of every order placed in ``[start, end)``, labelled or not, as a worker
+    served them (``order_features``)."""
     frame = orders_between(settings, start, end)
     if frame.empty:
         return np.zeros((0, len(FEATURES)), np.float32)
-    return matrix(order_events(frame), historical_features(settings, frame))
+    return matrix(order_events(frame), order_features(settings, frame, served=served)[0])
 
 
 def reference_profile(served: np.ndarray, model: FraudNet, valid: Dataset, valid_scores: np.ndarray,

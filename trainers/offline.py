@@ -1,8 +1,10 @@
-"""Offline-store readers for trainers: labelled orders, and their features point in time.
+"""Offline-store readers for trainers: labelled orders, and their features.
 
 Orders and labels come from the raw-event log that workers append (``raw_order`` and
-``raw_order_label``). Features come from Feast's ``get_historical_features`` over the
-feature service, read as of a moment just before each order: the order's own updates
+``raw_order_label``). An order's features are, first, the row a scoring worker read for
+it (``served_fraud``: ``features_as_served``), so a model learns from the inputs it is
+given; for an order no worker scored, Feast's ``get_historical_features`` over the
+feature service, read as of a moment just before the order: the order's own updates
 are stamped at its event time, so they are not part of its features, exactly as when
 the worker scores it before applying it.
 """
@@ -15,7 +17,7 @@ import pandas as pd
 
 from shopstream.events import Order
 from shopstream.featurestore import feature_store, offline_root
-from shopstream.offline import OfflineLog
+from shopstream.offline import SERVED_FRAUD, OfflineLog
 from shopstream.settings import Settings
 
 BEFORE = pd.Timedelta(microseconds=1)  # features as of just before the order
@@ -112,3 +114,34 @@ def historical_features(settings: Settings, orders: pd.DataFrame, service: str =
 def window_before(end: datetime, days: float) -> tuple[datetime, datetime]:
     """``(end - days, end)``."""
     return end - timedelta(days=days), end
+
+
+def served_features(settings: Settings, orders: pd.DataFrame) -> list[dict | None]:
+    """Per order of ``orders``, the feature row a worker served it when it scored it
+    (``served_fraud``, the first if it was scored twice), or ``None`` if none did."""
+    import orjson
+
+    log = OfflineLog(offline_root(settings))
+    if SERVED_FRAUD not in log.tables():
+        return [None] * len(orders)
+    served = log.read(SERVED_FRAUD, columns=["order_id", "served_at", "features"]).to_pandas()
+    served = served.sort_values("served_at", kind="stable")  # files are not in the order written
+    first = served.drop_duplicates("order_id", keep="first").set_index("order_id")["features"]
+    rows = first.reindex(orders["order_id"].astype(str).to_numpy())
+    return [None if isinstance(row, float) or row is None else orjson.loads(row) for row in rows]
+
+
+def features_as_served(settings: Settings, orders: pd.DataFrame, progress=None) -> tuple[list[dict], list[bool]]:
+    """Each order's features as a worker served them, and, for the orders no worker
+    scored, as of just before the order (``historical_features``); and which were
+    served. Training on served rows keeps a model's inputs the ones it will be given,
+    whatever the pipeline's lag was (a fast replay scores orders before their entities'
+    earlier events are online, and stamps rows late: docs/drift.md)."""
+    rows = served_features(settings, orders)
+    was_served = [row is not None for row in rows]
+    missing = [i for i, row in enumerate(rows) if row is None]
+    if missing:
+        joined = historical_features(settings, orders.iloc[missing].reset_index(drop=True), progress=progress)
+        for i, row in zip(missing, joined, strict=True):
+            rows[i] = row
+    return rows, was_served

@@ -1,7 +1,12 @@
 """The drift role end to end on the real Kafka and Redis: a trained champion serves, a
-stretch of unchanged traffic raises no drift, a planted change (order amounts ten times
-larger) raises a ``DriftSignal`` within its bound, and the trainer job that reads the
-signals retrains exactly once."""
+stretch of unchanged traffic raises no drift of any input nor of the error, a planted
+change (order amounts ten times larger, every order placed twice) raises a
+``DriftSignal`` within its bound, and the trainer job that reads the signals retrains
+exactly once.
+
+Every day is replayed the same way, to a running worker, as fast as it goes; the model
+trains on the feature rows the worker served (``trainers.offline.features_as_served``),
+so the lag of a fast replay is in its reference too (docs/drift.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import DriftSignal, Order
 from shopstream.settings import DriftSettings, ScoringSettings
+from shopstream.simulator import SimConfig
 from shopstream.topics import ensure_topics
 from streams.app import drift_inputs_topic_name, updates_topic_name
 from tests.integration.conftest import drained, read_all, start_worker, wait_until
@@ -23,9 +29,18 @@ from trainers.registry import Registry
 from trainers.triggers import retrain_on_signals
 
 pytestmark = pytest.mark.integration
-TRAIN_DAYS, NULL_DAYS, PLANTED_DAYS = 24, 5, 5
-INTRINSIC = ("amount_log", "items_count", "has_device", "has_ip")
-"""Inputs that depend on the order alone, not on the state of its entities."""
+TRAIN_DAYS, NULL_DAYS, PLANTED_DAYS = 45, 5, 5
+"""The training days are many for a model trained on ten: the 30-day windows fill up, and
+the 7-day-late labels reach the terminals' risk, only after 37 days of history. Before
+that the features grow day by day, and an unchanged shop would look like drift."""
+STEADY = SimConfig(seed=11, users=200, items=300, terminals=200, sessions_per_hour=6,
+                   card_testing_per_day=6, compromised_terminal_share=0.0)
+"""A small shop whose traffic does not change: fraud comes from card testing and account
+takeovers, not from terminals compromised for weeks, which change the terminals' risk by
+design (with 20 terminals, as in ``test_fraud``, their counts move by half from one week
+to the next, and the detectors rightly say so)."""
+
+
 BOUND = 400
 """Planted orders by which a drift of the amount must have been signalled."""
 
@@ -35,49 +50,69 @@ def signals(settings, expect: int = 1, timeout: float = 5.0) -> list[DriftSignal
             for m in read_all(settings, settings.topics.drift, expect=expect, timeout=timeout)]
 
 
-def send(settings, events) -> None:
-    with ShopProducer(settings) as producer:
-        for event in events:
-            producer.send(event)
+def send(settings, events, topics: list[str]) -> None:
+    """Replay ``events`` a day at a time, each as fast as it goes, and wait until the
+    worker has processed it: every stretch then meets the same lag, whatever its length."""
+    day = timedelta(days=1)
+    start = events[0].ts
+    while events:
+        chunk = [e for e in events if e.ts < start + day]
+        events = events[len(chunk):]
+        start += day
+        with ShopProducer(settings) as producer:
+            for event in chunk:
+                producer.send(event)
+        wait_until(lambda: drained(settings, topics), 120, what="a replayed day to be processed")
 
 
 def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_path):
     settings = settings.model_copy(update={
         "scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud", reload_s=1.0),
-        "drift": DriftSettings(window=200, ert_events=2_000)})
-    events = history(TRAIN_DAYS + NULL_DAYS + PLANTED_DAYS)
+        "drift": DriftSettings(window=200, ert_events=20_000)})
+    events = history(TRAIN_DAYS + NULL_DAYS + PLANTED_DAYS, STEADY)
     start = events[0].ts
     null_from, planted_from = start + timedelta(days=TRAIN_DAYS), start + timedelta(days=TRAIN_DAYS + NULL_DAYS)
     trained = [e for e in events if e.ts < null_from]
     unchanged = [e for e in events if null_from <= e.ts < planted_from]
-    planted = [e.model_copy(update={"amount": e.amount * 10}) if isinstance(e, Order) else e
-               for e in events if e.ts >= planted_from]
+    # The plant: order amounts ten times larger, and every order placed twice (a second,
+    # unlabelled order a minute later with the same card, device and IP), which moves the
+    # velocity counts this shop's model ranks highest, and so its score.
+    planted = []
+    for e in (e for e in events if e.ts >= planted_from):
+        if isinstance(e, Order):
+            e = e.model_copy(update={"amount": e.amount * 10})
+            planted += [e, e.model_copy(update={"order_id": f"{e.order_id}-again", "ts": e.ts + timedelta(minutes=1)})]
+        else:
+            planted.append(e)
+    planted.sort(key=lambda e: e.ts)
     topics = [*settings.topics.inputs().values(), updates_topic_name(settings), drift_inputs_topic_name(settings)]
     ensure_topics(settings)
-    send(settings, trained)
     log_file = tmp_path / "worker.log"
     process = start_worker(settings, log_file)
     try:
-        wait_until(lambda: drained(settings, topics), 180, what="the training days to be processed")
+        send(settings, trained, topics)
         config = FraudTrainConfig(days=10, valid_days=3, loop=LoopConfig(epochs=3, batch_size=128))
-        assert train_and_register(settings, config, output=tmp_path / "v1", progress=False).promoted
+        first = train_and_register(settings, config, output=tmp_path / "v1", progress=False)
+        assert first.promoted
+        assert first.train.served == len(first.train.x)  # every order was scored, and logged
         wait_until(lambda: [s.value for s in workers.samples(settings.web_port, "shopstream_model_version")] == [1.0],
                    60, what="the worker to serve version 1")
 
-        send(settings, unchanged)
-        wait_until(lambda: drained(settings, topics), 180, what="the unchanged days to be processed")
-        null = signals(settings, expect=10**6, timeout=3)
-        print("unchanged:", sorted((s.subject, s.detector, s.severity) for s in null))
-        # What the order alone decides cannot drift on unchanged days, nor can the error.
-        # (Inputs read from entity state do, in this fast replay: the worker scores orders
-        # before their entities' earlier events reach the online store; docs/drift.md.)
-        assert not [s for s in null if s.drifted and s.subject in INTRINSIC + ("error",)]
+        send(settings, unchanged, topics)
+        null = [s for s in signals(settings, expect=10**6, timeout=3) if s.window_end >= null_from]
+        print("unchanged:", "\n".join(sorted(f"{s.model} v{s.model_version} {s.subject} {s.detector} {s.severity} "
+                                              f"{s.value:.3f}/{s.threshold:.3f} n={s.n} {s.window_start:%m-%d %H:%M}"
+                                              f"..{s.window_end:%m-%d %H:%M} {s.signal_id}" for s in null)))
+        # No input drifts, nor the error. (Not yet asserted: the score's KS test, calibrated
+        # to one false alarm per ``ert_events`` orders, and ADWIN on the PCA error, which
+        # the shop's card-testing bursts move; docs/drift.md, "Not done yet".)
+        assert not [s for s in null if s.drifted and s.subject not in ("score", "pca_error")]
 
-        send(settings, planted)
-        wait_until(lambda: drained(settings, topics), 180, what="the planted days to be processed")
+        send(settings, planted, topics)
         found = [s for s in signals(settings, expect=10**6, timeout=3) if s.window_end >= planted_from]
         print("planted:", sorted((s.subject, s.detector, s.severity, s.window_end) for s in found))
-        bound = sorted(e.ts for e in planted if isinstance(e, Order))[BOUND]
+        placed = sorted(e.ts for e in planted if isinstance(e, Order))
+        bound = placed[min(BOUND, len(placed) - 1)]
         amount = [s for s in found if s.drifted and s.subject == "amount_log" and s.window_end <= bound]
         assert amount, "no drift of the order amount within the bound"
 

@@ -31,10 +31,12 @@ pytestmark = pytest.mark.integration
 DAYS = 24
 
 
-def history(days: int = DAYS) -> list:
-    """A small shop's last ``days`` days, ending a week ago (so labels are in the past)."""
-    config = SimConfig(seed=11, users=200, items=300, terminals=20, sessions_per_hour=6,
+SMALL_SHOP = SimConfig(seed=11, users=200, items=300, terminals=20, sessions_per_hour=6,
                        card_testing_per_day=6, compromised_terminal_share=0.2)
+
+
+def history(days: int = DAYS, config: SimConfig = SMALL_SHOP) -> list:
+    """A small shop's last ``days`` days, ending a week ago (so labels are in the past)."""
     start = time.time() - (days + 7) * DAY
     events = []
     for event in Shop(config).events(start=start):

@@ -12,10 +12,10 @@ from scorers.states import apply, new_state
 from scorers.views import VIEWS
 from shopstream.events import Order, OrderItem, OrderLabel
 from shopstream.featurestore import feature_store, offline_root
-from shopstream.offline import OfflineLog, events_table
+from shopstream.offline import SERVED_FRAUD, OfflineLog, events_table, served_table
 from shopstream.online import feature_table
 from shopstream.settings import Settings
-from trainers.offline import historical_features, labelled_orders
+from trainers.offline import features_as_served, historical_features, labelled_orders
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -129,3 +129,28 @@ def test_every_order_gets_the_row_a_brute_force_as_of_join_finds(settings):
             before = table[(table[key] == placed[column]) & (table.event_timestamp < placed.event_timestamp)]
             expected = before.sort_values(["event_timestamp", "created"])[feature].iloc[-1] if len(before) else None
             assert row[f"{view}__{feature}"] == expected, (view, placed.order_id)
+
+
+def test_an_order_a_worker_scored_trains_on_the_row_it_was_served(settings):
+    # o1 was scored while the pipeline lagged: its served row says the card had no orders
+    # yet in 10 minutes, whatever the log's rows say; o2 was never scored (the worker was
+    # down): it gets the point-in-time row. A redelivered o1, scored again, does not count.
+    first, second = order("o1", 0, 40.0), order("o2", 60, 50.0)
+    log_events(settings, "raw_order", [first, second])
+    log_features(settings, [first, second])
+    served = {"instrument_velocity__orders_count_10m": 0, "user_orders__order_amount_sum_30d": None}
+    log = OfflineLog(offline_root(settings))
+    log.append(SERVED_FRAUD, served_table(["o1"], [first.ts], [served], "3", T0))
+    log.append(SERVED_FRAUD, served_table(["o1"], [first.ts], [{"instrument_velocity__orders_count_10m": 9}],
+                                          "3", T0 + timedelta(seconds=5)))
+    log_events(settings, "raw_order_label", [
+        OrderLabel(order_id="o1", is_fraud=False, ts=T0 + timedelta(days=1)),
+        OrderLabel(order_id="o2", is_fraud=True, ts=T0 + timedelta(days=1))])
+    frame = labelled_orders(settings, T0 - timedelta(days=1), T0 + timedelta(days=1),
+                            labels_as_of=T0 + timedelta(days=2))
+    rows, was_served = features_as_served(settings, frame)
+    by_order = dict(zip(frame["order_id"], rows, strict=True))
+    assert dict(zip(frame["order_id"], was_served, strict=True)) == {"o1": True, "o2": False}
+    assert by_order["o1"] == served
+    assert by_order["o2"] == historical_features(settings, frame[frame.order_id == "o2"])[0]
+    assert by_order["o2"]["user_orders__order_amount_sum_30d"] == pytest.approx(40.0)
