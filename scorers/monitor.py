@@ -3,7 +3,9 @@ a scoring worker already has, against the serving model's reference profile. Pur
 no I/O; the ``drift`` role feeds it and sends what it finds.
 
 Per scored order (``scored``): each numeric input but those in ``skip`` (windowed PSI, and
-ADWIN with its delta shared by all the inputs watched), the inputs together (PCA reconstruction error into ADWIN), the
+ADWIN with its delta shared by all the inputs watched), the inputs together (ADWIN on the
+rank of the PCA reconstruction error among the reference's errors: bounded, as ADWIN's
+bound assumes, where the error itself is heavy-tailed), the
 score (Page-Hinkley on its mean, and a KS test calibrated to ``ert`` values between false
 alarms), the review and block rates (ADWIN on the 0/1 streams), and, per window of
 ``window`` orders, precision and recall estimated from the scores. Per label
@@ -38,17 +40,22 @@ from datetime import UTC, datetime
 import numpy as np
 
 from scorers.drift import (
+    CALENDAR,
     Adwin,
     CalibratedKS,
     EventTimeOrder,
     Finding,
     PageHinkley,
     WindowedDistance,
+    calendar_strata,
     estimated_precision_recall,
 )
 from scorers.profiles import ModelProfile
 from shopstream.events import DriftSignal
 
+SCORE_BLOCK = 25
+"""Orders per run drawn together when the score test is calibrated on a reference in event
+time (``scorers.drift.calibrate_ks``): long enough to hold a burst of related orders."""
 MIN_FLAGGED = 20
 """Flagged orders a window needs before its estimated precision and recall are judged."""
 
@@ -75,11 +82,19 @@ class FraudMonitor:
                         for name in watched}
         self._pca = Adwin(delta)
         self._mean_score = PageHinkley()
+        self._calendar = [self.names.index(name) for name in CALENDAR] if set(CALENDAR) <= set(self.names) else None
         self._scores = None
         if profile.scores is not None:
-            sample = np.asarray(profile.scores.sample)  # sorted: every other value is a fair half
-            self._scores = CalibratedKS(sample[::2], window=min(200, window), every=10, ert=ert,
-                                        pool=sample[1::2], seed=seed)  # half held out to calibrate against
+            # The whole reference, in event time where the profile has it: the calibration
+            # draws it again in runs of neighbours (no held-out pool: the sorted sample's
+            # every other value is no independent half). By calendar stratum where known.
+            values, strata, block = profile.scores.sample, None, 1
+            if profile.score_series:
+                values, block = profile.score_series, SCORE_BLOCK
+                if profile.series_strata and self._calendar is not None:
+                    strata = profile.series_strata
+            self._scores = CalibratedKS(values, window=min(200, window), every=10, ert=ert, seed=seed,
+                                        strata=strata, block=block)
         self._rates = {"review_rate": Adwin(delta), "block_rate": Adwin(delta)}
         self._error = Adwin(delta)
         self._labels = EventTimeOrder()
@@ -100,10 +115,12 @@ class FraudMonitor:
             for detector in self._inputs.get(name, ()):
                 self._note(found, name, detector.update(float(value)))
         error = float(self.profile.reconstruction_error(np.asarray([row], np.float64))[0])
-        self._note(found, "pca_error", self._pca.update(error))
+        self._note(found, "pca_error", self._pca.update(self.profile.errors.rank(error)))
         self._note(found, "score", self._mean_score.update(score))
         if self._scores is not None:
-            self._note(found, "score", self._scores.update(score))
+            stratum = None if self._calendar is None else calendar_strata(
+                CALENDAR, np.asarray([[row[i] for i in self._calendar]]))[0]
+            self._note(found, "score", self._scores.update(score, stratum))
         self._note(found, "review_rate", self._rates["review_rate"].update(float(decision != "allow")))
         self._note(found, "block_rate", self._rates["block_rate"].update(float(decision == "block")))
         self._recent_scores.append(score)

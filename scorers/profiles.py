@@ -9,6 +9,7 @@ validation, and the validation error rate.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,22 @@ class NumericProfile:
         shares = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1) / len(x)
         kept = x if len(x) <= sample else np.random.default_rng(seed).choice(x, sample, replace=False)
         return cls(edges.tolist(), shares.tolist(), float(x.mean()), float(x.std()), len(x), sorted(kept.tolist()))
+
+    def rank(self, value: float) -> float:
+        """The share of the sample below ``value``, ties counted half: for values from the
+        profiled distribution, spread evenly over [0, 1] however heavy its tail.
+
+        >>> profile = NumericProfile.of(range(100))
+        >>> profile.rank(-5.0), profile.rank(49.0), profile.rank(1e9)
+        (0.0, 0.495, 1.0)
+        """
+        sample = self._sorted
+        below = np.searchsorted(sample, value, side="left")
+        return float((below + np.searchsorted(sample, value, side="right")) / (2 * len(sample)))
+
+    @functools.cached_property
+    def _sorted(self) -> np.ndarray:
+        return np.asarray(self.sample, np.float64)
 
     def counts(self, values: Sequence[float]) -> np.ndarray:
         """How many of ``values`` fall in each of the profile's bins."""
@@ -140,10 +157,18 @@ class ModelProfile:
     error_rate: float | None = None
     important: list[str] = field(default_factory=list)
     """The inputs, most important first (what the retrain policy weighs score drift with)."""
+    score_series: list[float] | None = None
+    """The last ``sample`` scores in the order the rows came (event time, as trainers give
+    them): neighbouring orders are alike (a card-testing burst, a user's basket), and the
+    score test's calibration draws runs of them (``scorers.drift.calibrate_ks``'s ``block``)."""
+    series_strata: list[str] | None = None
+    """The stratum of each of ``score_series`` (``strata`` in ``of``: the calendar,
+    ``scorers.drift.calendar_strata``), for comparing like with like."""
 
     @classmethod
     def of(cls, names: Sequence[str], x: np.ndarray, scores: Sequence[float] | None = None,
-           error_rate: float | None = None, variance: float = 0.9, sample: int = 2_000) -> ModelProfile:
+           error_rate: float | None = None, variance: float = 0.9, sample: int = 2_000,
+           strata: Sequence[str] | None = None) -> ModelProfile:
         from sklearn.decomposition import PCA  # only trainers build profiles
 
         x = np.asarray(x, np.float64)
@@ -155,6 +180,10 @@ class ModelProfile:
                       NumericProfile.of([0.0]), None if scores is None else NumericProfile.of(scores, sample=sample),
                       error_rate)
         profile.errors = NumericProfile.of(profile.reconstruction_error(x), sample=sample)
+        if scores is not None:
+            profile.score_series = [float(v) for v in list(scores)[-sample:]]
+            if strata is not None:
+                profile.series_strata = [str(k) for k in list(strata)[-sample:]]
         return profile
 
     def reconstruction_error(self, x: np.ndarray) -> np.ndarray:
@@ -169,14 +198,15 @@ class ModelProfile:
         return {"inputs": {k: v.to_data() for k, v in self.inputs.items()}, "means": self.means,
                 "scales": self.scales, "components": self.components, "errors": self.errors.to_data(),
                 "scores": None if self.scores is None else self.scores.to_data(), "error_rate": self.error_rate,
-                "important": self.important}
+                "important": self.important, "score_series": self.score_series,
+                "series_strata": self.series_strata}
 
     @classmethod
     def from_data(cls, data: dict) -> ModelProfile:
         return cls({k: profile_from_data(v) for k, v in data["inputs"].items()}, data["means"], data["scales"],
                    data["components"], profile_from_data(data["errors"]),
                    None if data["scores"] is None else profile_from_data(data["scores"]), data["error_rate"],
-                   list(data.get("important", [])))
+                   list(data.get("important", [])), data.get("score_series"), data.get("series_strata"))
 
 
 @dataclass

@@ -65,18 +65,28 @@ def read_features(orders: list[Order]) -> list[dict]:
     return reader().read([entity_keys(o) for o in orders])
 
 
-def _champion():
-    """The registry's champion, loaded (blocking: runs in a thread)."""
+def _champion(champion):
+    """The registered version ``champion``, loaded (blocking: runs in a thread)."""
     import torch
 
     from trainers.fraud import load_champion  # torch and MLflow load only in workers that score
 
     torch.set_num_threads(settings.scoring.torch_threads)
-    return load_champion(settings)
+    return load_champion(settings, champion=champion)
+
+
+_reloading = asyncio.Lock()
+"""The start-up load and the timer's checks never overlap: two loads of one broken
+champion would count, and retry, twice."""
 
 
 async def reload_champion() -> None:
     """Swap in the registry's champion if it is not the model in use."""
+    async with _reloading:
+        await _reload_champion()
+
+
+async def _reload_champion() -> None:
     global scorer
     champion = None
     try:
@@ -85,7 +95,7 @@ async def reload_champion() -> None:
         champion = await asyncio.to_thread(lambda: Registry(settings).champion())
         if champion is None or champion.version == scorer.version or FAILED.skip(champion.version):
             return
-        predictor = await asyncio.to_thread(_champion)
+        predictor = await asyncio.to_thread(_champion, champion)
     except Exception as exc:  # noqa: BLE001 - a broken model must not stop scoring
         metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
         if champion is not None:

@@ -83,17 +83,25 @@ async def forget_expiry(app, revoked, **kwargs) -> None:
     expiry.forget()
 
 
-def _champion() -> Recommender | None:
-    """The registry's champion bundle, loaded (blocking: runs in a thread)."""
+def _champion(champion) -> Recommender | None:
+    """The registered bundle ``champion``, loaded (blocking: runs in a thread)."""
     import torch
 
     from trainers.recs import load_champion
 
     torch.set_num_threads(settings.scoring.torch_threads)
-    return load_champion(settings, **OPTIONS)
+    return load_champion(settings, champion=champion, **OPTIONS)
+
+
+_reloading = asyncio.Lock()  # as in streams.fraud: the start-up load and the timer never overlap
 
 
 async def reload_champion() -> None:
+    async with _reloading:
+        await _reload_champion()
+
+
+async def _reload_champion() -> None:
     global recommender
     champion = None
     try:
@@ -102,7 +110,7 @@ async def reload_champion() -> None:
         champion = await asyncio.to_thread(lambda: Registry(settings, MODEL).champion())
         if champion is None or champion.version == recommender.version or FAILED.skip(champion.version):
             return
-        loaded = await asyncio.to_thread(_champion)
+        loaded = await asyncio.to_thread(_champion, champion)
     except Exception as exc:  # noqa: BLE001 - a broken bundle must not stop recommendations
         metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
         if champion is not None:

@@ -62,10 +62,11 @@ def labelled_orders(settings: Settings, start: datetime, end: datetime, *,
 
 
 def orders_between(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
-    """Every order placed in ``[start, end)``, labelled or not, each once: the traffic a
-    model serves (``labelled_orders`` is what it can learn from)."""
+    """Every order placed in ``[start, end)``, labelled or not, each once, in event time:
+    the traffic a model serves (``labelled_orders`` is what it can learn from)."""
     orders = raw(settings, "raw_order").drop_duplicates("order_id", keep="first")
-    return orders[(orders.event_timestamp >= start) & (orders.event_timestamp < end)].reset_index(drop=True)
+    orders = orders[(orders.event_timestamp >= start) & (orders.event_timestamp < end)]
+    return orders.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
 def order_events(frame: pd.DataFrame) -> list[Order]:

@@ -356,10 +356,12 @@ def train_and_register(settings: Settings, config: RecsTrainConfig | None = None
     return TrainResult(version, wins or force, result, champion_metrics, fitted.n_train, fitted.n_valid)
 
 
-def load_champion(settings: Settings, registry: Registry | None = None, **options) -> Recommender | None:
-    """The champion bundle as a recommender, or None when there is none."""
+def load_champion(settings: Settings, registry: Registry | None = None, champion=None,
+                  **options) -> Recommender | None:
+    """The champion bundle as a recommender, or None when there is none. ``champion``: the
+    registered version to load, when the caller has already asked the registry."""
     registry = registry or Registry(settings, settings.recs.model_name)
-    champion = registry.champion()
+    champion = champion or registry.champion()
     if champion is None:
         return None
     return load_bundle(registry.download(champion), champion.version, **options)

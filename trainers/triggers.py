@@ -117,6 +117,7 @@ def retrain_on_signals(settings: Settings, train: Callable[[dict[str, str]], obj
             if champion.version not in important:
                 profile = load_profile(settings, champion.version, registry)
                 important[champion.version] = profile.important if profile else []
+                log.info("the inputs %s ranks highest: %s", registry.name, important[champion.version][:10])
             last_event, last_wall = last_retrain(registry)
             if last_wall is not None and time.time() - last_wall < watch.policy.cooldown_s:
                 continue  # a replay's backlog of signals spans days of event time in minutes

@@ -1,6 +1,7 @@
 """The drift role end to end on the real Kafka and Redis: a trained champion serves, a
 stretch of unchanged traffic raises no drift of any input nor of the error, a planted
-change (order amounts ten times larger, every order placed twice) raises a
+change (order amounts ten times larger, every order's card, device and IP used again
+the next day by another account) raises a
 ``DriftSignal`` within its bound, and the trainer job that reads the signals retrains
 exactly once.
 
@@ -68,20 +69,27 @@ def send(settings, events, topics: list[str]) -> None:
 def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_path):
     settings = settings.model_copy(update={
         "scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud", reload_s=1.0),
-        "drift": DriftSettings(window=200, ert_events=20_000)})
+        # Windows of 500 orders: PSI's fixed thresholds (0.1, 0.25) assume windows large
+        # enough that chance alone stays below them; at 200, an unchanged terminal count
+        # reached 0.26 here (docs/drift.md).
+        "drift": DriftSettings(window=500, ert_events=20_000)})
     events = history(TRAIN_DAYS + NULL_DAYS + PLANTED_DAYS, STEADY)
     start = events[0].ts
     null_from, planted_from = start + timedelta(days=TRAIN_DAYS), start + timedelta(days=TRAIN_DAYS + NULL_DAYS)
     trained = [e for e in events if e.ts < null_from]
     unchanged = [e for e in events if null_from <= e.ts < planted_from]
-    # The plant: order amounts ten times larger, and every order placed twice (a second,
-    # unlabelled order a minute later with the same card, device and IP), which moves the
-    # velocity counts this shop's model ranks highest, and so its score.
+    # The plant: order amounts ten times larger, and every order's card, device and IP
+    # used again 23 hours later by another account (an unlabelled order), which moves the
+    # 24-hour velocity counts this shop's model ranks highest, and so its score. Not a
+    # minute later: a day is replayed in seconds, and an order that close behind would be
+    # scored before the features of the first reach the online store (CI saw no drift of
+    # them that way), where a day later they are there whatever the pace.
     planted = []
     for e in (e for e in events if e.ts >= planted_from):
         if isinstance(e, Order):
             e = e.model_copy(update={"amount": e.amount * 10})
-            planted += [e, e.model_copy(update={"order_id": f"{e.order_id}-again", "ts": e.ts + timedelta(minutes=1)})]
+            planted += [e, e.model_copy(update={"order_id": f"{e.order_id}-again", "user_id": f"{e.user_id}-ring",
+                                                 "session_id": None, "ts": e.ts + timedelta(hours=23)})]
         else:
             planted.append(e)
     planted.sort(key=lambda e: e.ts)
@@ -103,10 +111,10 @@ def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_pat
         print("unchanged:", "\n".join(sorted(f"{s.model} v{s.model_version} {s.subject} {s.detector} {s.severity} "
                                               f"{s.value:.3f}/{s.threshold:.3f} n={s.n} {s.window_start:%m-%d %H:%M}"
                                               f"..{s.window_end:%m-%d %H:%M} {s.signal_id}" for s in null)))
-        # No input drifts, nor the error. (Not yet asserted: the score's KS test, calibrated
-        # to one false alarm per ``ert_events`` orders, and ADWIN on the PCA error, which
-        # the shop's card-testing bursts move; docs/drift.md, "Not done yet".)
-        assert not [s for s in null if s.drifted and s.subject not in ("score", "pca_error")]
+        # The fraud model's: this test trains no recommender, and the popularity rules that
+        # answer clicks meanwhile have no reference (their hit rate is watched in unit tests).
+        assert not [s for s in null if s.drifted and s.model == settings.scoring.model_name], \
+            "a drift of the fraud model on the unchanged days"
 
         send(settings, planted, topics)
         found = [s for s in signals(settings, expect=10**6, timeout=3) if s.window_end >= planted_from]

@@ -23,8 +23,9 @@ from shopstream.simulator import DAY, Shop, SimConfig
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
 from tests.integration.conftest import drained, start_worker, wait_until
-from trainers.fraud import FraudTrainConfig, train_and_register
+from trainers.fraud import REFERENCE_ORDERS, FraudTrainConfig, train_and_register
 from trainers.loop import LoopConfig
+from trainers.offline import orders_between
 from trainers.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -106,8 +107,12 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
         assert saved.meta["fit_end"] == registry.get("1").tags["train_end"]
         # Drift is measured against the profile of what it trained on, kept with it.
         profile = ModelProfile.from_data(saved.meta["profile"])
-        # Every order of the validation days, labelled or not: the traffic it serves.
-        assert list(profile.inputs) == saved.features and profile.scores.n >= result.n_valid
+        # Every order after the training window, labelled or not: the newest traffic, which
+        # no model of the run trained on (or the validation days' too, if too few).
+        newest = orders_between(settings, datetime.fromisoformat(saved.meta["train_end"]),
+                                datetime.fromisoformat(saved.meta["labels_as_of"]))
+        assert list(profile.inputs) == saved.features
+        assert profile.scores.n == len(newest) if len(newest) >= REFERENCE_ORDERS else profile.scores.n > len(newest)
         assert {p.n for p in profile.inputs.values()} == {profile.scores.n}
         assert sorted(profile.important) == sorted(saved.features)
         assert 0 <= profile.error_rate <= 1

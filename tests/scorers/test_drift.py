@@ -9,6 +9,7 @@ from scorers.drift import (
     Adwin,
     CalibratedKS,
     EventTimeOrder,
+    Mixture,
     PageHinkley,
     RetrainPolicy,
     Seen,
@@ -16,6 +17,7 @@ from scorers.drift import (
     calibrate_ks,
     estimated_precision_recall,
     js_distance,
+    matched_ks_statistic,
     psi,
 )
 from scorers.profiles import (
@@ -205,3 +207,46 @@ def test_retrain_policy(signals, last_retrain, rows, reason):
     decided = RetrainPolicy().decide(signals, now=100_000.0, last_retrain=last_retrain, rows=rows,
                                      champion_rows=1_000, important=TOP)
     assert decided == reason
+
+
+def test_calibrated_ks_without_a_pool_keeps_its_run_time_against_a_small_reference():
+    """The monitor's case: a profile's few hundred scores and no held-out pool. Seen failing
+    before: the monitor split the sorted sample into every other value, two halves nearly
+    equal, so the calibration never saw the reference's own sampling error, and live
+    streams alarmed several times as often as set (in the integration test, on every
+    unchanged window)."""
+    rng = np.random.default_rng(7)
+    ert, live, alarms = 2_000, 0, 0
+    for seed in range(8):  # the error is in the reference drawn, so average over several
+        reference = np.sort(rng.beta(2, 5, 300))
+        detector = CalibratedKS(reference, window=100, every=10, ert=ert, seed=seed)
+        stream = rng.beta(2, 5, 20_000)
+        alarms += sum(detector.update(x).finding is not None for x in stream)
+        live += len(stream)
+    assert 0.5 * ert <= live / max(alarms, 1) <= 2.0 * ert
+
+
+def test_the_mixture_gives_the_matched_ks_statistic_exactly():
+    rng = np.random.default_rng(3)
+    refs = {"*": np.sort(rng.normal(0, 1, 300)), "night": np.sort(rng.normal(1, 1, 80)),
+            "day": np.sort(rng.integers(0, 5, 120).astype(float))}  # ties too
+    mixture = Mixture(refs)
+    for _ in range(50):
+        strata = rng.choice(list(refs), 60)
+        window = np.where(strata == "day", rng.integers(0, 6, 60), rng.normal(0.5, 1.2, 60))
+        assert mixture.statistic(window, np.array([mixture.index[k] for k in strata])) == pytest.approx(
+            matched_ks_statistic(refs, window, strata))
+
+
+def test_a_calendar_matched_ks_stays_quiet_on_a_window_of_nights():
+    """A model that weighs the hour scores nights higher: against the whole day a window of
+    night orders is a drift, against the reference's nights it is not."""
+    rng = np.random.default_rng(4)
+    hours = rng.integers(0, 24, 2_000)
+    strata = ["night" if h < 6 else "day" for h in hours]
+    scores = rng.beta(2, 8, 2_000) + 0.3 * (hours < 6)
+    nights = rng.beta(2, 8, 200) + 0.3
+    plain = CalibratedKS(scores, window=100, every=10, ert=2_000)
+    matched = CalibratedKS(scores, window=100, every=10, ert=2_000, strata=strata)
+    assert any(plain.update(x).finding for x in nights)
+    assert not any(matched.update(x, "night").finding for x in nights)

@@ -1,0 +1,59 @@
+"""Champion reloads in the scoring agents: the start-up load and the timer's checks never
+overlap, and a reload loads the version it checked, not whatever the registry says a
+moment later."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import pytest
+
+import trainers.registry
+from streams import fraud, metrics, recs
+from streams.app import FailedVersions
+
+
+def failed(model: str) -> float:
+    return metrics.MODEL_RELOADS.labels(model, "failed")._value.get()  # noqa: SLF001
+
+
+@pytest.mark.parametrize("agent", [fraud, recs], ids=["fraud", "recs"])
+def test_a_broken_champion_is_tried_once_when_the_start_and_the_timer_meet(agent, monkeypatch):
+    """Seen failing before (CI, ``test_registry_faults``): both loads ran, and one
+    broken champion counted two failures."""
+    registry = SimpleNamespace(champion=lambda: SimpleNamespace(version="2"))
+    monkeypatch.setattr(trainers.registry, "Registry", lambda *args, **kwargs: registry)
+    asked = []
+
+    def broken(champion):
+        asked.append(champion.version)
+        time.sleep(0.2)
+        raise ValueError("a truncated checkpoint")
+
+    monkeypatch.setattr(agent, "_champion", broken)
+    monkeypatch.setattr(agent, "FAILED", FailedVersions())
+    monkeypatch.setattr(agent, "_reloading", asyncio.Lock())
+    before = failed(agent.MODEL)
+
+    async def start_and_timer():
+        await asyncio.gather(agent.reload_champion(), agent.reload_champion())
+
+    asyncio.run(start_and_timer())
+    assert asked == ["2"]  # the second waited, then skipped the version that had just failed
+    assert failed(agent.MODEL) == before + 1
+
+
+def test_a_reload_loads_the_version_it_checked(monkeypatch, tmp_path):
+    """The registry promoted version 3 while version 2 was being loaded: 2 is loaded (the
+    next check picks 3 up); before, the loader asked the registry again and a failure
+    was booked against the wrong version."""
+    from trainers.fraud import load_champion
+
+    downloaded = []
+    registry = SimpleNamespace(champion=lambda: SimpleNamespace(version="3"),
+                               download=lambda version: downloaded.append(version.version) or tmp_path / "none.pt")
+    with pytest.raises(FileNotFoundError):
+        load_champion(SimpleNamespace(), registry, champion=SimpleNamespace(version="2"))
+    assert downloaded == ["2"]
