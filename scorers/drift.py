@@ -163,11 +163,14 @@ def calendar_strata(names: Sequence[str], x: np.ndarray, hours: int = 6) -> list
     """
     if not set(CALENDAR) <= set(names):
         return None
-    x = np.asarray(x, np.float64)
-    weekend, sin, cos = (x[:, list(names).index(name)] for name in CALENDAR)
-    hour = (np.degrees(np.arctan2(sin, cos)) / 15) % 24
-    block = (np.round(hour, 6) // hours * hours).astype(int)
-    return [f"{'weekend' if w >= 0.5 else 'weekday'} {b:02d}h" for w, b in zip(weekend, block, strict=True)]
+    columns = [list(names).index(name) for name in CALENDAR]
+    return [calendar_stratum(*(float(row[i]) for i in columns), hours=hours) for row in np.asarray(x, np.float64)]
+
+
+def calendar_stratum(is_weekend: float, hour_sin: float, hour_cos: float, hours: int = 6) -> str:
+    """One row's calendar stratum (``calendar_strata``), from its three calendar inputs."""
+    hour = (math.degrees(math.atan2(hour_sin, hour_cos)) / 15) % 24
+    return f"{'weekend' if is_weekend >= 0.5 else 'weekday'} {int(round(hour, 6) // hours * hours):02d}h"
 
 
 def stratified(values: np.ndarray, strata: Sequence[str] | None, fewest: int = 30) -> dict[str, np.ndarray]:

@@ -47,7 +47,7 @@ from scorers.drift import (
     Finding,
     PageHinkley,
     WindowedDistance,
-    calendar_strata,
+    calendar_stratum,
     estimated_precision_recall,
 )
 from scorers.profiles import ModelProfile
@@ -118,8 +118,7 @@ class FraudMonitor:
         self._note(found, "pca_error", self._pca.update(self.profile.errors.rank(error)))
         self._note(found, "score", self._mean_score.update(score))
         if self._scores is not None:
-            stratum = None if self._calendar is None else calendar_strata(
-                CALENDAR, np.asarray([[row[i] for i in self._calendar]]))[0]
+            stratum = None if self._calendar is None else calendar_stratum(*(row[i] for i in self._calendar))
             self._note(found, "score", self._scores.update(score, stratum))
         self._note(found, "review_rate", self._rates["review_rate"].update(float(decision != "allow")))
         self._note(found, "block_rate", self._rates["block_rate"].update(float(decision == "block")))
