@@ -5,7 +5,8 @@ topic allows records of ``kafka.max_message_bytes``, so that an oversized event 
 dead-lettered whole.
 
 Run ``shopstream topics`` to create them by hand. ``read_range`` reads a span of one
-partition back (the drift role warms its watches up with it).
+partition back (the drift role warms its watches up with it); ``first_offset_from`` says
+which offsets a partition's log really holds (the agents ask before passing a gap).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import closing
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -68,17 +70,13 @@ def delete_topics(settings: Settings, names: Iterable[str], *, timeout: float = 
                 raise
 
 
-def read_range(settings: Settings, topic: str, partition: int, start: int, end: int,
-               *, timeout: float = 30.0) -> list[bytes | None]:
-    """The values of the records at offsets ``start`` to ``end - 1`` of one partition, in
-    order; fewer when the log no longer holds them all, or ``timeout`` passes first. No
-    group joins and nothing is committed."""
-    if end <= start:
-        return []
+def _records(settings: Settings, topic: str, partition: int, start: int, timeout: float):
+    """The records of one partition from offset ``start`` on, as the broker has them (past
+    offsets its log lacks), until its end or until ``timeout`` passes. No group joins and
+    nothing is committed."""
     consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-read-range",
                          "enable.auto.commit": False, "enable.partition.eof": True,
-                         "auto.offset.reset": "earliest"})
-    values: list[bytes | None] = []
+                         "auto.offset.reset": "earliest", "isolation.level": "read_uncommitted"})
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout
@@ -88,13 +86,35 @@ def read_range(settings: Settings, topic: str, partition: int, start: int, end: 
                 continue
             if message.error():
                 if message.error().code() == KafkaError._PARTITION_EOF:
-                    break
+                    return
                 raise KafkaException(message.error())
+            yield message
+    finally:
+        consumer.close()
+
+
+def read_range(settings: Settings, topic: str, partition: int, start: int, end: int,
+               *, timeout: float = 30.0) -> list[bytes | None]:
+    """The values of the records at offsets ``start`` to ``end - 1`` of one partition, in
+    order; fewer when the log no longer holds them all, or ``timeout`` passes first."""
+    values: list[bytes | None] = []
+    if end <= start:
+        return values
+    with closing(_records(settings, topic, partition, start, timeout)) as records:
+        for message in records:
             if message.offset() >= end:
                 break
             values.append(message.value())
             if message.offset() == end - 1:
                 break
-    finally:
-        consumer.close()
     return values
+
+
+def first_offset_from(settings: Settings, topic: str, partition: int, offset: int,
+                      *, timeout: float = 10.0) -> int | None:
+    """The offset of the first record of one partition at or after ``offset``, as the
+    broker has it: past offsets the log lacks (compacted or expired records, transaction
+    markers), but never past one it holds. None when the log has nothing there, or
+    ``timeout`` passes first."""
+    with closing(_records(settings, topic, partition, offset, timeout)) as records:
+        return next((message.offset() for message in records), None)

@@ -36,7 +36,7 @@ from streams.app import (
     updates_topic,
 )
 from streams.codecs import encode_updates_chunked
-from streams.commits import InOrder
+from streams.commits import InOrder, broker_lacks
 
 log = logging.getLogger(__name__)
 WORKER = f"{settings.app_id}@{socket.gethostname()}"
@@ -190,7 +190,7 @@ async def each_batch(stream: faust.StreamT, rows: int, ms: float, handle: Callab
     acknowledged unprocessed. Each partition's records come in offset order, none
     skipped (``streams.commits.InOrder``)."""
     take = take_arrived(stream, rows, ms / 1000) if arrival else stream.take_events(rows, within=ms / 1000)
-    in_order = InOrder(what)
+    in_order = InOrder(what, log_lacks=broker_lacks(settings))
     IN_ORDER.append(in_order)
     async for records in take:  # [faust.Event]
         if not enabled():

@@ -8,6 +8,7 @@ Faust keeps no public accessor for its books (``_acked``, ``_committed_offset``,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -20,6 +21,7 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from intervaltree import IntervalTree
 
+from shopstream.topics import first_offset_from
 from streams import metrics
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,16 @@ gaps_only_when_confirmed()
 note_seeks()
 
 
+def broker_lacks(settings):
+    """``InOrder``'s ``log_lacks`` for the brokers of ``settings``: whether a partition's
+    log holds none of the offsets ``first..last`` (``shopstream.topics.first_offset_from``)."""
+    async def log_lacks(tp: TP, first: int, last: int) -> bool:
+        found = await asyncio.to_thread(first_offset_from, settings, tp.topic, tp.partition, first)
+        return found is not None and found > last
+
+    return log_lacks
+
+
 class Sorted(NamedTuple):
     """``InOrder.sort``'s verdict on one micro-batch."""
 
@@ -124,6 +136,7 @@ class Sorted(NamedTuple):
     drop: list  # not to process: read again later
     reread: dict  # {tp: offset}: read the partition again from there
     gaps: list  # [(tp, first, last)]: offsets the log does not have, confirmed
+    suspects: list | tuple = ()  # [(tp, first, last)]: a gap that came back the same, for the broker
 
 
 class InOrder:
@@ -138,21 +151,29 @@ class InOrder:
     offset (or where the log starts, if nothing was committed), and a record past a
     gap is dropped with the rest of its partition's batch while the partition is read
     again from the first missing offset. A gap that comes back the same after that is
-    the log's own (compaction, transaction markers) and is let through. Records read
-    before the assignment's seek are dropped too: the seek delivers them again. Earlier
-    offsets than the next are redeliveries, processed again, which states ignore.
+    checked with the broker (``log_lacks``, an ``async (tp, first, last) -> bool``): only
+    offsets the log does not hold (compaction, transaction markers) are let through.
+    Coming back the same proves nothing on its own: a fetch already under way when the
+    partition was sought delivers its later records again, and Faust then drops the
+    sought ones below them (seen in CI as 1,655 existing clicks passed as a gap). Without
+    ``log_lacks`` a gap is never passed. Records read before the assignment's seek are
+    dropped too: the seek delivers them again. Earlier offsets than the next are
+    redeliveries, processed again, which states ignore.
     """
 
-    def __init__(self, what: str = "an agent", patience_s: float = 2.0) -> None:
+    def __init__(self, what: str = "an agent", patience_s: float = 2.0, log_lacks=None) -> None:
         self.what, self.patience_s = what, patience_s  # what: the agent, in log lines
+        self.log_lacks = log_lacks
         self._next: dict[TP, int] = {}
         self._tried: dict[TP, tuple[int, int]] = {}  # the gap last read again
+        self._absent: dict[TP, tuple[int, int]] = {}  # a gap the broker confirmed: (first, next offset)
         self._seeking: dict[TP, float] = {}  # when the partition was last read again
 
     def forget(self) -> None:
         """At a rebalance: what comes next is decided by the new assignment's seek."""
         self._next.clear()
         self._tried.clear()
+        self._absent.clear()
         self._seeking.clear()
 
     def sort(self, messages: list, sought: bool, start, now: float) -> Sorted:
@@ -162,10 +183,11 @@ class InOrder:
 
         Records fetched before a partition is read again still come for a while: they
         are dropped without reading it again once more, for ``patience_s``."""
-        keep, drop, reread, gaps = [], [], {}, []
+        keep, drop, reread, gaps, suspects = [], [], {}, [], []
+        stopped = set()  # partitions whose later records in this batch are dropped
         for message in messages:
             tp, offset = message.tp, message.offset
-            if not sought or tp in reread:
+            if not sought or tp in stopped:
                 drop.append(message)
                 continue
             expected = self._next.get(tp)
@@ -176,11 +198,18 @@ class InOrder:
                 self._seeking.pop(tp, None)
             elif offset < expected:  # a redelivery
                 self._next[tp] = expected
-            elif self._tried.get(tp) == (expected, offset):  # the log has no such offsets
+            elif self._absent.get(tp) == (expected, offset):  # the broker has no such offsets
                 gaps.append((tp, expected, offset - 1))
-                del self._tried[tp]
+                del self._absent[tp]
                 self._seeking.pop(tp, None)
                 self._next[tp] = offset + 1
+            elif self._tried.get(tp) == (expected, offset):  # the same gap again: ask the broker
+                self._next[tp] = expected
+                del self._tried[tp]
+                drop.append(message)
+                stopped.add(tp)
+                suspects.append((tp, expected, offset - 1))
+                continue
             else:
                 self._next[tp] = expected
                 drop.append(message)
@@ -188,9 +217,32 @@ class InOrder:
                     self._tried[tp] = (expected, offset)
                     self._seeking[tp] = now
                     reread[tp] = expected
+                    stopped.add(tp)
                 continue
             keep.append(message)
-        return Sorted(keep, drop, reread, gaps)
+        return Sorted(keep, drop, reread, gaps, suspects)
+
+    async def check(self, suspects: list, now: float) -> dict:
+        """Ask the broker about each gap that came back the same (``Sorted.suspects``),
+        and where to read each partition again from: its first missing offset either way.
+        If the log lacks the offsets, the next record past them passes; if it holds them,
+        or cannot say, the partition is read again as for any gap."""
+        reread = {}
+        for tp, first, last in suspects:
+            try:
+                lacks = self.log_lacks is not None and await self.log_lacks(tp, first, last)
+            except Exception as exc:  # noqa: BLE001 - unknown: read it again, ask again later
+                log.warning("%s: could not ask the broker about %s:%s %d..%d (%r)", self.what,
+                            tp.topic, tp.partition, first, last, exc)
+                lacks = False
+            if lacks:
+                self._absent[tp] = (first, last + 1)
+            else:
+                log.warning("%s: %s:%s offsets %d..%d came back missing, but the log holds them",
+                            self.what, tp.topic, tp.partition, first, last)
+            self._seeking[tp] = now
+            reread[tp] = first
+        return reread
 
     def overdue(self, now: float) -> dict:
         """The partitions read again ``patience_s`` ago whose first missing record has not
@@ -237,6 +289,7 @@ class InOrder:
                      tp.partition, first, last)
             await confirm_gap(consumer, tp, first, last)
         await self._seek(consumer, verdict.reread, "skipped")
+        await self._seek(consumer, await self.check(verdict.suspects, time.monotonic()), "skipped again")
         return verdict.keep
 
 

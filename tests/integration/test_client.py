@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from shopstream.client import OutputConsumer, ShopProducer
 from shopstream.events import Click, FraudScore, Order
-from shopstream.topics import ensure_topics, read_range
+from shopstream.topics import ensure_topics, first_offset_from, read_range
 from tests.integration.conftest import read_all
 
 pytestmark = pytest.mark.integration
@@ -78,3 +78,20 @@ def test_read_range_reads_a_span_of_one_partition_back(settings):
     assert read_range(settings, topic, 1, 1, 4) == [b"v1", b"v2", b"v3"]
     assert read_range(settings, topic, 1, 3, 99, timeout=10) == [b"v3", b"v4"]  # the log ends first
     assert read_range(settings, topic, 1, 2, 2) == []
+
+
+def test_first_offset_from_passes_what_the_log_lacks_and_nothing_it_holds(settings):
+    """What ``streams.commits.InOrder`` asks before it lets a gap in offsets through."""
+    topic = f"{settings.app_id}-offsets"
+    ensure_topics(settings, [topic])
+    transactional = Producer({**settings.kafka.client_config(), "transactional.id": f"{settings.app_id}-tx"})
+    transactional.init_transactions(30)
+    transactional.begin_transaction()
+    for i in range(3):  # offsets 0..2, then the commit's marker at 3
+        transactional.produce(topic, value=f"t{i}".encode(), partition=0)
+    transactional.commit_transaction(30)
+    producer = Producer(settings.kafka.client_config())
+    producer.produce(topic, value=b"after", partition=0)  # offset 4
+    producer.flush(30)
+    assert [first_offset_from(settings, topic, 0, offset) for offset in range(5)] == [0, 1, 2, 4, 4]
+    assert first_offset_from(settings, topic, 0, 5, timeout=5) is None  # past the end
