@@ -209,6 +209,10 @@ class ScoringSettings(BaseModel):
     """Which scores carry their reasons: ``flagged`` (review and block) or ``all``. A
     reason costs a backward pass through the model, two thirds of its time; an allowed
     order's reasons have no reader."""
+    read_first_s: float = Field(5.0, ge=0)
+    """In a worker that scores and computes features, an order's own feature updates wait
+    at most this long for the order to be scored, so that it is scored on the features
+    from just before it whatever the scorer's lag (``streams.agents.ReadFirst``)."""
     torch_threads: int = Field(1, ge=1)
     """Intra-op threads for inference in a worker. Micro-batches are small, and more
     threads spin against the event loop for the same cores (set once per process)."""

@@ -224,6 +224,7 @@ async def read_in_order_afresh(app, revoked, **kwargs) -> None:
     app.consumer._shopstream_sought = False
     for in_order in IN_ORDER:
         in_order.forget()
+    READ_FIRST.forget()
 
 
 async def take_arrived(stream: faust.StreamT, max_: int, within: float) -> AsyncIterator[list[faust.types.EventT]]:
@@ -279,10 +280,75 @@ async def take_arrived(stream: faust.StreamT, max_: int, within: float) -> Async
         stream.enable_acks = acks
         stream._processors.remove(add_to_buffer)  # noqa: SLF001
 
+class ReadFirst:
+    """The order agent routes an order's own updates only once the fraud agent of the
+    same worker has read the features it scores that order on.
+
+    Both read ``shop.orders``; the order's updates reach the online store three hops
+    later (order agent, the order's state, the entities' states). Without this, a fraud
+    agent behind by a burst read counts that already held the order it was scoring
+    (1,000 of 1,500 orders in ``tests/integration/test_fraud.py``), so a model's inputs,
+    and the drift watched on them, depended on the scorer's lag. Per partition it keeps
+    the next offset the fraud agent has not read; the order agent waits for its batch's
+    offsets to be below it, at most ``timeout_s`` (then it goes on, and says so: a
+    stalled scorer must not stall the features). Inactive in a worker without the
+    ``fraud`` role, whose orders another group scores: there the race stays
+    (docs/operations.md)."""
+
+    def __init__(self, timeout_s: float = 5.0) -> None:
+        self.timeout_s = timeout_s
+        self.enabled: Callable[[], bool] = lambda: False  # set by the fraud agent's module
+        self._read: dict = {}  # {tp: the next offset not read yet}
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:  # made in the worker's loop
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def read(self, messages: list) -> None:
+        """The fraud agent has read the features of ``messages`` (each with ``tp``, ``offset``)."""
+        for message in messages:
+            self._read[message.tp] = max(self._read.get(message.tp, 0), message.offset + 1)
+        async with self._condition():
+            self._condition().notify_all()
+
+    def is_read(self, messages: list) -> bool:
+        return all(self._read.get(m.tp, 0) > m.offset for m in messages)
+
+    async def wait(self, messages: list) -> bool:
+        """Wait until every one of ``messages`` was read; False if ``timeout_s`` ran out."""
+        if not self.enabled() or self.is_read(messages):
+            return True
+        changed = self._condition()
+        try:
+            async with changed:
+                await asyncio.wait_for(changed.wait_for(lambda: self.is_read(messages)), self.timeout_s)
+            return True
+        except TimeoutError:
+            log.warning("the fraud agent has not read %d orders after %.1fs; routing their updates anyway",
+                        sum(1 for m in messages if self._read.get(m.tp, 0) <= m.offset), self.timeout_s)
+            metrics.READ_FIRST_TIMEOUTS.inc()
+            return False
+
+    def forget(self) -> None:
+        """At a rebalance: both agents start again from the committed offsets."""
+        self._read.clear()
+
+
+READ_FIRST = ReadFirst(settings.scoring.read_first_s)
+"""The one ``ReadFirst`` of this worker."""
+
+
 async def consume(kind: str, stream: faust.StreamT) -> None:
     """The body of every input agent."""
+    async def orders_read_first(messages: list[faust.types.Message]) -> None:
+        await READ_FIRST.wait(messages)
+        await handle(kind, messages)
+
     await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms,
-                     lambda messages: handle(kind, messages), f"the {kind} agent")
+                     orders_read_first if kind == "order" else lambda messages: handle(kind, messages),
+                     f"the {kind} agent")
 
 
 def _input_agent(kind: str, topic_name: str) -> None:

@@ -5,8 +5,9 @@ an offset once both have acknowledged it); a worker with ``SHOPSTREAM_ROLES=frau
 them in a consumer group of its own, so orders never queue behind feature updates. It
 works in small micro-batches because a shop waits for the answer: read the orders'
 features from the online store, score them (``scorers.fraud``), send one ``FraudScore``
-per order. The order agent routes the order's own updates at the same time, so the
-features are those from just before the order, as in training. The rows it read are
+per order. The order agent of the same worker routes the order's own updates only once
+they are read (``streams.agents.ReadFirst``), so the features are those from just
+before the order, as in training, however far behind the scorer is. The rows it read are
 appended to the offline log (``served_fraud``) after the scores are sent: trainers learn
 from what was served (``trainers.offline.features_as_served``).
 
@@ -32,7 +33,7 @@ from shopstream.featurestore import feature_store
 from shopstream.offline import SERVED_FRAUD, served_table
 from shopstream.online import OnlineReader
 from streams import metrics
-from streams.agents import decode_all, each_batch, send_updates
+from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
 from streams.app import FailedVersions, app, offline_log, retrying, settings
 from streams.app import models as app_models
 
@@ -126,6 +127,9 @@ async def load_at_start() -> None:
         await reload_champion()
 
 
+READ_FIRST.enabled = lambda: settings.scoring.enabled
+
+
 @app.agent(orders_topic, name="fraud_agent")
 async def fraud_agent(stream: faust.StreamT) -> None:
     """Orders in, fraud scores out."""
@@ -145,9 +149,11 @@ async def score_orders(records: list[faust.types.Message]) -> None:
             orders.append(order)
             messages.append(message)
     if not orders:
+        await READ_FIRST.read(records)
         return
     started = time.perf_counter()
     features = await retrying("online-read", read_features, orders)  # [{view__feature: value}]
+    await READ_FIRST.read(records)  # the orders' own updates may go now
     read = time.perf_counter()
     try:
         scores = current.score(orders, features, consumed_at=[consumed] * len(orders))

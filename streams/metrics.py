@@ -20,6 +20,10 @@ COMMIT_REPAIRS = Counter("shopstream_commit_repairs",
                          "(faust-streaming#596): stale acknowledgements dropped, or records "
                          "read but never acknowledged read again, or a partition read again "
                          "from a record that never reached its agent (skipped).", ["topic", "repair"])
+READ_FIRST_TIMEOUTS = Counter(
+    "shopstream_read_first_timeouts",
+    "Batches of orders whose own feature updates were routed before the fraud agent had "
+    "read their features, because it had not done so within scoring.read_first_s.")
 WRITE_RETRIES = Counter("shopstream_write_retries", "Failed writes to a sink, retried.", ["sink"])
 WRITE_FAILURES = Counter("shopstream_write_failures",
                          "Writes to a sink that failed with an error that retrying cannot fix.",
