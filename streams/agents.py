@@ -299,19 +299,14 @@ class ReadFirst:
         self.timeout_s = timeout_s
         self.enabled: Callable[[], bool] = lambda: False  # set by the fraud agent's module
         self._read: dict = {}  # {tp: the next offset not read yet}
-        self._changed: asyncio.Condition | None = None
-
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:  # made in the worker's loop
-            self._changed = asyncio.Condition()
-        return self._changed
+        self._changed = asyncio.Condition()  # bound to the loop that first uses it
 
     async def read(self, messages: list) -> None:
         """The fraud agent has read the features of ``messages`` (each with ``tp``, ``offset``)."""
         for message in messages:
             self._read[message.tp] = max(self._read.get(message.tp, 0), message.offset + 1)
-        async with self._condition():
-            self._condition().notify_all()
+        async with self._changed:
+            self._changed.notify_all()
 
     def is_read(self, messages: list) -> bool:
         return all(self._read.get(m.tp, 0) > m.offset for m in messages)
@@ -320,10 +315,9 @@ class ReadFirst:
         """Wait until every one of ``messages`` was read; False if ``timeout_s`` ran out."""
         if not self.enabled() or self.is_read(messages):
             return True
-        changed = self._condition()
         try:
-            async with changed:
-                await asyncio.wait_for(changed.wait_for(lambda: self.is_read(messages)), self.timeout_s)
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.is_read(messages)), self.timeout_s)
             return True
         except TimeoutError:
             log.warning("the fraud agent has not read %d orders after %.1fs; routing their updates anyway",

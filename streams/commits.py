@@ -136,7 +136,7 @@ class Sorted(NamedTuple):
     drop: list  # not to process: read again later
     reread: dict  # {tp: offset}: read the partition again from there
     gaps: list  # [(tp, first, last)]: offsets the log does not have, confirmed
-    suspects: list | tuple = ()  # [(tp, first, last)]: a gap that came back the same, for the broker
+    suspects: list  # [(tp, first, last)]: a gap that came back the same, for the broker
 
 
 class InOrder:
@@ -229,17 +229,18 @@ class InOrder:
         or cannot say, the partition is read again as for any gap."""
         reread = {}
         for tp, first, last in suspects:
+            lacks = False  # unknown counts as held: read it again, ask again later
             try:
-                lacks = self.log_lacks is not None and await self.log_lacks(tp, first, last)
-            except Exception as exc:  # noqa: BLE001 - unknown: read it again, ask again later
+                if self.log_lacks is not None:
+                    lacks = await self.log_lacks(tp, first, last)
+                    if not lacks:
+                        log.warning("%s: %s:%s offsets %d..%d came back missing, but the log holds them",
+                                    self.what, tp.topic, tp.partition, first, last)
+            except Exception as exc:  # noqa: BLE001
                 log.warning("%s: could not ask the broker about %s:%s %d..%d (%r)", self.what,
                             tp.topic, tp.partition, first, last, exc)
-                lacks = False
             if lacks:
                 self._absent[tp] = (first, last + 1)
-            else:
-                log.warning("%s: %s:%s offsets %d..%d came back missing, but the log holds them",
-                            self.what, tp.topic, tp.partition, first, last)
             self._seeking[tp] = now
             reread[tp] = first
         return reread

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from pydantic import ValidationError
 
+from shopstream import workers
 from shopstream.client import OutputConsumer, ShopProducer
 from shopstream.events import Click, FraudScore, Order
 from shopstream.topics import ensure_topics, first_offset_from, read_range
@@ -92,17 +93,10 @@ def test_first_offset_from_passes_what_the_log_lacks_and_nothing_it_holds(settin
     transactional.commit_transaction(30)
     # The commit returns before the marker is in the partition: wait for it, so that the
     # next record is offset 4 and not 3.
-    wait_until(lambda: high_watermark(settings, topic, 0) == 4, 30, what="the commit marker")
+    wait_until(lambda: workers.offsets(settings, [topic])[(topic, 0)][1] == 4, 30, what="the commit marker")
     producer = Producer(settings.kafka.client_config())
     producer.produce(topic, value=b"after", partition=0)  # offset 4
     producer.flush(30)
     assert [first_offset_from(settings, topic, 0, offset) for offset in range(5)] == [0, 1, 2, 4, 4]
     assert first_offset_from(settings, topic, 0, 5, timeout=5) is None  # past the end
 
-
-def high_watermark(settings, topic: str, partition: int) -> int:
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-watermark"})
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
-    finally:
-        consumer.close()
