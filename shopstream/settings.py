@@ -212,7 +212,8 @@ class ScoringSettings(BaseModel):
     read_first_s: float = Field(5.0, ge=0)
     """In a worker that scores and computes features, an order's own feature updates wait
     at most this long for the order to be scored, so that it is scored on the features
-    from just before it whatever the scorer's lag (``streams.agents.ReadFirst``)."""
+    from just before it whatever the scorer's lag (``streams.agents.ReadFirst``). 0
+    switches the wait off: the updates go at once, and a scorer behind them reads them."""
     torch_threads: int = Field(1, ge=1)
     """Intra-op threads for inference in a worker. Micro-batches are small, and more
     threads spin against the event loop for the same cores (set once per process)."""

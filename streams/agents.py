@@ -291,9 +291,9 @@ class ReadFirst:
     and the drift watched on them, depended on the scorer's lag. Per partition it keeps
     the next offset the fraud agent has not read; the order agent waits for its batch's
     offsets to be below it, at most ``timeout_s`` (then it goes on, and says so: a
-    stalled scorer must not stall the features). Inactive in a worker without the
-    ``fraud`` role, whose orders another group scores: there the race stays
-    (docs/operations.md)."""
+    stalled scorer must not stall the features; 0 switches the wait off). Inactive in a
+    worker without the ``fraud`` role, whose orders another group scores: there the race
+    stays (docs/operations.md)."""
 
     def __init__(self, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
@@ -313,7 +313,7 @@ class ReadFirst:
 
     async def wait(self, messages: list) -> bool:
         """Wait until every one of ``messages`` was read; False if ``timeout_s`` ran out."""
-        if not self.enabled() or self.is_read(messages):
+        if self.timeout_s <= 0 or not self.enabled() or self.is_read(messages):
             return True
         try:
             async with self._changed:

@@ -49,3 +49,11 @@ def test_a_rebalance_forgets_what_was_read():
         gate.forget()
         assert not gate.is_read(_messages((A, 5)))
     asyncio.run(run())
+
+
+def test_a_timeout_of_zero_switches_the_wait_off():
+    async def run():
+        gate = ReadFirst(timeout_s=0)
+        gate.enabled = lambda: True
+        assert await gate.wait(_messages((A, 0))) is True  # not read, and no wait: off
+    asyncio.run(run())
