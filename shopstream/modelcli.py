@@ -51,6 +51,9 @@ def _date(value: str | None) -> datetime | None:
 Negatives = Annotated[float, typer.Option(min=0.01, max=1.0,
                                           help="Share of genuine orders the deep model trains on "
                                                "(weighted back).")]
+HistoryRate = Annotated[float | None, typer.Option(
+    help="Events/s at which the history is replayed (default: --rate, so that the model trains on "
+         "feature rows served as the test's are; 0: as fast as the worker goes, its rows staler).")]
 
 
 @train_app.command("fraud")
@@ -225,6 +228,7 @@ def eval_fraud(
     delay_days: Annotated[float, typer.Option(help="Label delay in days.")] = 7.0,
     train_days: Annotated[float, typer.Option(help="Training window length in days.")] = 21.0,
     rate: Annotated[float, typer.Option(help="Events/s at which the test window is replayed.")] = 500.0,
+    history_rate: HistoryRate = None,
     epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 20,
     negatives: Negatives = 1.0,
     redis_db: Annotated[int, typer.Option(help="Redis database for this run (emptied first).")] = 15,
@@ -240,7 +244,8 @@ def eval_fraud(
                         delay_days=delay_days, train_days=train_days)
     if not window.history_start < window.train_end < window.test_start < window.test_end:
         raise typer.BadParameter("expected history start < train end < test start < test end")
-    run(get_settings(), transactions, window, output, rate=rate, epochs=epochs, negatives=negatives,
+    run(get_settings(), transactions, window, output, rate=rate, history_rate=history_rate, epochs=epochs,
+        negatives=negatives,
         redis_db=redis_db, console=console)
 
 
@@ -263,6 +268,7 @@ def eval_drift(
     customers: Annotated[int | None, typer.Option(help="With --transactions: only customers with a "
                                                        "smaller CUSTOMER_ID (a slice).")] = None,
     rate: Annotated[float, typer.Option(help="With --transactions: events/s of the served days.")] = 500.0,
+    history_rate: HistoryRate = None,
     history_days: Annotated[float, typer.Option(help="With --transactions: days replayed before "
                                                      "--reference-end.")] = 45.0,
     output: Annotated[Path, typer.Option(help="Folder for the results (summary.csv, bar.csv, metrics.json, "
@@ -279,7 +285,8 @@ def eval_drift(
         if reference_end is None:
             raise typer.BadParameter("--transactions needs --reference-end")
         run_real(get_settings(), transactions, _date(reference_end), output, test_days=test_days,
-                 plant=plant_amounts, customers=customers, rate=rate, history_days=history_days,
+                 plant=plant_amounts, customers=customers, rate=rate, history_rate=history_rate,
+                 history_days=history_days,
                  console=console)
         return
     from trainers.evaluate_drift import run

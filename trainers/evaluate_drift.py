@@ -456,8 +456,8 @@ def signal_metrics(signals: list, orders: list, planted_at) -> dict:
 
 
 def run_real(settings, transactions, reference_end, output, *, test_days: float = 7.0, plant: float | None = None,
-             customers: int | None = None, rate: float = 500.0, epochs: int = 10, history_days: float = 45.0,
-             console=None) -> dict:
+             customers: int | None = None, rate: float = 500.0, history_rate: float | None = None,
+             epochs: int = 10, history_days: float = 45.0, console=None) -> dict:
     """Replay a labelled transaction log through the real system (``eval fraud``'s run):
     replay the ``history_days`` before ``reference_end``, train on 14 days ending 8 days
     before it (labels as known at ``reference_end``), serve the next ``test_days``, with order
@@ -493,7 +493,8 @@ def run_real(settings, transactions, reference_end, output, *, test_days: float 
             time.sleep(2)  # the drift role has not read everything yet
         seen["signals"], seen["events"] = read_signals(run_settings), test_events
 
-    fraud = run_fraud(settings, Path(transactions), window, output, rate=rate, epochs=epochs, console=console,
+    fraud = run_fraud(settings, Path(transactions), window, output, rate=rate, history_rate=history_rate,
+                      epochs=epochs, console=console,
                       plant=plant_amounts(plant) if plant else None, on_scored=collect)
     from shopstream.events import Order
 

@@ -1,7 +1,10 @@
 """``shopstream eval fraud``: the whole system on a labelled transaction log.
 
-1. The history (everything before the test window) is replayed into Kafka as fast as
-   possible; a worker builds the features and the offline log, scoring with the rules.
+1. The history (everything before the test window) is replayed into Kafka at
+   ``history_rate`` events/s, the test window's pace unless told otherwise; a worker
+   builds the features and the offline log, scoring with the rules. The model trains on
+   the feature rows the worker served, so history replayed faster than the worker keeps
+   up would teach it rows the test window never serves (docs/operations.md).
 2. The trainer trains on ``[train_start, train_end]`` with the labels known at the test
    start, from the offline store, and the model is promoted; the worker picks it up.
 3. The test window is replayed at ``rate`` events/s; the worker scores its orders.
@@ -141,12 +144,14 @@ def baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> d
 
 
 def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path, *, rate: float = 500.0,
-        epochs: int = 20, negatives: float = 1.0, redis_db: int = 15,
+        history_rate: float | None = None, epochs: int = 20, negatives: float = 1.0, redis_db: int = 15,
         console: Console | None = None, plant: Callable[[list], list] | None = None,
         on_scored: Callable[[Settings, list], None] | None = None) -> dict:
     """The whole evaluation; returns what ``metrics.json`` holds. ``plant`` changes the test
     window's events before they are sent (``eval drift``); ``on_scored`` is called with the
-    run's own settings and the test events once they are all scored, the worker still up."""
+    run's own settings and the test events once they are all scored, the worker still up.
+    ``history_rate``: events/s of the history, ``rate`` if None; 0 sends it as fast as the
+    worker goes, up to ``HISTORY_BACKLOG`` records ahead of it."""
     import redis
 
     console = console or Console()
@@ -173,9 +178,11 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
     process = workers.start(to_env(settings), log_file)
     try:
         workers.wait_ready(process, settings.web_port, log_file, timeout=180)
-        # As fast as the worker goes, but in step: a label topic weeks of event time behind
-        # the orders would apply its labels outside their risk windows.
-        send(history, settings, total=len(history), console=console,
+        # Never more than a backlog ahead of the worker: a label topic weeks of event time
+        # behind the orders would apply its labels outside their risk windows.
+        history_rate = rate if history_rate is None else history_rate
+        console.print(f"replaying the history at {f'{history_rate:,.0f}/s' if history_rate else 'full speed'}")
+        send(history, settings, rate=history_rate, total=len(history), console=console,
              hold=backlog_over(settings, HISTORY_BACKLOG, [*settings.topics.inputs().values(),
                                                            updates_topic_name(settings)]))
         wait_processed(settings, console, "features of the history")
@@ -235,7 +242,8 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
                "n_test": int(len(kept)), "n_test_fraud": int(kept["label"].sum()),
                "n_scored": int(table["score"].notna().sum()), "n_test_orders": len(test_orders),
                "model_version": version, "train_rows": int(len(train_x)),
-               "window": {k: str(v) for k, v in window.__dict__.items()}, "rate": rate}
+               "window": {k: str(v) for k, v in window.__dict__.items()}, "rate": rate,
+               "history_rate": history_rate}
     (output / "metrics.json").write_text(json.dumps(summary, indent=2))
     _print(summary, console)
     return summary
