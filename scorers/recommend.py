@@ -61,6 +61,8 @@ class SessionState:
     False
     >>> state.view("cart")
     SessionView(items=('tent',), cart=('tent',), bought=(), trigger='cart')
+    >>> state.buy(["tent"], "orders:0", 0), state.view("click").bought
+    (True, ('tent',))
     """
 
     items: list[str] = field(default_factory=list)
@@ -68,6 +70,7 @@ class SessionState:
     offsets: dict[str, int] = field(default_factory=dict)  # source partition -> newest offset
     max_items: int = 100
     last_ts: float | None = None  # event time of the newest click or cart change, epoch seconds
+    bought: list[str] = field(default_factory=list)  # items the session's orders bought, oldest first
 
     def update(self, op: str, item: str, source: str, offset: int) -> bool:
         """Apply a click (``op`` click) or cart change (add, remove); False if already seen."""
@@ -82,8 +85,22 @@ class SessionState:
                 del self.cart[item]
         return True
 
+    def buy(self, items: Sequence[str], source: str, offset: int) -> bool:
+        """Apply an order of the session: its ``items`` leave the cart and are bought;
+        False if already seen."""
+        if offset <= self.offsets.get(source, -1):
+            return False
+        self.offsets[source] = offset
+        for item in items:
+            self.cart.pop(item, None)
+            if item not in self.bought:
+                self.bought.append(item)
+        self.bought = self.bought[-self.max_items:]
+        return True
+
     def view(self, trigger: str) -> SessionView:
-        return SessionView(items=tuple(self.items), cart=tuple(sorted(self.cart)), trigger=trigger)
+        return SessionView(items=tuple(self.items), cart=tuple(sorted(self.cart)), bought=tuple(self.bought),
+                           trigger=trigger)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ def drift_inputs_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-drift-inputs"
 
 
+def session_orders_topic_name(settings: Settings) -> str:
+    """The internal topic of what each order bought, keyed by its session so that the
+    session's recommendations, kept by session, leave those items out (``streams.recs``)."""
+    return f"{settings.app_id}-session-orders"
+
+
 def owner_partition(key: bytes, partitions: int) -> int:
     """The partition that owns ``key``: entity updates are sent there, and the entity's
     state is kept in the same partition of the state table's changelog."""

@@ -7,6 +7,11 @@ update each session's state (``scorers.recommend.SessionState``, kept in a
 changelog-backed table so a restarted worker carries on), ask the recommender for all the
 batch's sessions at once, and send one ``SessionRecs`` per event.
 
+Orders are keyed by user, so a session's orders arrive elsewhere: ``order_items_agent``
+sends what each order bought to ``{app_id}-session-orders``, keyed by its session, and the
+recommendation agent reads that topic too, so that bought items leave the session's
+lists (``exclude_bought``). An order answers nothing itself.
+
 Hot reload works as for fraud (``streams.fraud``): a timer asks the registry for the
 champion bundle, loads it off the event loop, and swaps the whole recommender between two
 batches. Until there is a champion, recommendations come from popularity counted in this
@@ -25,17 +30,20 @@ import faust
 
 from scorers.neighbours import Popularity, Session
 from scorers.recommend import Recommender, SessionState
-from shopstream.events import CartEvent, InvalidEvent, RecommendedItem, SessionRecs
+from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, SessionRecs
 from streams import metrics
 from streams.agents import decode_all, each_batch
-from streams.app import FailedVersions, app, save, settings, table_expiry
+from streams.app import FailedVersions, app, save, session_orders_topic_name, settings, table_expiry
 from streams.app import models as app_models
 
 log = logging.getLogger(__name__)
 FAILED = FailedVersions()  # champions that failed to load, tried again every 5 minutes
 MODEL = settings.recs.model_name
-KIND = {settings.topics.clicks: "click", settings.topics.carts: "cart"}
-inputs = app.topic(settings.topics.clicks, settings.topics.carts, value_type=bytes, key_type=bytes)
+BOUGHT = session_orders_topic_name(settings)
+KIND = {settings.topics.clicks: "click", settings.topics.carts: "cart", BOUGHT: "bought"}
+inputs = app.topic(settings.topics.clicks, settings.topics.carts, BOUGHT, value_type=bytes, key_type=bytes)
+orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=bytes)
+bought_topic = app.topic(BOUGHT, value_type=bytes, key_type=bytes)
 recs_topic = app.topic(settings.topics.session_recs, value_type=bytes, key_type=bytes)
 # Keyed by session id. use_partitioner: the changelog partition is the key's partition under
 # the app's partitioner, the CRC32 one that shop clients (librdkafka) use for the inputs.
@@ -55,7 +63,7 @@ def load_state(key: bytes) -> SessionState:
         try:
             data = json.loads(saved)
             state.items, state.cart, state.offsets = data["items"], data["cart"], data["offsets"]
-            state.last_ts = data.get("last_ts")
+            state.last_ts, state.bought = data.get("last_ts"), data.get("bought", [])
         except (ValueError, TypeError, KeyError) as exc:  # a damaged changelog record
             log.warning("session %r: unreadable saved state (%r); starting it afresh", key, exc)
             state = SessionState(max_items=settings.recs.session_items)
@@ -64,7 +72,7 @@ def load_state(key: bytes) -> SessionState:
 
 def dump_state(state: SessionState) -> bytes:
     return json.dumps({"items": state.items, "cart": state.cart, "offsets": state.offsets,
-                       "last_ts": state.last_ts}).encode()
+                       "last_ts": state.last_ts, "bought": state.bought}).encode()
 
 
 def session_expiry(raw: bytes) -> float:
@@ -185,6 +193,14 @@ async def answer(records: list[faust.types.Message]) -> None:
     started = time.perf_counter()
     states: dict[bytes, SessionState] = {}
     answers = []  # [(event, SessionView, origin)]
+    for message in records:  # what the session's orders bought, before the clicks after them
+        if KIND[message.topic] == "bought" and (bought := decode_bought(message)) is not None:
+            key = bought["session_id"].encode()
+            state = states.get(key) or load_state(key)
+            if state.buy(bought["items"], f"{message.topic}:{message.partition}", message.offset):
+                state.last_ts = max(state.last_ts or bought["ts"], bought["ts"])
+                states[key] = state
+    records = [message for message in records if KIND[message.topic] != "bought"]
     kinds = [KIND[message.topic] for message in records]
     for message, kind, event in zip(records, kinds, decode_all(kinds, records, now), strict=True):
         if isinstance(event, InvalidEvent):
@@ -232,6 +248,37 @@ async def answer(records: list[faust.types.Message]) -> None:
         expiry.saved(key, state.last_ts, state.last_ts + settings.recs.session_ttl_s)
     await save(session_table, {key: dump_state(state) for key, state in states.items()})
     await expiry.sweep()
+
+
+def decode_bought(message: faust.types.Message) -> dict | None:
+    """A record of ``{app_id}-session-orders``: session id, items and event time; None
+    (and a warning) for one this module did not write."""
+    try:
+        data = json.loads(message.value)
+        return {"session_id": str(data["session_id"]), "items": [str(i) for i in data["items"]],
+                "ts": float(data["ts"])}
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("%s:%d@%d is no session order (%r); skipped", message.topic, message.partition,
+                    message.offset, exc)
+        return None
+
+
+async def forward_bought(records: list[faust.types.Message]) -> None:
+    """Send each valid order's items to its session's partition of the session-orders
+    topic, waited for before the orders are acknowledged. Orders without a session, and
+    invalid ones (the input agents dead-letter those), send nothing."""
+    orders = decode_all(["order"] * len(records), records, datetime.now(UTC))
+    sent = [await bought_topic.send(key=order.session_id.encode(), force=True, value=json.dumps({
+        "session_id": order.session_id, "items": [line.item_id for line in order.items],
+        "ts": order.ts.timestamp()}).encode()) for order in orders if isinstance(order, Order) and order.session_id]
+    await asyncio.gather(*sent)
+
+
+@app.agent(orders_topic, name="order_items_agent")
+async def order_items_agent(stream: faust.StreamT) -> None:
+    """Orders in, what each bought out, keyed by session (``exclude_bought``)."""
+    await each_batch(stream, settings.recs.batch_rows, settings.recs.batch_ms, forward_bought,
+                     "the order items agent", lambda: settings.recs.enabled and settings.recs.exclude_bought)
 
 
 @app.agent(inputs, name="recs_agent")

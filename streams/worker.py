@@ -15,7 +15,13 @@ import faust
 
 from shopstream.topics import ensure_topics
 from streams import agents
-from streams.app import app, drift_inputs_topic_name, settings, updates_topic_name
+from streams.app import (
+    app,
+    drift_inputs_topic_name,
+    session_orders_topic_name,
+    settings,
+    updates_topic_name,
+)
 
 
 def register(roles) -> None:
@@ -48,7 +54,8 @@ def main() -> None:
     """Start a worker in the foreground until interrupted."""
     tune_gc(settings.gc_threshold)
     ensure_topics(settings)
-    ensure_topics(settings, [updates_topic_name(settings), drift_inputs_topic_name(settings)])
+    ensure_topics(settings, [updates_topic_name(settings), drift_inputs_topic_name(settings),
+                             session_orders_topic_name(settings)])
     register(settings.roles)
     app.conf.datadir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())

@@ -18,9 +18,10 @@ from confluent_kafka import Consumer
 
 from shopstream import workers
 from shopstream.client import ShopProducer
-from shopstream.events import CartEvent, Click, SessionRecs
+from shopstream.events import CartEvent, Click, Order, OrderItem, SessionRecs
 from shopstream.settings import RecsSettings
-from tests.integration.conftest import start_worker, wait_until
+from streams.app import session_orders_topic_name
+from tests.integration.conftest import drained, start_worker, wait_until
 from tests.trainers.test_recs import CONFIG, small_log
 from trainers.evaluate_recs import run
 from trainers.recs import fit_recommender, save_bundle
@@ -139,3 +140,32 @@ def test_eval_recs_parity_on_a_small_replay(settings, tmp_path):
     assert parity["identical_lists"] == 1.0
     assert parity["live"] == metrics["models"]["shopstream"]
     assert (output / "recs.png").exists()
+
+
+def test_a_bought_item_leaves_the_lists_of_its_session(settings, tmp_path):
+    """Orders are keyed by user and recommendations by session: the order's items must
+    reach the session (``exclude_bought``), or the session is offered what it just bought."""
+    settings = settings.model_copy(update={"recs": RecsSettings(model_name=f"{settings.app_id}-recs", k=3)})
+    process = start_worker(settings, tmp_path / "worker.log")
+    try:
+        now = datetime.now(UTC)
+        with ShopProducer(settings) as producer:  # the tent is the most popular item
+            for i, item in enumerate(["tent"] * 6 + ["pegs"] * 4 + ["lamp"] * 3 + ["mug"] * 2):
+                producer.send(Click(user_id=f"u{i}", session_id=f"crowd-{i}", item_id=item, ts=now))
+            producer.send(Click(user_id="buyer", session_id="buying", item_id="tent", ts=now))
+            producer.send(Order(order_id="o-1", user_id="buyer", session_id="buying", amount=120.0,
+                                items=[OrderItem(item_id="tent", price=120.0)], payment_fingerprint="card-1",
+                                ts=now))
+        topics = [settings.topics.clicks, settings.topics.orders, session_orders_topic_name(settings)]
+        wait_until(lambda: sum(end for _, end in workers.offsets(settings, topics[2:]).values()) == 1
+                   and drained(settings, topics), 60, what="the order's items to reach its session")
+        with ShopProducer(settings) as producer:
+            producer.send(Click(user_id="buyer", session_id="buying", item_id="mug", ts=now))
+            producer.send(Click(user_id="other", session_id="looking", item_id="mug", ts=now))
+        got = recommendations(settings, 18)
+        after = {r.session_id: [i.item_id for i in r.items] for r in got if r.trigger == "click"
+                 and r.session_id in ("buying", "looking") and r.session_length == (2 if r.session_id == "buying" else 1)}
+        assert "tent" in after["looking"]  # popular: offered to a session that did not buy it
+        assert "tent" not in after["buying"] and len(after["buying"]) == 3
+    finally:
+        workers.stop(process)
