@@ -216,6 +216,59 @@ def models_rollback(model: ModelOption = "fraud") -> None:
     console.print(f"rolled back: version {version} is the champion")
 
 
+@models_app.command("challenge")
+def models_challenge(
+    version: Annotated[str, typer.Option(help="The version that challenges the champion.")],
+    mode: Annotated[str, typer.Option(help="shadow: it answers beside the champion on the shadow topic; "
+                                           "ab: it answers a share of the users (fraud) or sessions "
+                                           "(recs); interleave (recs): lists drafted from both.")] = "shadow",
+    weight: Annotated[float, typer.Option(help="With ab or interleave: the share of users or sessions.")] = 0.1,
+    model: ModelOption = "fraud",
+) -> None:
+    """Make a version the challenger; workers pick it up within ``reload_s``."""
+    from mlflow.exceptions import MlflowException
+
+    from scorers.challenge import MODES
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if mode == "interleave" and model != "recs":
+        raise typer.BadParameter("interleave merges ranked lists: it is for --model recs only")
+    registry = _registry(model)
+    try:
+        challenge = registry.challenge_with(version, mode, weight)
+    except MlflowException as exc:
+        raise typer.BadParameter(f"{registry.name} has no version {version!r}") from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    share = "" if challenge.mode == "shadow" else f", {challenge.weight:.0%} of the traffic"
+    console.print(f"version {challenge.version} challenges the champion ({challenge.mode}{share})")
+
+
+@models_app.command("end-challenge")
+def models_end_challenge(model: ModelOption = "fraud") -> None:
+    """End the challenge: the champion answers everything again."""
+    version = _registry(model).end_challenge()
+    console.print("no challenge to end" if version is None else f"version {version} no longer challenges")
+
+
+@models_app.command("status")
+def models_status(model: ModelOption = "fraud") -> None:
+    """The champion and the challenger, with its mode and share."""
+    registry = _registry(model)
+    champion, challenge = registry.champion(), registry.challenge()
+    table = Table(title=registry.name)
+    for column in ("role", "version", "mode", "share", "since"):
+        table.add_column(column)
+    table.add_row("champion", champion.version if champion else "none (rules)", "", "", "")
+    if challenge is not None:
+        since = (datetime.fromtimestamp(int(challenge.salt) / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+                 if challenge.salt.isdigit() else "")
+        table.add_row("challenger", challenge.version, challenge.mode,
+                      "all, beside" if challenge.mode == "shadow" else f"{challenge.weight:.1%}", since)
+    console.print(table)
+
+
 @eval_app.command("fraud")
 def eval_fraud(
     transactions: Annotated[Path, typer.Option(help="Labelled transactions (parquet or CSV) with "

@@ -6,6 +6,10 @@ champion only if it beats the current champion on the same validation window, un
 forced. Every change of champion is remembered on the registered model, so a rollback
 returns to the one before.
 
+Beside the champion a version can be the ``challenger``, in a mode (shadow, ab,
+interleave) with a weight (``scorers.challenge``), kept as an alias and tags of the
+registered model; workers follow it as they follow the champion.
+
 Locally the registry is a sqlite file with an artifact folder in ``settings.home``; set
 ``SHOPSTREAM_REGISTRY_URI`` to a tracking server in production.
 """
@@ -19,11 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scorers.challenge import Challenge
 from shopstream.settings import Settings, registry_uri
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"  # comma-separated versions, oldest first
+CHALLENGE_TAGS = ("challenger.mode", "challenger.weight", "challenger.since_ms")
 
 
 @dataclass(frozen=True)
@@ -118,11 +125,38 @@ class Registry:
         return self.get(created.version)
 
     def promote(self, version: str) -> None:
-        """Make ``version`` the champion."""
+        """Make ``version`` the champion; a challenge of that version ends with it."""
         self.get(version)  # fails clearly for an unknown version
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
         history = [v for v in self._history() if v] + [str(version)]
         self.client.set_registered_model_tag(self.name, HISTORY_TAG, ",".join(history[-50:]))
+        challenge = self.challenge()
+        if challenge is not None and challenge.version == str(version):
+            self.end_challenge()
+
+    def challenge_with(self, version: str, mode: str, weight: float = 0.0) -> Challenge:
+        """Make ``version`` the challenger in ``mode`` (replacing any challenger)."""
+        self.get(version)  # fails clearly for an unknown version
+        champion = self.champion()
+        if champion is not None and champion.version == str(version):
+            raise ValueError(f"version {version} is the champion of {self.name}; it cannot challenge itself")
+        challenge = Challenge(str(version), mode, weight if mode != "shadow" else 0.0,
+                              str(int(time.time() * 1000)))
+        for key, value in zip(CHALLENGE_TAGS, (challenge.mode, repr(challenge.weight), challenge.salt),
+                              strict=True):
+            self.client.set_registered_model_tag(self.name, key, value)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, challenge.version)
+        return challenge
+
+    def end_challenge(self) -> str | None:
+        """End the challenge; return the version that was the challenger, if any."""
+        challenge = self.challenge()
+        if challenge is None:
+            return None
+        self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        for key in CHALLENGE_TAGS:
+            self.client.delete_registered_model_tag(self.name, key)
+        return challenge.version
 
     def rollback(self) -> str:
         """Return the champion alias to the previous champion; return its version."""
@@ -163,6 +197,18 @@ class Registry:
             return self.get(self.client.get_model_version_by_alias(self.name, CHAMPION).version)
         except self._mlflow.exceptions.MlflowException:
             return None
+
+    def challenge(self) -> Challenge | None:
+        """The challenger, its mode and weight, or None when there is none."""
+        try:
+            model = self.client.get_registered_model(self.name)
+        except self._mlflow.exceptions.MlflowException:
+            return None
+        version = model.aliases.get(CHALLENGER) if isinstance(model.aliases, dict) else None
+        mode, weight, since = (model.tags.get(key) for key in CHALLENGE_TAGS)
+        if version is None or mode is None:
+            return None
+        return Challenge(str(version), mode, float(weight or 0.0), since or "")
 
     def download(self, version: Version) -> Path:
         """The checkpoint file of ``version``, checked against the digest recorded when it

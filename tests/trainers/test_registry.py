@@ -152,3 +152,44 @@ def test_downloads_reuse_one_folder_per_version_and_keep_two(settings, tmp_path)
     registry.download(versions[2])
     assert sorted(p.name for p in root.iterdir()) == ["v2", "v3"]
     assert load_champion(settings) is None  # no champion promoted: nothing downloaded
+
+
+def test_a_challenger_is_set_read_ended_and_ends_when_promoted(settings, tmp_path):
+    registry = Registry(settings)
+    assert registry.challenge() is None and registry.end_challenge() is None  # no registry yet
+    first, second, third = (register(registry, tmp_path, ap) for ap in (0.5, 0.6, 0.7))
+    registry.promote(first)
+    with pytest.raises(ValueError, match="cannot challenge itself"):
+        registry.challenge_with(first, "shadow")
+    with pytest.raises(ValueError, match="weight"):
+        registry.challenge_with(second, "ab")  # an A/B split needs its share
+    set_ = registry.challenge_with(second, "ab", 0.1)
+    read = registry.challenge()
+    assert read == set_ and (read.version, read.mode, read.weight) == ("2", "ab", 0.1) and read.salt
+    assert "challenger" in registry.get(second).aliases and registry.champion().version == first
+    registry.challenge_with(third, "shadow", 0.3)  # replaces the challenger; a shadow has no share
+    assert (registry.challenge().version, registry.challenge().weight) == ("3", 0.0)
+    assert registry.end_challenge() == "3" and registry.challenge() is None
+    registry.challenge_with(second, "ab", 0.2)
+    registry.promote(second)  # the challenger won: it is the champion, and the challenge is over
+    assert registry.champion().version == second and registry.challenge() is None
+    assert registry.rollback() == first  # and a rollback is still one step
+
+
+def test_models_challenge_status_and_end_challenge_commands(settings, tmp_path):
+    registry = Registry(settings)
+    for ap in (0.5, 0.6):
+        register(registry, tmp_path, ap)
+    registry.promote("1")
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["models", "challenge", "--version", "2", "--mode", "interleave"])
+    assert wrong.exit_code != 0 and "recs only" in wrong.output
+    unknown = runner.invoke(app, ["models", "challenge", "--version", "9"])
+    assert unknown.exit_code != 0 and "no version '9'" in unknown.output
+    done = runner.invoke(app, ["models", "challenge", "--version", "2", "--mode", "ab", "--weight", "0.25"])
+    assert done.exit_code == 0 and "25% of the traffic" in done.output, done.output
+    status = runner.invoke(app, ["models", "status"], terminal_width=200)
+    assert status.exit_code == 0 and "challenger" in status.output and "25.0%" in status.output
+    ended = runner.invoke(app, ["models", "end-challenge"])
+    assert ended.exit_code == 0 and "version 2 no longer challenges" in ended.output
+    assert "challenger" not in runner.invoke(app, ["models", "status"], terminal_width=200).output
