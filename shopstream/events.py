@@ -193,6 +193,14 @@ class Output(Event):
     """Time from the input record being consumed to this output being ready."""
 
 
+class Answer(Output):
+    """Base of the answers to shop events, which a champion or a challenger gives."""
+
+    variant: Literal["champion", "challenger", "shadow", "interleaved"] = "champion"
+    """Who answered: the champion; the challenger of an A/B split; a shadow challenger (on
+    the shadow topics only); or a list interleaved from both (``scorers.challenge``)."""
+
+
 class Reason(BaseModel):
     """One feature that pushed a fraud score up."""
 
@@ -203,7 +211,7 @@ class Reason(BaseModel):
     contribution: float = 0.0
 
 
-class FraudScore(Output):
+class FraudScore(Answer):
     """The fraud score of one order."""
 
     order_id: Id
@@ -224,7 +232,7 @@ class RecommendedItem(BaseModel):
     score: float
 
 
-class SessionRecs(Output):
+class SessionRecs(Answer):
     """Recommendations for a session, sent after a click or cart change."""
 
     session_id: Id
@@ -394,6 +402,8 @@ OUTPUTS: dict[str, type[Output]] = {
     "fraud_score": FraudScore,
     "session_recs": SessionRecs,
     "drift": DriftSignal,
+    "fraud_shadow": FraudScore,
+    "recs_shadow": SessionRecs,
 }
 
 # --- decoding -------------------------------------------------------------------------

@@ -119,6 +119,10 @@ class Topics(BaseModel):
     order_labels: str = "shop.order-labels"
     fraud_scores: str = "scores.fraud"
     session_recs: str = "recs.session"
+    fraud_shadow: str = "scores.fraud.shadow"
+    """A shadow challenger's fraud scores (``shopstream models challenge --mode shadow``)."""
+    recs_shadow: str = "recs.session.shadow"
+    """A shadow challenger's recommendations."""
     drift: str = "signals.drift"
     dlq: str = "shop.dlq"
     """Dead letters: every input record that could not be processed, with its origin."""
@@ -139,7 +143,7 @@ class Topics(BaseModel):
     def outputs(self) -> dict[str, str]:
         """Output topics by output kind."""
         return {"fraud_score": self.fraud_scores, "session_recs": self.session_recs,
-                "drift": self.drift}
+                "drift": self.drift, "fraud_shadow": self.fraud_shadow, "recs_shadow": self.recs_shadow}
 
     def all(self) -> list[str]:
         """Every topic shopstream reads or writes."""

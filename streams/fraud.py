@@ -15,6 +15,12 @@ Hot reload: a timer asks the registry for the champion; when it changed, the new
 is loaded off the event loop and swapped in between two batches, so a batch is scored
 by exactly one model and no order is dropped or scored twice. Without a champion, or
 when loading fails, the rules score (``model_version`` says ``rules``).
+
+A challenger (``shopstream models challenge``) is followed the same way. In ``shadow``
+mode it scores every order too, onto ``scores.fraud.shadow`` (``variant`` ``shadow``),
+and ``scores.fraud`` is what it would be without it; in ``ab`` mode the orders of its
+share of users (``scorers.challenge``) get its score instead, ``variant``
+``challenger``. A challenger that fails leaves its orders to the champion.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from datetime import UTC, datetime
 
 import faust
 
+from scorers.challenge import Challenge
 from scorers.fraud import FRAUD_VIEWS, FraudScorer, matrix
 from scorers.routing import scored_update
 from shopstream.events import InvalidEvent, Order
@@ -42,10 +49,13 @@ FAILED = FailedVersions()  # champions that failed to load, tried again every 5 
 MODEL = settings.scoring.model_name
 orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=bytes)
 scores_topic = app.topic(settings.topics.fraud_scores, value_type=bytes, key_type=bytes)
+shadow_topic = app.topic(settings.topics.fraud_shadow, value_type=bytes, key_type=bytes)
 _reader: OnlineReader | None = None
 scorer = FraudScorer(review=settings.thresholds.fraud_review, block=settings.thresholds.fraud_block,
                      top_reasons=settings.scoring.top_reasons, reasons_for=settings.scoring.reasons_for)
 """The scorer in use; replaced whole (never mutated) when the champion changes."""
+challenger: tuple[Challenge, FraudScorer] | None = None
+"""The challenge and the challenger's scorer, if there is one; replaced whole too."""
 
 
 def reader() -> OnlineReader:
@@ -82,20 +92,67 @@ champion would count, and retry, twice."""
 
 
 async def reload_champion() -> None:
-    """Swap in the registry's champion if it is not the model in use."""
+    """Swap in the registry's champion if it is not the model in use, and follow its
+    challenger."""
     async with _reloading:
-        await _reload_champion()
+        registry = await _reload_champion()
+        if registry is not None:
+            await _reload_challenger(registry)
 
 
-async def _reload_champion() -> None:
+def _scorer(predictor) -> FraudScorer:
+    return FraudScorer(predictor, review=settings.thresholds.fraud_review, block=settings.thresholds.fraud_block,
+                       top_reasons=settings.scoring.top_reasons, reasons_for=settings.scoring.reasons_for)
+
+
+async def _reload_challenger(registry) -> None:
+    """Follow the registry's challenger: none, a new version (loaded off the event loop),
+    or a new mode or share of the one loaded."""
+    global challenger
+    try:
+        challenge = await asyncio.to_thread(registry.challenge)
+    except Exception as exc:  # noqa: BLE001 - asked again at the next check
+        log.warning("cannot read the challenger of %s (%r); keeping what is loaded", MODEL, exc)
+        return
+    if challenge is None or FAILED.skip(challenge.version):
+        if challenger is not None:
+            log.info("the challenge of %s version %s ended", MODEL, challenger[0].version)
+        challenger = None
+        metrics.follow_challenge(MODEL, None)
+        return
+    if challenger is not None and challenger[0].version == challenge.version:
+        if challenger[0] != challenge:
+            log.info("%s version %s now challenges %s, weight %.3f", MODEL, challenge.version, challenge.mode,
+                     challenge.weight)
+        challenger = (challenge, challenger[1])
+        metrics.follow_challenge(MODEL, challenge)
+        return
+    try:
+        predictor = await asyncio.to_thread(_champion, await asyncio.to_thread(registry.get, challenge.version))
+    except Exception as exc:  # noqa: BLE001 - a broken challenger must not stop scoring
+        metrics.MODEL_RELOADS.labels(MODEL, "challenger-failed").inc()
+        FAILED.failed(challenge.version)
+        log.warning("cannot load the challenger %s (%r); the champion answers alone", challenge.version, exc)
+        challenger = None
+        return
+    challenger = (challenge, _scorer(predictor))
+    metrics.follow_challenge(MODEL, challenge)
+    metrics.MODEL_RELOADS.labels(MODEL, "challenger-loaded").inc()
+    log.info("%s version %s challenges (%s, weight %.3f)", MODEL, challenge.version, challenge.mode,
+             challenge.weight)
+
+
+async def _reload_champion():
+    """The registry, once asked (None if it could not be)."""
     global scorer
-    champion = None
+    champion = registry = None
     try:
         from trainers.registry import Registry
 
-        champion = await asyncio.to_thread(lambda: Registry(settings).champion())
+        registry = await asyncio.to_thread(Registry, settings)
+        champion = await asyncio.to_thread(registry.champion)
         if champion is None or champion.version == scorer.version or FAILED.skip(champion.version):
-            return
+            return registry
         predictor = await asyncio.to_thread(_champion, champion)
     except Exception as exc:  # noqa: BLE001 - a broken model must not stop scoring
         metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
@@ -103,16 +160,15 @@ async def _reload_champion() -> None:
             FAILED.failed(champion.version)
         app_models[MODEL] = {"version": scorer.version, "error": repr(exc)}
         log.warning("cannot load the champion (%r); still scoring with %s", exc, scorer.version)
-        return
+        return registry
     if predictor is None:
-        return
-    scorer = FraudScorer(predictor, review=settings.thresholds.fraud_review,
-                         block=settings.thresholds.fraud_block, top_reasons=settings.scoring.top_reasons,
-                         reasons_for=settings.scoring.reasons_for)
+        return registry
+    scorer = _scorer(predictor)
     metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
     app_models[MODEL] = {"version": scorer.version, "error": None}
     metrics.MODEL_VERSION.labels(MODEL).set(float(predictor.version))
     log.info("now scoring with %s version %s", MODEL, predictor.version)
+    return registry
 
 
 @app.timer(interval=settings.scoring.reload_s, on_leader=False)
@@ -137,10 +193,59 @@ async def fraud_agent(stream: faust.StreamT) -> None:
                      "the fraud agent", lambda: settings.scoring.enabled, arrival=True)
 
 
+def score_with(current: FraudScorer, orders: list[Order], features: list[dict], consumed: float) -> list:
+    """``current``'s scores, or the rules' when it fails: a failing model must not leave
+    an order unscored."""
+    try:
+        return current.score(orders, features, consumed_at=[consumed] * len(orders))
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.exception("%s version %s failed; scoring this batch with the rules", MODEL, current.version)
+        metrics.MODEL_RELOADS.labels(MODEL, f"inference-failed:{type(exc).__name__}").inc()
+        return FraudScorer(review=current.review, block=current.block, top_reasons=current.top_reasons).score(
+            orders, features, consumed_at=[consumed] * len(orders))
+
+
+def challenged(current: FraudScorer, rival: tuple[Challenge, FraudScorer] | None, orders: list[Order],
+               features: list[dict], consumed: float) -> tuple[list, list]:
+    """The scores sent on ``scores.fraud``, one per order, and the shadow's. In an A/B
+    split the challenger's users get its scores (``variant`` challenger); a challenger
+    that fails leaves them to ``current``."""
+    if rival is None:
+        return score_with(current, orders, features, consumed), []
+    challenge, other = rival
+    if challenge.mode == "shadow":
+        live = score_with(current, orders, features, consumed)
+        try:
+            shadow = [s.model_copy(update={"variant": "shadow"})
+                      for s in other.score(orders, features, consumed_at=[consumed] * len(orders))]
+        except Exception:  # noqa: BLE001 - the shadow's failure is its own
+            log.exception("the shadow challenger %s failed on a batch; no shadow scores for it", other.version)
+            metrics.MODEL_RELOADS.labels(MODEL, "challenger-inference-failed").inc()
+            shadow = []
+        return live, shadow
+    mine = [i for i, o in enumerate(orders) if challenge.variant(o.user_id) == "challenger"]
+    scores = [None] * len(orders)
+    if mine:
+        try:
+            picked = other.score([orders[i] for i in mine], [features[i] for i in mine],
+                                 consumed_at=[consumed] * len(mine))
+            for i, s in zip(mine, picked, strict=True):
+                scores[i] = s.model_copy(update={"variant": "challenger"})
+        except Exception:  # noqa: BLE001 - the champion answers instead
+            log.exception("the challenger %s failed on a batch; the champion scores its orders", other.version)
+            metrics.MODEL_RELOADS.labels(MODEL, "challenger-inference-failed").inc()
+    rest = [i for i, s in enumerate(scores) if s is None]
+    if rest:
+        for i, s in zip(rest, score_with(current, [orders[i] for i in rest], [features[i] for i in rest], consumed),
+                        strict=True):
+            scores[i] = s
+    return scores, []
+
+
 async def score_orders(records: list[faust.types.Message]) -> None:
     """Scores for one micro-batch of orders."""
     consumed = time.time()
-    current = scorer  # one model for the whole batch, even if a reload lands meanwhile
+    current, rival = scorer, challenger  # one of each for the whole batch, even if a reload lands
     orders: list[Order] = []
     messages: list[faust.types.Message] = []
     now = datetime.now(UTC)
@@ -155,26 +260,24 @@ async def score_orders(records: list[faust.types.Message]) -> None:
     features = await retrying("online-read", read_features, orders)  # [{view__feature: value}]
     await READ_FIRST.read(records)  # the orders' own updates may go now
     read = time.perf_counter()
-    try:
-        scores = current.score(orders, features, consumed_at=[consumed] * len(orders))
-    except Exception as exc:  # noqa: BLE001 - a failing model falls back to the rules
-        log.exception("%s version %s failed; scoring this batch with the rules", MODEL, current.version)
-        metrics.MODEL_RELOADS.labels(MODEL, f"inference-failed:{type(exc).__name__}").inc()
-        scores = FraudScorer(review=current.review, block=current.block,
-                             top_reasons=current.top_reasons).score(
-            orders, features, consumed_at=[consumed] * len(orders))
+    scores, shadow = challenged(current, rival, orders, features, consumed)
     inferred = time.perf_counter()
     metrics.SCORING_BATCH.observe(len(orders))
     metrics.SCORING_STAGE_SECONDS.labels("feature_read").observe(read - started)
     metrics.SCORING_STAGE_SECONDS.labels("inference").observe(inferred - read)
     sent = []
-    for score in scores:  # [FraudScore]
-        sent.append(await scores_topic.send(key=score.order_id.encode(),
-                                            value=score.model_dump_json().encode(), force=True))
+    for topic, answers in ((scores_topic, scores), (shadow_topic, shadow)):
+        for score in answers:  # [FraudScore]
+            sent.append(await topic.send(key=score.order_id.encode(), value=score.model_dump_json().encode(),
+                                         force=True))
+            metrics.MODEL_PREDICTIONS.labels(MODEL, score.model_version, score.variant).inc()
+    for score in scores:
         metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
         metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
     await asyncio.gather(*sent)  # before the orders can be acknowledged (streams.app.save)
     metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
+    if shadow:
+        metrics.OUTPUTS.labels(settings.topics.fraud_shadow).inc(len(shadow))
     if settings.features.offline:  # what was served, for training on it (trainers.offline)
         await retrying("offline", offline_log.append, SERVED_FRAUD, served_table(
             [o.order_id for o in orders], [o.ts for o in orders], features, current.version, now))
@@ -182,7 +285,8 @@ async def score_orders(records: list[faust.types.Message]) -> None:
         from streams.drift import FRAUD, scored_record, send_watched
 
         await send_watched(FRAUD, [scored_record(s.model_version, s.order_id, o.ts.timestamp(), row, s.score, s.decision)
-                           for s, o, row in zip(scores, orders, matrix(orders, features), strict=True)])
+                           for s, o, row in zip(scores, orders, matrix(orders, features), strict=True)
+                           if s.variant == "champion"])  # the drift of the champion (docs/drift.md)
     # The decision goes to the order's state too: its label grades it later (/metrics).
     await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),
                                       f"{m.topic}:{m.partition}", m.offset)

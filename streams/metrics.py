@@ -61,6 +61,13 @@ DUPLICATE_ORDERS = Counter("shopstream_duplicate_orders",
 PENDING_LABELS = Counter("shopstream_pending_labels",
                          "Labels that arrived before their order and wait for it.")
 PREDICTIONS = Counter("ml_model_predictions", "Fraud scores emitted.", ["model", "version", "decision"])
+CHALLENGER = Gauge("shopstream_challenger_share",
+                   "The challenger a worker follows: its share of users or sessions (1 for a shadow, "
+                   "which answers all beside the champion), by model, version and mode; none without one.",
+                   ["model", "version", "mode"])
+MODEL_PREDICTIONS = Counter("shopstream_model_predictions",
+                            "Answers given, by model, version and variant (champion, challenger, "
+                            "shadow, interleaved).", ["model", "version", "variant"])
 SCORE_LATENCY = Histogram("ml_model_latency_seconds",
                           "From an order being consumed to its score being sent.", ["model"],
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
@@ -115,3 +122,16 @@ DRIFT_SIGNALS = Counter("shopstream_drift_signals", "Drift signals sent on signa
 DRIFT_INPUTS = Counter("shopstream_drift_inputs",
                        "Records the drift role read, by kind (scored, label) and outcome (watched, "
                        "no_profile, unmatched, unreadable).", ["kind", "outcome"])
+
+
+_challenges: dict[str, tuple[str, str, str]] = {}
+
+
+def follow_challenge(model: str, challenge) -> None:
+    """Set ``shopstream_challenger_share`` for ``model``'s challenge (a
+    ``scorers.challenge.Challenge``, or None when it ended)."""
+    if model in _challenges:
+        CHALLENGER.remove(*_challenges.pop(model))
+    if challenge is not None:
+        _challenges[model] = (model, challenge.version, challenge.mode)
+        CHALLENGER.labels(*_challenges[model]).set(1.0 if challenge.mode == "shadow" else challenge.weight)

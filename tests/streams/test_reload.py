@@ -23,7 +23,7 @@ def failed(model: str) -> float:
 def test_a_broken_champion_is_tried_once_when_the_start_and_the_timer_meet(agent, monkeypatch):
     """Seen failing before (CI, ``test_registry_faults``): both loads ran, and one
     broken champion counted two failures."""
-    registry = SimpleNamespace(champion=lambda: SimpleNamespace(version="2"))
+    registry = SimpleNamespace(champion=lambda: SimpleNamespace(version="2"), challenge=lambda: None)
     monkeypatch.setattr(trainers.registry, "Registry", lambda *args, **kwargs: registry)
     asked = []
 

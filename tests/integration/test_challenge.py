@@ -1,0 +1,85 @@
+"""A fraud challenger end to end on the real Kafka and Redis: a worker follows the
+registry's challenger without a restart; in shadow mode ``scores.fraud`` carries what it
+carried without one, and ``scores.fraud.shadow`` the challenger's score of every order;
+an A/B split answers its users with the challenger, the same users every time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shopstream import workers
+from shopstream.client import ShopProducer
+from shopstream.events import FraudScore, Order, OrderItem
+from shopstream.settings import ScoringSettings
+from tests.integration.conftest import read_all, start_worker, wait_until
+from tests.trainers.test_registry import register
+from trainers.registry import Registry
+
+pytestmark = pytest.mark.integration
+START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def orders(batch: str, n: int = 40) -> list[Order]:
+    """``n`` orders, each of a user and card never seen before, so that the features read
+    for them are the same in every batch: only the order's own amount and time differ."""
+    return [Order(order_id=f"{batch}-{i}", user_id=f"{batch}-user-{i}", payment_fingerprint=f"{batch}-card-{i}",
+                  amount=5.0 + 37.0 * i, items=[OrderItem(item_id="tent", price=5.0 + 37.0 * i)],
+                  ts=START + timedelta(minutes=i)) for i in range(n)]
+
+
+def scores(settings, topic: str, expect: int) -> dict[str, FraudScore]:
+    found = [FraudScore.model_validate_json(m.value()) for m in read_all(settings, topic, expect=expect, timeout=60)]
+    return {s.order_id: s for s in found}
+
+
+def loaded(settings, outcome: str) -> float:
+    return sum(s.value for s in workers.samples(settings.web_port, "shopstream_model_reloads_total")
+               if s.labels["outcome"] == outcome)
+
+
+def test_a_shadow_changes_nothing_live_and_an_ab_split_answers_its_users(settings, tmp_path):
+    settings = settings.model_copy(update={"scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud",
+                                                                      reload_s=1.0)})
+    registry = Registry(settings)
+    champion, rival = register(registry, tmp_path, 0.5), register(registry, tmp_path, 0.6)
+    registry.promote(champion)
+    process = start_worker(settings, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: loaded(settings, "loaded") >= 1, 60, what="the worker to load the champion")
+        with ShopProducer(settings) as producer:
+            for order in orders("alone"):
+                producer.send(order)
+        alone = scores(settings, settings.topics.fraud_scores, 40)
+
+        registry.challenge_with(rival, "shadow")
+        wait_until(lambda: loaded(settings, "challenger-loaded") >= 1, 60, what="the worker to load the shadow")
+        with ShopProducer(settings) as producer:
+            for order in orders("shadowed"):
+                producer.send(order)
+        live = scores(settings, settings.topics.fraud_scores, 80)
+        shadow = scores(settings, settings.topics.fraud_shadow, 40)
+        for i in range(40):
+            before, after = alone[f"alone-{i}"], live[f"shadowed-{i}"]
+            same = {"order_id", "user_id", "latency_ms", "ts"}
+            assert before.model_dump(exclude=same) == after.model_dump(exclude=same)  # the shadow changed nothing
+            assert (after.variant, after.model_version) == ("champion", champion)
+        assert sorted(shadow) == sorted(f"shadowed-{i}" for i in range(40))
+        assert {(s.variant, s.model_version) for s in shadow.values()} == {("shadow", rival)}
+
+        challenge = registry.challenge_with(rival, "ab", 0.5)
+        wait_until(lambda: [(s.labels["mode"], s.value) for s in workers.samples(
+            settings.web_port, "shopstream_challenger_share")] == [("ab", 0.5)], 60, what="the worker to split")
+        split = orders("split")
+        with ShopProducer(settings) as producer:
+            for order in split:
+                producer.send(order)
+        live = scores(settings, settings.topics.fraud_scores, 120)
+        answered = {o.order_id: (live[o.order_id].variant, live[o.order_id].model_version) for o in split}
+        expected = {o.order_id: ("challenger", rival) if challenge.variant(o.user_id) == "challenger"
+                    else ("champion", champion) for o in split}
+        assert answered == expected and len(set(answered.values())) == 2
+        assert len(scores(settings, settings.topics.fraud_shadow, 40)) == 40  # no shadow scores in A/B mode
+    finally:
+        workers.stop(process)
