@@ -248,6 +248,9 @@ class SessionRecs(Answer):
     origin: str | None = None
     """``topic:partition:offset`` of the click or cart change answered: the key on which a
     consumer deduplicates, since a record can be answered twice after a crash."""
+    teams: list[Literal["champion", "challenger"]] | None = None
+    """For an interleaved list (``variant`` interleaved): whose list each item came from,
+    item by item; the session's next click credits that model (``scorers.interleave``)."""
 
 
 class DriftSignal(Output):

@@ -41,7 +41,7 @@ from shopstream.offline import SERVED_FRAUD, served_table
 from shopstream.online import OnlineReader
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import FailedVersions, app, offline_log, retrying, settings
+from streams.app import FailedVersions, app, follow_challenger, offline_log, retrying, settings
 from streams.app import models as app_models
 
 log = logging.getLogger(__name__)
@@ -94,52 +94,16 @@ champion would count, and retry, twice."""
 async def reload_champion() -> None:
     """Swap in the registry's champion if it is not the model in use, and follow its
     challenger."""
+    global challenger
     async with _reloading:
         registry = await _reload_champion()
         if registry is not None:
-            await _reload_challenger(registry)
+            challenger = await follow_challenger(MODEL, registry, challenger, lambda v: _scorer(_champion(v)), FAILED)
 
 
 def _scorer(predictor) -> FraudScorer:
     return FraudScorer(predictor, review=settings.thresholds.fraud_review, block=settings.thresholds.fraud_block,
                        top_reasons=settings.scoring.top_reasons, reasons_for=settings.scoring.reasons_for)
-
-
-async def _reload_challenger(registry) -> None:
-    """Follow the registry's challenger: none, a new version (loaded off the event loop),
-    or a new mode or share of the one loaded."""
-    global challenger
-    try:
-        challenge = await asyncio.to_thread(registry.challenge)
-    except Exception as exc:  # noqa: BLE001 - asked again at the next check
-        log.warning("cannot read the challenger of %s (%r); keeping what is loaded", MODEL, exc)
-        return
-    if challenge is None or FAILED.skip(challenge.version):
-        if challenger is not None:
-            log.info("the challenge of %s version %s ended", MODEL, challenger[0].version)
-        challenger = None
-        metrics.follow_challenge(MODEL, None)
-        return
-    if challenger is not None and challenger[0].version == challenge.version:
-        if challenger[0] != challenge:
-            log.info("%s version %s now challenges %s, weight %.3f", MODEL, challenge.version, challenge.mode,
-                     challenge.weight)
-        challenger = (challenge, challenger[1])
-        metrics.follow_challenge(MODEL, challenge)
-        return
-    try:
-        predictor = await asyncio.to_thread(_champion, await asyncio.to_thread(registry.get, challenge.version))
-    except Exception as exc:  # noqa: BLE001 - a broken challenger must not stop scoring
-        metrics.MODEL_RELOADS.labels(MODEL, "challenger-failed").inc()
-        FAILED.failed(challenge.version)
-        log.warning("cannot load the challenger %s (%r); the champion answers alone", challenge.version, exc)
-        challenger = None
-        return
-    challenger = (challenge, _scorer(predictor))
-    metrics.follow_challenge(MODEL, challenge)
-    metrics.MODEL_RELOADS.labels(MODEL, "challenger-loaded").inc()
-    log.info("%s version %s challenges (%s, weight %.3f)", MODEL, challenge.version, challenge.mode,
-             challenge.weight)
 
 
 async def _reload_champion():

@@ -1,7 +1,9 @@
-"""A fraud challenger end to end on the real Kafka and Redis: a worker follows the
-registry's challenger without a restart; in shadow mode ``scores.fraud`` carries what it
+"""Challengers end to end on the real Kafka and Redis: a worker follows the registry's
+challenger without a restart. Fraud: in shadow mode ``scores.fraud`` carries what it
 carried without one, and ``scores.fraud.shadow`` the challenger's score of every order;
-an A/B split answers its users with the challenger, the same users every time."""
+an A/B split answers its users with the challenger, the same users every time.
+Recommendations: a shadow's lists on ``recs.session.shadow``, then interleaved lists
+with each item's team."""
 
 from __future__ import annotations
 
@@ -9,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from scorers.neighbours import Popularity, Session
+from scorers.recommend import Recommender
 from shopstream import workers
 from shopstream.client import ShopProducer
-from shopstream.events import FraudScore, Order, OrderItem
-from shopstream.settings import ScoringSettings
+from shopstream.events import Click, FraudScore, Order, OrderItem, SessionRecs
+from shopstream.settings import RecsSettings, ScoringSettings
 from tests.integration.conftest import read_all, start_worker, wait_until
 from tests.trainers.test_registry import register
+from trainers.recs import save_bundle
 from trainers.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -81,5 +86,49 @@ def test_a_shadow_changes_nothing_live_and_an_ab_split_answers_its_users(setting
                     else ("champion", champion) for o in split}
         assert answered == expected and len(set(answered.values())) == 2
         assert len(scores(settings, settings.topics.fraud_shadow, 40)) == 40  # no shadow scores in A/B mode
+    finally:
+        workers.stop(process)
+
+
+def test_a_recommender_challenger_in_shadow_then_interleaved(settings, tmp_path):
+    settings = settings.model_copy(update={"recs": RecsSettings(model_name=f"{settings.app_id}-recs", reload_s=1.0,
+                                                                k=4)})
+    registry = Registry(settings, settings.recs.model_name)
+    for team in "ab":  # version 1 knows the a items, version 2 the b items
+        bundle = save_bundle(Recommender(popular=Popularity().fit(
+            [Session((f"{team}{i}",) * (9 - i), 0.0) for i in range(9)])), tmp_path / f"recs-{team}.pt")
+        registry.register(bundle, metrics={"hr@20": 0.3}, params={}, tags={"n_views": "9"}, description="test")
+    registry.promote("1")
+    registry.challenge_with("2", "shadow")
+    process = start_worker(settings, tmp_path / "worker.log")
+
+    def follows(mode: str) -> None:
+        wait_until(lambda: [s.labels["mode"] for s in workers.samples(
+            settings.web_port, "shopstream_challenger_share")] == [mode], 60, what=f"the worker to follow {mode}")
+
+    def clicks(prefix: str, n: int) -> None:
+        with ShopProducer(settings) as producer:
+            for i in range(n):
+                producer.send(Click(user_id="u", session_id=f"{prefix}{i}", item_id="x", ts=START))
+
+    def lists(topic: str, n: int) -> list[SessionRecs]:
+        return [SessionRecs.model_validate_json(m.value()) for m in read_all(settings, topic, expect=n, timeout=60)]
+
+    try:
+        follows("shadow")
+        clicks("s", 20)
+        live, shadow = lists(settings.topics.session_recs, 20), lists(settings.topics.recs_shadow, 20)
+        assert {(r.variant, r.model_version, r.items[0].item_id) for r in live} == {("champion", "1", "a0")}
+        assert {(r.variant, r.model_version, r.items[0].item_id) for r in shadow} == {("shadow", "2", "b0")}
+
+        challenge = registry.challenge_with("2", "interleave", 0.5)
+        follows("interleave")
+        clicks("t", 40)
+        for r in (r for r in lists(settings.topics.session_recs, 60) if r.session_id.startswith("t")):
+            if challenge.variant(r.session_id) == "interleaved":
+                assert r.variant == "interleaved" and r.model_version == "1+2" and len(r.teams) == 4
+                assert all((i.item_id[0] == "a") == (t == "champion") for i, t in zip(r.items, r.teams, strict=True))
+            else:
+                assert (r.variant, r.model_version, r.teams) == ("champion", "1", None)
     finally:
         workers.stop(process)
