@@ -116,20 +116,30 @@ class FraudNet(nn.Module):
 
 @dataclass
 class Checkpoint:
-    """Everything needed to score: the model, the feature names and what it was trained on."""
+    """Everything needed to score: the model (a ``FraudNet``, or a ``models.gbm.FraudGBM``,
+    its kind saved with it), the feature names and what it was trained on."""
 
     model: FraudNet
     features: list[str]
     meta: dict = field(default_factory=dict)
 
     def save(self, path: Path) -> Path:
-        torch.save({"config": asdict(self.model.config), "state": self.model.state_dict(),
+        if getattr(self.model, "kind", "net") == "gbm":
+            torch.save({"kind": "gbm", "booster": self.model.to_string(), "config": self.model.config_dict(),
+                        "features": self.features, "meta": self.meta}, path)
+            return path
+        torch.save({"kind": "net", "config": asdict(self.model.config), "state": self.model.state_dict(),
                     "features": self.features, "meta": self.meta}, path)
         return path
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("kind") == "gbm":
+            from models.gbm import FraudGBM
+
+            return cls(FraudGBM.from_string(saved["booster"], saved["config"]), list(saved["features"]),
+                       dict(saved["meta"]))
         config = saved["config"]
         config["signals"] = tuple(tuple(s) for s in config["signals"])
         model = FraudNet(FraudConfig(**config))

@@ -66,6 +66,8 @@ def train_fraud(
                                                           "(default: the newest).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 20,
     negatives: Negatives = 1.0,
+    kind: Annotated[str, typer.Option(help="net: the attention-fusion net; gbm: gradient-boosted trees "
+                                           "(LightGBM, reasons from SHAP values) on the same rows.")] = "net",
     refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
                                              "included, for the chosen epochs.")] = True,
     served: Annotated[bool, typer.Option("--served/--point-in-time",
@@ -78,11 +80,13 @@ def train_fraud(
     output: Annotated[Path | None, typer.Option(help="Folder for the checkpoint and plots.")] = None,
 ) -> None:
     """Train the fraud model, register it, and promote it if it beats the champion."""
-    from trainers.fraud import FraudTrainConfig, train_and_register
+    from trainers.fraud import KINDS, FraudTrainConfig, train_and_register
     from trainers.loop import LoopConfig
 
-    config = FraudTrainConfig(days=days, valid_days=valid_days, delay_days=delay_days,
-                              negatives=negatives, refit=refit, served=served, loop=LoopConfig(epochs=epochs))
+    if kind not in KINDS:
+        raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+    config = FraudTrainConfig(days=days, valid_days=valid_days, delay_days=delay_days, negatives=negatives,
+                              refit=refit, served=served, loop=LoopConfig(epochs=epochs), kind=kind)
     if on_signal:
         from trainers.triggers import retrain_on_signals
 
@@ -193,12 +197,40 @@ def models_list(model: ModelOption = "fraud") -> None:
 
 
 @models_app.command("promote")
-def models_promote(version: Annotated[str, typer.Argument(help="The version to make champion.")],
-                   model: ModelOption = "fraud") -> None:
+def models_promote(
+    version: Annotated[str | None, typer.Argument(help="The version to make champion.")] = None,
+    model: ModelOption = "fraud",
+    from_online: Annotated[bool, typer.Option(help="Promote the challenger only if the online evidence says "
+                                                   "it is better (models report); say why not otherwise.")] = False,
+    metric: Annotated[str | None, typer.Option(help="With --from-online: the measure that decides (fraud: ap "
+                                                    "or auc; recs: hr, or credit when interleaved).")] = None,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="With --from-online.")] = 0.95,
+    min_graded: Annotated[int, typer.Option(help="With --from-online: labelled orders, graded lists or "
+                                                 "credited clicks needed on each side.")] = 500,
+) -> None:
     """Make a version the champion; workers switch to it within ``reload_s``."""
     from mlflow.exceptions import MlflowException
 
     registry = _registry(model)
+    if from_online:
+        from trainers.judge import judge, promotion
+
+        try:
+            judged = judge(get_settings(), model, confidence=confidence, **({"metric": metric or "ap"}
+                                                                              if model == "fraud" else {}))
+        except LookupError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        decisive = metric or ("ap" if model == "fraud" else
+                              "credit" if judged.challenge.mode == "interleave" else "hr")
+        promote, why = promotion(judged, decisive, min_graded)
+        if not promote:
+            console.print(f"[yellow]version {judged.challenge.version} stays the challenger: {why}[/]")
+            raise typer.Exit(1)
+        registry.promote(judged.challenge.version)
+        console.print(f"[green]version {judged.challenge.version} is the champion: {why}[/]")
+        return
+    if version is None:
+        raise typer.BadParameter("name the version to promote, or give --from-online")
     try:
         registry.promote(version)
     except MlflowException as exc:
@@ -250,6 +282,48 @@ def models_end_challenge(model: ModelOption = "fraud") -> None:
     """End the challenge: the champion answers everything again."""
     version = _registry(model).end_challenge()
     console.print("no challenge to end" if version is None else f"version {version} no longer challenges")
+
+
+@models_app.command("report")
+def models_report(
+    model: ModelOption = "fraud",
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Of the intervals.")] = 0.95,
+    output: Annotated[Path, typer.Option(help="Folder for the plot and report.json.")] = Path("model-report"),
+) -> None:
+    """Champion against challenger on live traffic: each side's measures since the
+    challenge began, the difference with its bootstrap interval, and a plot over time."""
+    import json
+
+    from trainers.judge import as_table, judge, plot
+
+    try:
+        judged = judge(get_settings(), model, confidence=confidence)
+    except LookupError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    frame = as_table(judged)
+    table = Table(title=f"{judged.model}: {judged.challenge.mode} challenge of version {judged.challenge.version}")
+    for column in frame.columns:
+        table.add_column(column)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    for name, v in judged.verdicts.items():
+        winner = {"challenger": "[green]the challenger is better[/]", "champion": "[red]the champion is better[/]",
+                  None: "no significant difference"}[v.better]
+        console.print(f"{name}: challenger minus champion {v.diff:+.4f}, {v.confidence:.0%} interval "
+                      f"[{v.lo:+.4f}, {v.hi:+.4f}] on {v.n}: {winner}")
+    paths = plot(judged, output)
+    output.mkdir(parents=True, exist_ok=True)
+    def finite(value):  # NaN (a measure the labels leave undefined) as null: strict JSON
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    (output / "report.json").write_text(json.dumps(finite({
+        "model": judged.model, "champion": judged.champion, "challenge": judged.challenge.__dict__,
+        "measures": judged.measures, "verdicts": {k: {**v.__dict__, "better": v.better}
+                                                  for k, v in judged.verdicts.items()}}), indent=2, default=str))
+    console.print(f"plot: {', '.join(map(str, paths)) or 'none yet (nothing graded)'}; {output / 'report.json'}")
 
 
 @models_app.command("status")

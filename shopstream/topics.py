@@ -6,7 +6,8 @@ dead-lettered whole.
 
 Run ``shopstream topics`` to create them by hand. ``read_range`` reads a span of one
 partition back (the drift role warms its watches up with it); ``first_offset_from`` says
-which offsets a partition's log really holds (the agents ask before passing a gap).
+which offsets a partition's log really holds (the agents ask before passing a gap);
+``read_since`` reads every record of a topic written since a time (``models report``).
 """
 
 from __future__ import annotations
@@ -118,3 +119,27 @@ def first_offset_from(settings: Settings, topic: str, partition: int, offset: in
     ``timeout`` passes first."""
     with closing(_records(settings, topic, partition, offset, timeout)) as records:
         return next((message.offset() for message in records), None)
+
+
+def read_since(settings: Settings, topic: str, since_ms: int, *, timeout: float = 120.0) -> list:
+    """Every record of ``topic`` written at or after ``since_ms`` (epoch milliseconds, the
+    records' timestamps), partition by partition, up to each partition's end when asked;
+    records written meanwhile may or may not be in. Empty for a topic that does not exist."""
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-read-since",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        wanted = [TopicPartition(topic, p, since_ms) for p in sorted(metadata.partitions)]
+        starts = consumer.offsets_for_times(wanted, timeout=10)
+    finally:
+        consumer.close()
+    found, deadline = [], time.monotonic() + timeout
+    for start in starts:
+        if start.offset < 0:  # nothing written since then
+            continue
+        with closing(_records(settings, topic, start.partition, start.offset,
+                              max(deadline - time.monotonic(), 1.0))) as records:
+            found.extend(records)
+    return found

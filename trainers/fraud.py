@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from models.fraud import FRAUD_TYPES, Checkpoint, FraudConfig, FraudNet
+from models.gbm import FraudGBM, GBMConfig
 from scorers.drift import calendar_strata
 from scorers.fraud import FEATURES, SIGNALS, ModelPredictor, matrix
 from scorers.profiles import ModelProfile
@@ -63,6 +64,11 @@ class FraudTrainConfig:
     served: bool = True  # the rows workers served where they exist, else the point-in-time join
     model: FraudConfig = field(default_factory=FraudConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    kind: str = "net"  # net: the attention-fusion net; gbm: gradient-boosted trees (models.gbm)
+    gbm: GBMConfig = field(default_factory=GBMConfig)
+
+
+KINDS = ("net", "gbm")
 
 
 @dataclass
@@ -172,6 +178,21 @@ def refit_model(data: Dataset, epochs: int, config: FraudTrainConfig,
     return model
 
 
+def gbm_config(train: Dataset, config: FraudTrainConfig) -> GBMConfig:
+    """``config.gbm`` with the classes' weights balanced as the net's are (not fully)."""
+    n_fraud = max(int(train.frame["label"].sum()), 1)
+    return GBMConfig(**{**asdict(config.gbm), "pos_weight": math.sqrt((len(train.x) - n_fraud) / n_fraud),
+                        "seed": config.loop.seed})
+
+
+def train_gbm(train: Dataset, valid: Dataset, config: FraudTrainConfig) -> tuple[FraudGBM, dict[str, float]]:
+    """Boosted trees on ``train``, stopped at the round of the best validation AP."""
+    model = FraudGBM.fit(train.x, train.frame["label"].to_numpy(), gbm_config(train, config),
+                         valid=(valid.x, valid.frame["label"].to_numpy()))
+    result = fraud_metrics.evaluate(evaluation_frame(valid, scores_of(model, valid.x)))
+    return model, {"best_epoch": model.best_rounds, "val_ap": result["ap"], "val_auc": result["auc"]}
+
+
 def unseen_by(checkpoint: Checkpoint, valid: Dataset, split: datetime) -> Dataset:
     """The validation orders that ``checkpoint``'s model did not train on.
 
@@ -223,7 +244,12 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
              len(valid.x), data.served)
     history = History()
     callbacks = [history] + ([RichProgress("training fraud model")] if progress else [])
-    model, best = train_model(train, valid, config, callbacks)
+    if config.kind not in KINDS:
+        raise ValueError(f"unknown model kind {config.kind!r}; choose from {', '.join(KINDS)}")
+    if config.kind == "gbm":
+        model, best = train_gbm(train, valid, config)
+    else:
+        model, best = train_model(train, valid, config, callbacks)
     valid_scores = scores_of(model, valid.x)
     result = fraud_metrics.evaluate(evaluation_frame(valid, valid_scores))
 
@@ -234,7 +260,12 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     plots = fraud_metrics.plot({"new": evaluation_frame(valid, valid_scores)}, folder, "validation")
     fit_end = split
-    if config.refit:
+    if config.refit and config.kind == "gbm":
+        log.info("refitting on all %d orders for %d rounds", len(data.x), best["best_epoch"])
+        model = FraudGBM.fit(data.x, data.frame["label"].to_numpy(), gbm_config(data, config),
+                             rounds=int(best["best_epoch"]))
+        fit_end = end
+    elif config.refit:
         log.info("refitting on all %d orders for %d epochs", len(data.x), best["best_epoch"])
         model = refit_model(data, int(best["best_epoch"]), config,
                             [RichProgress("refitting on every day")] if progress else [])
@@ -252,8 +283,8 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
         **{f"model.{k}": v for k, v in asdict(model.config).items()},
         **{f"loop.{k}": v for k, v in asdict(config.loop).items()},
         "days": config.days, "valid_days": config.valid_days, "delay_days": config.delay_days,
-        "negatives": config.negatives, "refit": config.refit, "served": config.served},
-        tags={"feature_service": "fraud_v1", "train_start": start.isoformat(),
+        "negatives": config.negatives, "refit": config.refit, "served": config.served, "kind": config.kind},
+        tags={"feature_service": "fraud_v1", "kind": config.kind, "train_start": start.isoformat(),
               "train_end": end.isoformat(), "labels_as_of": labels_as_of.isoformat(),
               "n_rows": str(len(data.x)), "n_fraud": str(int(data.frame["label"].sum())),
               "served_rows": str(data.served),

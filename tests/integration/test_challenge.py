@@ -10,15 +10,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from typer.testing import CliRunner
 
 from scorers.neighbours import Popularity, Session
+from scorers.online import Scored, fraud_metrics
 from scorers.recommend import Recommender
 from shopstream import workers
+from shopstream.cli import app as cli
 from shopstream.client import ShopProducer
-from shopstream.events import Click, FraudScore, Order, OrderItem, SessionRecs
-from shopstream.settings import RecsSettings, ScoringSettings
+from shopstream.events import Click, FraudScore, Order, OrderItem, OrderLabel, SessionRecs
+from shopstream.settings import RecsSettings, ScoringSettings, get_settings, to_env
 from tests.integration.conftest import read_all, start_worker, wait_until
 from tests.trainers.test_registry import register
+from trainers.judge import judge, promotion
 from trainers.recs import save_bundle
 from trainers.registry import Registry
 
@@ -73,6 +77,22 @@ def test_a_shadow_changes_nothing_live_and_an_ab_split_answers_its_users(setting
         assert sorted(shadow) == sorted(f"shadowed-{i}" for i in range(40))
         assert {(s.variant, s.model_version) for s in shadow.values()} == {("shadow", rival)}
 
+        # Judged online from the topics, once the labels come: the measures are those
+        # computed offline on the same rows, and 40 labelled orders promote nobody.
+        fraud = [i % 4 == 0 for i in range(40)]
+        with ShopProducer(settings) as producer:
+            for i in range(40):
+                producer.send(OrderLabel(order_id=f"shadowed-{i}", is_fraud=fraud[i], ts=datetime.now(UTC)))
+        read_all(settings, settings.topics.order_labels, expect=40)
+        judged = judge(settings, "fraud")
+        for side, got in (("champion", live), ("challenger", shadow)):
+            offline = fraud_metrics(Scored([got[f"shadowed-{i}"].score for i in range(40)], fraud),
+                                    settings.thresholds.fraud_review, settings.thresholds.fraud_block)
+            assert judged.measures[side] == pytest.approx(offline, nan_ok=True)
+        assert judged.verdicts["ap"].n == {"champion": 40, "challenger": 40} and judged.graded == 40
+        promote, why = promotion(judged, "ap", 500)
+        assert not promote and "not enough evidence: 40 graded" in why
+
         challenge = registry.challenge_with(rival, "ab", 0.5)
         wait_until(lambda: [(s.labels["mode"], s.value) for s in workers.samples(
             settings.web_port, "shopstream_challenger_share")] == [("ab", 0.5)], 60, what="the worker to split")
@@ -90,7 +110,7 @@ def test_a_shadow_changes_nothing_live_and_an_ab_split_answers_its_users(setting
         workers.stop(process)
 
 
-def test_a_recommender_challenger_in_shadow_then_interleaved(settings, tmp_path):
+def test_a_recommender_challenger_in_shadow_then_interleaved_judged_and_promoted(settings, tmp_path, monkeypatch):
     settings = settings.model_copy(update={"recs": RecsSettings(model_name=f"{settings.app_id}-recs", reload_s=1.0,
                                                                 k=4)})
     registry = Registry(settings, settings.recs.model_name)
@@ -106,10 +126,10 @@ def test_a_recommender_challenger_in_shadow_then_interleaved(settings, tmp_path)
         wait_until(lambda: [s.labels["mode"] for s in workers.samples(
             settings.web_port, "shopstream_challenger_share")] == [mode], 60, what=f"the worker to follow {mode}")
 
-    def clicks(prefix: str, n: int) -> None:
+    def clicks(prefix: str, n: int, item: str = "x", ts: datetime = START) -> None:
         with ShopProducer(settings) as producer:
             for i in range(n):
-                producer.send(Click(user_id="u", session_id=f"{prefix}{i}", item_id="x", ts=START))
+                producer.send(Click(user_id="u", session_id=f"{prefix}{i}", item_id=item, ts=ts))
 
     def lists(topic: str, n: int) -> list[SessionRecs]:
         return [SessionRecs.model_validate_json(m.value()) for m in read_all(settings, topic, expect=n, timeout=60)]
@@ -130,5 +150,29 @@ def test_a_recommender_challenger_in_shadow_then_interleaved(settings, tmp_path)
                 assert all((i.item_id[0] == "a") == (t == "champion") for i, t in zip(r.items, r.teams, strict=True))
             else:
                 assert (r.variant, r.model_version, r.teams) == ("champion", "1", None)
+
+        # Every session then clicks the challenger's best item, which each interleaved
+        # list holds: each credits the challenger, and the champion's lists all miss.
+        clicks("t", 40, item="b0", ts=START + timedelta(minutes=1))
+        lists(settings.topics.session_recs, 100)
+        mixed = sum(challenge.variant(f"t{i}") == "interleaved" for i in range(40))
+        judged = judge(settings, "recs")
+        assert judged.measures["challenger"]["credits"] == mixed and judged.measures["champion"]["credits"] == 0
+        assert judged.measures["champion"]["hr"] == 0.0 and judged.verdicts["credit"].better == "challenger"
+        for key, value in to_env(settings).items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        runner = CliRunner()
+        report = runner.invoke(cli, ["models", "report", "--model", "recs", "--output", str(tmp_path / "report")],
+                               terminal_width=200)
+        assert report.exit_code == 0 and "the challenger is better" in report.output, report.output
+        assert (tmp_path / "report" / f"online-{settings.recs.model_name}.png").exists()
+        refused = runner.invoke(cli, ["models", "promote", "--from-online", "--model", "recs",
+                                      "--min-graded", str(mixed + 1)])
+        assert refused.exit_code == 1 and "not enough evidence" in refused.output
+        promoted = runner.invoke(cli, ["models", "promote", "--from-online", "--model", "recs",
+                                       "--min-graded", str(mixed)])
+        assert promoted.exit_code == 0 and "version 2 is the champion" in promoted.output, promoted.output
+        assert registry.champion().version == "2" and registry.challenge() is None
     finally:
         workers.stop(process)

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -155,6 +156,21 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
 
         assert registry.rollback() == "1"
         assert registry.champion().version == "1"
+
+        # The second kind: boosted trees on the same rows, served with reasons (SHAP values).
+        trees = train_and_register(settings, replace(config, kind="gbm"), force=True, output=tmp_path / "v3",
+                                   progress=False)
+        assert trees.version.version == "3" and trees.promoted and registry.get("3").tags["kind"] == "gbm"
+        assert 0 <= trees.metrics["auc"] <= 1
+        wait_until(lambda: workers.scrape(settings.web_port).model_versions.get(settings.scoring.model_name) == 3.0,
+                   30, what="the worker to load the boosted trees")
+        with ShopProducer(settings) as live:
+            for i in range(1_000, 1_020):
+                live.send(live_order(i))
+        boosted = [s for _, s in scores(settings, len(orders) + len(sent) + 20) if s.model_version == "3"]
+        assert len(boosted) == 20 and all(0 <= s.score <= 1 for s in boosted)
+        flagged = [s for s in boosted if s.decision != "allow"]
+        assert all(s.reasons and s.reasons[0].feature in saved.features for s in flagged)
     finally:
         workers.stop(process)
 

@@ -171,3 +171,21 @@ def test_a_checkpoint_for_other_features_is_refused():
     checkpoint.features = checkpoint.features[:-1]
     with pytest.raises(ValueError, match="retrain"):
         ModelPredictor(checkpoint, "1")
+
+
+def test_boosted_trees_round_trip_and_give_their_reasons(tmp_path):
+    from models.gbm import FraudGBM, GBMConfig
+
+    rng = np.random.default_rng(0)
+    big = np.array([1.0 if i % 7 == 0 else 0.0 for i in range(3_000)])
+    orders = [order(20 + 3_000 * flag + i % 13) for i, flag in enumerate(big)]
+    x = matrix(orders, [{} for _ in orders])
+    labels = (big * (rng.random(3_000) < 0.9)).astype(np.float32)  # large amounts are fraud, mostly
+    checkpoint = Checkpoint(FraudGBM.fit(x, labels, GBMConfig(rounds=40)), list(FEATURES), {"kind": "gbm"})
+    loaded = Checkpoint.load(checkpoint.save(tmp_path / "gbm.pt"))
+    before, after = ModelPredictor(checkpoint, "4")(x[:50]), ModelPredictor(loaded, "4")(x[:50])
+    assert np.allclose(before[0], after[0], atol=1e-6) and np.allclose(before[1], after[1], atol=1e-6)
+    (score,) = FraudScorer(ModelPredictor(loaded, "4"), review=0.5, block=0.9).score([order(3_020)], [{}],
+                                                                                      clock=lambda: 0.0)
+    assert score.decision != "allow" and score.model_version == "4"
+    assert score.reasons[0].feature == "amount" and score.reasons[0].value == 3_020  # its SHAP value pushed most

@@ -1,0 +1,187 @@
+"""Online judgement of a champion and its challenger, from what they answered and what
+followed. Pure: the rows come from the topics (``trainers.judge``).
+
+Fraud: an order's label grades the score it got, days later. Each version is measured on
+its labelled orders (AUC, AP, precision and recall at the review and block thresholds),
+and the challenger is compared with the champion by a bootstrap of the difference: on
+the same orders, resampled together, for a shadow (paired); on each side's own users,
+resampled apart, for an A/B split.
+
+Recommendations: the session's next click or cart add after a list is the truth a list is
+graded on (HR@k, MRR@k). For interleaved lists it credits the team whose item it is
+(``scorers.interleave.credit``), and the verdict is a sign test on the credits.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> labels = rng.random(2_000) < 0.1
+>>> good, poor = labels * 0.6 + rng.random(2_000) * 0.5, labels * 0.1 + rng.random(2_000) * 0.5
+>>> v = compare_fraud(Scored(poor, labels), Scored(good, labels), paired=True, metric="ap")
+>>> v.better, v.significant, v.lo > 0
+('challenger', True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CONFIDENCE = 0.95
+BOOTSTRAP = 500
+
+
+@dataclass
+class Scored:
+    """One version's labelled scores: ``scores`` and ``labels`` (fraud: True) in order,
+    with the order ids when the comparison pairs them."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    ids: Sequence[str] | None = None
+
+    def __post_init__(self):
+        self.scores = np.asarray(self.scores, np.float64)
+        self.labels = np.asarray(self.labels, bool)
+
+
+def fraud_metrics(scored: Scored, review: float, block: float) -> dict[str, float]:
+    """AUC, AP and the precision and recall at the review and block thresholds; NaN where
+    the labels leave a metric undefined (no fraud, or no genuine order)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y, s = scored.labels, scored.scores
+    both = 0 < y.sum() < len(y)
+    out = {"n": float(len(y)), "fraud": float(y.sum()),
+           "auc": float(roc_auc_score(y, s)) if both else math.nan,
+           "ap": float(average_precision_score(y, s)) if y.any() else math.nan}
+    for name, threshold in (("review", review), ("block", block)):
+        flagged = s >= threshold
+        out[f"precision@{name}"] = float((flagged & y).sum() / flagged.sum()) if flagged.any() else math.nan
+        out[f"recall@{name}"] = float((flagged & y).sum() / y.sum()) if y.any() else math.nan
+    return out
+
+
+def _metric(name: str, scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if not labels.any() or (name == "auc" and labels.all()):
+        return math.nan
+    return float(roc_auc_score(labels, scores) if name == "auc" else average_precision_score(labels, scores))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The challenger's ``metric`` minus the champion's, with its bootstrap interval at
+    ``confidence``; ``better`` names the winner only when the interval excludes zero."""
+
+    metric: str
+    champion: float
+    challenger: float
+    diff: float
+    lo: float
+    hi: float
+    confidence: float
+    n: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def significant(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+    @property
+    def better(self) -> str | None:
+        return None if not self.significant else "challenger" if self.lo > 0 else "champion"
+
+
+def compare_fraud(champion: Scored, challenger: Scored, *, paired: bool, metric: str = "ap",
+                  confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP, seed: int = 0) -> Verdict:
+    """The challenger against the champion on ``metric`` (auc or ap). ``paired``: both
+    scored the same orders (a shadow), matched by ``ids`` when given, and are resampled
+    together; else (A/B) each side is resampled on its own."""
+    if paired and champion.ids is not None and challenger.ids is not None:
+        where = {order: i for i, order in enumerate(challenger.ids)}
+        common = [(i, where[order]) for i, order in enumerate(champion.ids) if order in where]
+        a, b = (np.array([i for i, _ in common], int), np.array([j for _, j in common], int))
+        champion = Scored(champion.scores[a], champion.labels[a])
+        challenger = Scored(challenger.scores[b], challenger.labels[b])
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(champion.labels), len(champion.labels))
+        j = i if paired else rng.integers(0, len(challenger.labels), len(challenger.labels))
+        diffs.append(_metric(metric, challenger.scores[j], challenger.labels[j])
+                     - _metric(metric, champion.scores[i], champion.labels[i]))
+    diffs = np.asarray(diffs)
+    diffs = diffs[~np.isnan(diffs)]
+    ours, theirs = _metric(metric, champion.scores, champion.labels), _metric(metric, challenger.scores,
+                                                                               challenger.labels)
+    tail = (1 - confidence) / 2
+    lo, hi = (np.quantile(diffs, [tail, 1 - tail]) if len(diffs) else (math.nan, math.nan))
+    return Verdict(metric, ours, theirs, theirs - ours, float(lo), float(hi), confidence,
+                   {"champion": len(champion.labels), "challenger": len(challenger.labels)})
+
+
+# --- recommendations --------------------------------------------------------------------
+
+def rank_of(items: Sequence[str], clicked: str, k: int) -> int | None:
+    """The 1-based rank of ``clicked`` in the first ``k`` of ``items``, or None.
+
+    >>> rank_of(["a", "b", "c"], "b", 3), rank_of(["a", "b", "c"], "c", 2)
+    (2, None)
+    """
+    for rank, item in enumerate(items[:k], start=1):
+        if item == clicked:
+            return rank
+    return None
+
+
+def recs_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
+    """HR and MRR over lists whose next action is known (``ranks``: its rank, or None).
+
+    >>> recs_metrics([1, None, 2, None])
+    {'n': 4.0, 'hr': 0.5, 'mrr': 0.375}
+    """
+    n = len(ranks)
+    if not n:
+        return {"n": 0.0, "hr": math.nan, "mrr": math.nan}
+    return {"n": float(n), "hr": sum(r is not None for r in ranks) / n,
+            "mrr": sum(1.0 / r for r in ranks if r is not None) / n}
+
+
+def compare_hits(champion: Sequence[bool], challenger: Sequence[bool], confidence: float = CONFIDENCE,
+                 resamples: int = BOOTSTRAP, seed: int = 0) -> Verdict:
+    """The challenger's hit rate against the champion's on their own sessions (A/B, or a
+    shadow's lists against the champion's), by a bootstrap of each side."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(champion, float), np.asarray(challenger, float)
+    if not len(a) or not len(b):
+        return Verdict("hr", math.nan, math.nan, math.nan, math.nan, math.nan, confidence,
+                       {"champion": len(a), "challenger": len(b)})
+    diffs = rng.choice(b, (resamples, len(b))).mean(1) - rng.choice(a, (resamples, len(a))).mean(1)
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(diffs, [tail, 1 - tail])
+    return Verdict("hr", float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), float(lo), float(hi),
+                   confidence, {"champion": len(a), "challenger": len(b)})
+
+
+def compare_credits(champion: int, challenger: int, confidence: float = CONFIDENCE) -> Verdict:
+    """Interleaving's verdict: the challenger's share of the credited clicks against one
+    half, with its exact (Clopper-Pearson) interval; ``diff`` is that share minus 0.5.
+
+    >>> v = compare_credits(30, 70)
+    >>> v.better, round(v.diff, 2)
+    ('challenger', 0.2)
+    >>> compare_credits(48, 52).better is None
+    True
+    """
+    from scipy.stats import binomtest
+
+    n = champion + challenger
+    if not n:
+        return Verdict("credit", math.nan, math.nan, math.nan, math.nan, math.nan, confidence,
+                       {"champion": 0, "challenger": 0})
+    interval = binomtest(challenger, n, 0.5).proportion_ci(confidence, method="exact")
+    share = challenger / n
+    return Verdict("credit", 1 - share, share, share - 0.5, interval.low - 0.5, interval.high - 0.5, confidence,
+                   {"champion": champion, "challenger": challenger})
