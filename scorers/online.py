@@ -150,15 +150,20 @@ def recs_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
 
 
 def compare_hits(champion: Sequence[bool], challenger: Sequence[bool], confidence: float = CONFIDENCE,
-                 resamples: int = BOOTSTRAP, seed: int = 0) -> Verdict:
-    """The challenger's hit rate against the champion's on their own sessions (A/B, or a
-    shadow's lists against the champion's), by a bootstrap of each side."""
+                 resamples: int = BOOTSTRAP, seed: int = 0, paired: bool = False) -> Verdict:
+    """The challenger's hit rate against the champion's, by a bootstrap: of each side on
+    its own sessions (A/B), or, ``paired``, of the events both answered (a shadow: the
+    i-th of each is the same event), resampled together."""
     rng = np.random.default_rng(seed)
     a, b = np.asarray(champion, float), np.asarray(challenger, float)
     if not len(a) or not len(b):
         return Verdict("hr", math.nan, math.nan, math.nan, math.nan, math.nan, confidence,
                        {"champion": len(a), "challenger": len(b)})
-    diffs = rng.choice(b, (resamples, len(b))).mean(1) - rng.choice(a, (resamples, len(a))).mean(1)
+    if paired:
+        picks = rng.integers(0, len(a), (resamples, len(a)))
+        diffs = b[picks].mean(1) - a[picks].mean(1)
+    else:
+        diffs = rng.choice(b, (resamples, len(b))).mean(1) - rng.choice(a, (resamples, len(a))).mean(1)
     tail = (1 - confidence) / 2
     lo, hi = np.quantile(diffs, [tail, 1 - tail])
     return Verdict("hr", float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), float(lo), float(hi),

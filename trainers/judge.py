@@ -177,6 +177,13 @@ def judge_recs(settings: Settings, challenge: Challenge, champion: str, *, k: in
         for side in SIDES:
             measures[side] = {**measures[side], "credits": float(credits[side])}
         verdicts = {"credit": compare_credits(credits["champion"], credits["challenger"], confidence)}
+    elif challenge.mode == "shadow":  # the same events answered by both: paired
+        hit = {side: {r.origin: rank_of([i.item_id for i in r.items], following[r.origin], k) is not None
+                      for r in lists if following.get(r.origin)} for side, lists in zip(SIDES, (ours, theirs),
+                                                                                       strict=True)}
+        both = [origin for origin in hit["champion"] if origin in hit["challenger"]]
+        verdicts = {"hr": compare_hits([hit["champion"][o] for o in both], [hit["challenger"][o] for o in both],
+                                       confidence, paired=True)}
     else:
         verdicts = {"hr": compare_hits([r is not None for r in ranks["champion"]],
                                        [r is not None for r in ranks["challenger"]], confidence)}
