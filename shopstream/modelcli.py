@@ -376,6 +376,36 @@ def eval_fraud(
         redis_db=redis_db, console=console)
 
 
+@eval_app.command("challenge")
+def eval_challenge(
+    seeds: Annotated[int, typer.Option(min=1, help="Simulated shops, each with a better and a worse challenger.")] = 10,
+    output: Annotated[Path, typer.Option(help="Folder for challenge.csv, summary.json, traffic.png.")] = Path(
+        "eval-challenge"),
+) -> None:
+    """How many clicks shadow scoring, an A/B split and interleaving each need to a
+    verdict on a recommender challenger, after a planted change, and whether it is right."""
+    from trainers.evaluate_challenge import MODES, run, summarise
+
+    frame = run(output, seeds=seeds, console=console)
+    summary = summarise(frame)
+    table = Table(title=f"clicks to a verdict, median over {seeds} shops (right verdicts / runs)")
+    for column in ("challenger", *MODES):
+        table.add_column(column)
+    for scenario in ("better", "worse"):
+        cells = []
+        for mode in MODES:
+            got = summary.get(f"{scenario}/{mode}", {})
+            median = got.get("median_clicks")
+            cells.append(f"{median:,.0f} ({got.get('right', 0)}/{got.get('runs', 0)})" if median is not None
+                         else f"none ({got.get('right', 0)}/{got.get('runs', 0)})")
+        table.add_row(scenario, *cells)
+    console.print(table)
+    if summary.get("ab_over_interleave"):
+        console.print(f"an A/B split needed {summary['ab_over_interleave']:.1f} times the clicks interleaving did "
+                      "(the better challenger, medians)")
+    console.print(f"written: {output / 'challenge.csv'}, {output / 'summary.json'}, {output / 'traffic.png'}")
+
+
 @eval_app.command("drift")
 def eval_drift(
     seeds: Annotated[int, typer.Option(min=1, help="Seeded streams per scenario.")] = 20,
