@@ -8,11 +8,14 @@ Feast repo) or ``shopstream demo --events 20000 --rate 1000``. It has three acts
    recommends popular items after every click;
 2. training: the fraud model is trained from the offline store, the session recommender
    from the offline click log, both registered as champions, and the worker switches to
-   them without a restart;
+   them without a restart; gradient-boosted trees are trained on the same rows and
+   challenge the fraud net in shadow;
 3. live: the shop's present at ``rate`` events per second, scored and recommended by
-   the models. Halfway through, order amounts jump fourfold (a planted change): the
-   drift role's signals show as they fire, and the trainer job that reads them
-   (``shopstream train fraud --on-signal``) retrains when the policy calls for it.
+   the models, the challenger scoring every order beside the champion. Halfway through,
+   order amounts jump fourfold (a planted change): the drift role's signals show as they
+   fire, and the trainer job that reads them (``shopstream train fraud --on-signal``)
+   retrains when the policy calls for it. At the end the two fraud models are compared
+   on the labels that have come (``shopstream models report``).
 
 The screen shows events per second by topic, dead letters (the stream carries a few
 broken records on purpose), consumer lag, online micro-batches (their size and write
@@ -216,6 +219,9 @@ def fraud_view(m: workers.WorkerMetrics | None, flagged: deque) -> Group:
     for version in sorted({v for v, _ in (m.predictions if m else {})}):
         counts.add_row("rules" if version == "rules" else f"version {version}",
                        *(f"{m.predictions.get((version, d), 0):,.0f}" for d in ("allow", "review", "block")))
+    for (model, version, variant), n in sorted((m.answers if m else {}).items()):
+        if variant == "shadow" and not model.endswith("recs"):
+            counts.add_row(f"version {version} (shadow)", f"{n:,.0f} scored beside", "", "")
     latest = Table(title="latest flagged orders", expand=True)
     for column in ("order", "score", "decision", "model", "reasons"):
         latest.add_column(column)
@@ -355,6 +361,47 @@ def train(settings: Settings, console: Console) -> str | None:
     return result.version.version
 
 
+def challenge(settings: Settings, console: Console) -> str | None:
+    """Act two, part three: boosted trees on the same rows challenge the net in shadow."""
+    from trainers.fraud import FraudTrainConfig, train_and_register
+    from trainers.registry import Registry
+
+    console.rule("act 2: a challenger, gradient-boosted trees, scoring in shadow")
+    config = FraudTrainConfig(days=12, valid_days=3, refit=False, kind="gbm")
+    result = train_and_register(settings, config)
+    registry = Registry(settings)
+    champion = registry.champion()
+    if champion is not None and champion.version == result.version.version:
+        console.print(f"the trees (version {result.version.version}) beat the net on validation and became "
+                      "the champion: no challenge")
+        return None
+    registry.challenge_with(result.version.version, "shadow")
+    m = result.metrics
+    console.print(f"version {result.version.version} (trees): validation AUC {m['auc']:.3f}, AP {m['ap']:.3f}; "
+                  f"it now scores every order beside the champion, on {settings.topics.fraud_shadow}")
+    return result.version.version
+
+
+def compare(settings: Settings, console: Console) -> None:
+    """The end of act three: the champion and the challenger on the labels that came."""
+    from trainers.judge import as_table, judge, promotion
+
+    try:
+        judged = judge(settings, "fraud")
+    except LookupError:
+        return
+    table = Table(title=f"champion (v{judged.champion}) and shadow challenger (v{judged.challenge.version}), "
+                        "on the labels that came during the live days")
+    frame = as_table(judged)[["side", "version", "n", "fraud", "auc", "ap", "precision@review", "recall@review"]]
+    for column in frame.columns:
+        table.add_column(column)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    _, why = promotion(judged, "ap", min_graded=500)
+    console.print(f"shopstream models promote --from-online would say: {why}")
+
+
 def train_recs(settings: Settings, console: Console) -> str | None:
     """Act two, part two: the session recommender from the offline click log."""
     from trainers.loop import LoopConfig
@@ -412,6 +459,7 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
             time.sleep(1.5)
             train(settings, console)
             train_recs(settings, console)
+            challenge(settings, console)
         console.rule(f"{'act 3: ' if with_model else ''}the last {LIVE_DAYS} days of the shop, "
                      f"{rate:,.0f} events/s" + (f"; order amounts x{PLANTED_AMOUNTS:g} from halfway on"
                                                 if with_model else ""))
@@ -434,6 +482,8 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
             f"{sum(m.predictions.values()):,.0f} orders scored, "
             f"{sum(m.recommendations.values()):,.0f} recommendations sent.")
         read_back(settings, sent, console)
+        if with_model:
+            compare(settings, console)
     finally:
         stop.set()
         if worker is not None:

@@ -35,6 +35,7 @@ class WorkerMetrics:
     predictions: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, decision)
     recommendations: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, strategy)
     labelled: dict[str, float] = field(default_factory=dict)  # tp, fp, fn, tn of labelled scores
+    answers: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (model, version, variant)
 
     def freshness_quantile(self, q: float) -> float | None:
         """Upper bound of the bucket holding quantile ``q`` of feature freshness, seconds."""
@@ -68,6 +69,7 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
     versions: dict[str, float] = {}
     predictions: dict[tuple[str, str], float] = {}
     recommendations: dict[tuple[str, str], float] = {}
+    answers: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "shopstream_events_in_total":
@@ -92,6 +94,9 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                 versions[sample.labels["model"]] = sample.value
             elif sample.name == "shopstream_labelled_scores_total":
                 sums["labelled"][sample.labels["outcome"]] += sample.value
+            elif sample.name == "shopstream_model_predictions_total":
+                key = (sample.labels["model"], sample.labels["version"], sample.labels["variant"])
+                answers[key] = answers.get(key, 0.0) + sample.value
             elif sample.name == "ml_model_predictions_total":
                 # Fraud scores count by decision, recommendations by strategy.
                 kind = recommendations if sample.labels["model"].endswith("recs") else predictions
@@ -102,7 +107,7 @@ def scrape(port: int, host: str = "127.0.0.1") -> WorkerMetrics | None:
                          online_rows=sums["online"]["rows"],
                          online_write_s=sums["online"]["seconds"], freshness=freshness,
                          model_versions=versions, predictions=predictions, recommendations=recommendations,
-                         labelled=dict(sums["labelled"]))
+                         labelled=dict(sums["labelled"]), answers=answers)
 
 
 def samples(port: int, name: str, host: str = "127.0.0.1"):
