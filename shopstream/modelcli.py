@@ -203,32 +203,33 @@ def models_promote(
     from_online: Annotated[bool, typer.Option(help="Promote the challenger only if the online evidence says "
                                                    "it is better (models report); say why not otherwise.")] = False,
     metric: Annotated[str | None, typer.Option(help="With --from-online: the measure that decides (fraud: ap "
-                                                    "or auc; recs: hr, or credit when interleaved).")] = None,
-    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="With --from-online.")] = 0.95,
-    min_graded: Annotated[int, typer.Option(help="With --from-online: labelled orders, graded lists or "
-                                                 "credited clicks needed on each side.")] = 500,
+                                                    "or auc, SHOPSTREAM_CHALLENGE__FRAUD_METRIC; recs: hr, or "
+                                                    "credit when interleaved).")] = None,
+    confidence: Annotated[float | None, typer.Option(
+        min=0.5, max=0.999, help="With --from-online (default: SHOPSTREAM_CHALLENGE__CONFIDENCE).")] = None,
+    min_graded: Annotated[int | None, typer.Option(
+        help="With --from-online: labelled orders, graded lists or credited clicks needed "
+             "(default: SHOPSTREAM_CHALLENGE__MIN_GRADED).")] = None,
+    every: Annotated[str | None, typer.Option(help="With --from-online: judge again on this schedule, e.g. 1h, "
+                                                   "and promote when the evidence is there.")] = None,
 ) -> None:
     """Make a version the champion; workers switch to it within ``reload_s``."""
     from mlflow.exceptions import MlflowException
 
     registry = _registry(model)
     if from_online:
-        from trainers.judge import judge, promotion
-
-        try:
-            judged = judge(get_settings(), model, confidence=confidence, **({"metric": metric or "ap"}
-                                                                              if model == "fraud" else {}))
-        except LookupError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-        decisive = metric or ("ap" if model == "fraud" else
-                              "credit" if judged.challenge.mode == "interleave" else "hr")
-        promote, why = promotion(judged, decisive, min_graded)
-        if not promote:
-            console.print(f"[yellow]version {judged.challenge.version} stays the challenger: {why}[/]")
-            raise typer.Exit(1)
-        registry.promote(judged.challenge.version)
-        console.print(f"[green]version {judged.challenge.version} is the champion: {why}[/]")
-        return
+        policy = get_settings().challenge
+        options = {"metric": metric, "confidence": confidence or policy.confidence,
+                   "min_graded": min_graded or policy.min_graded}
+        if every is None:
+            if not _promote_from_online(model, **options):
+                raise typer.Exit(1)
+            return
+        interval = seconds(every)
+        while True:
+            _promote_from_online(model, **options)
+            console.print(f"judging again in {interval / 3600:.1f} h")
+            time.sleep(interval)
     if version is None:
         raise typer.BadParameter("name the version to promote, or give --from-online")
     try:
@@ -236,6 +237,27 @@ def models_promote(
     except MlflowException as exc:
         raise typer.BadParameter(f"{registry.name} has no version {version!r}") from exc
     console.print(f"version {version} is the champion")
+
+
+def _promote_from_online(model: str, *, metric: str | None, confidence: float, min_graded: int) -> bool:
+    """Judge the challenge and promote the challenger if the evidence says so; say why."""
+    from trainers.judge import judge, promotion
+
+    settings = get_settings()
+    metric = metric or (settings.challenge.fraud_metric if model == "fraud" else None)
+    try:
+        judged = judge(settings, model, confidence=confidence, **({"metric": metric} if model == "fraud" else {}))
+    except LookupError as exc:
+        console.print(f"[yellow]{exc}[/]")
+        return False
+    decisive = metric or ("credit" if judged.challenge.mode == "interleave" else "hr")
+    promote, why = promotion(judged, decisive, min_graded)
+    if not promote:
+        console.print(f"[yellow]version {judged.challenge.version} stays the challenger: {why}[/]")
+        return False
+    _registry(model).promote(judged.challenge.version)
+    console.print(f"[green]version {judged.challenge.version} is the champion: {why}[/]")
+    return True
 
 
 @models_app.command("rollback")

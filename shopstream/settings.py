@@ -341,6 +341,21 @@ feature writes), ``fraud`` (score orders), ``recs`` (session recommendations) an
 ``drift`` (watch what the models see and get wrong, ``signals.drift``)."""
 
 
+class ChallengeSettings(BaseModel):
+    """When the online evidence promotes a challenger (``shopstream models promote
+    --from-online``, once or ``--every`` so often: docs/challengers.md)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    """Confidence of the interval that must exclude no difference."""
+    min_graded: int = Field(500, ge=1)
+    """Labelled orders or graded lists on the thinner side (credited clicks when
+    interleaving) before a verdict can promote."""
+    fraud_metric: Literal["ap", "auc"] = "ap"
+    """The measure that decides a fraud challenge."""
+
+
 class Settings(BaseSettings):
     """Everything a shopstream process needs to know about its surroundings."""
 
@@ -361,6 +376,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     recs: RecsSettings = RecsSettings()
     drift: DriftSettings = DriftSettings()
+    challenge: ChallengeSettings = ChallengeSettings()
 
     app_id: str = "shopstream"
     """Faust application id: the consumer group and the prefix of changelog topics."""

@@ -193,3 +193,16 @@ def test_models_challenge_status_and_end_challenge_commands(settings, tmp_path):
     ended = runner.invoke(app, ["models", "end-challenge"])
     assert ended.exit_code == 0 and "version 2 no longer challenges" in ended.output
     assert "challenger" not in runner.invoke(app, ["models", "status"], terminal_width=200).output
+
+
+def test_promote_from_online_without_a_challenge_says_so_and_takes_its_defaults_from_settings(settings,
+                                                                                               monkeypatch):
+    from shopstream.settings import get_settings
+
+    monkeypatch.setenv("SHOPSTREAM_CHALLENGE__MIN_GRADED", "7")
+    get_settings.cache_clear()
+    assert get_settings().challenge.min_graded == 7 and get_settings().challenge.fraud_metric == "ap"
+    result = CliRunner().invoke(app, ["models", "promote", "--from-online"])
+    assert result.exit_code == 1 and "has no challenger" in result.output
+    missing = CliRunner().invoke(app, ["models", "promote"])
+    assert missing.exit_code != 0 and "--from-online" in missing.output
