@@ -367,19 +367,21 @@ def challenge(settings: Settings, console: Console) -> str | None:
     from trainers.registry import Registry
 
     console.rule("act 2: a challenger, gradient-boosted trees, scoring in shadow")
+    registry = Registry(settings)
+    net = registry.champion()
     config = FraudTrainConfig(days=12, valid_days=3, refit=False, kind="gbm")
     result = train_and_register(settings, config)
-    registry = Registry(settings)
-    champion = registry.champion()
-    if champion is not None and champion.version == result.version.version:
-        console.print(f"the trees (version {result.version.version}) beat the net on validation and became "
-                      "the champion: no challenge")
-        return None
-    registry.challenge_with(result.version.version, "shadow")
     m = result.metrics
-    console.print(f"version {result.version.version} (trees): validation AUC {m['auc']:.3f}, AP {m['ap']:.3f}; "
-                  f"it now scores every order beside the champion, on {settings.topics.fraud_shadow}")
-    return result.version.version
+    trees = result.version.version
+    console.print(f"version {trees} (trees): validation AUC {m['auc']:.3f}, AP {m['ap']:.3f}")
+    if result.promoted and net is not None:  # the trees won on validation: the net challenges them live
+        registry.challenge_with(net.version, "shadow")
+        console.print(f"the trees beat the net on validation and are the champion; the net (version "
+                      f"{net.version}) now scores every order beside them, on {settings.topics.fraud_shadow}")
+        return net.version
+    registry.challenge_with(trees, "shadow")
+    console.print(f"the trees now score every order beside the champion, on {settings.topics.fraud_shadow}")
+    return trees
 
 
 def compare(settings: Settings, console: Console) -> None:
