@@ -11,6 +11,9 @@ Recommendations: the session's next click or cart add after a list is the truth 
 graded on (HR@k, MRR@k). For interleaved lists it credits the team whose item it is
 (``scorers.interleave.credit``), and the verdict is a sign test on the credits.
 
+Live, the drift role grades each version as its answers meet their truth (``LiveGrades``):
+the counts ``/metrics`` exports per version and variant.
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> labels = rng.random(2_000) < 0.1
@@ -23,6 +26,7 @@ graded on (HR@k, MRR@k). For interleaved lists it credits the team whose item it
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -190,3 +194,68 @@ def compare_credits(champion: int, challenger: int, confidence: float = CONFIDEN
     share = challenger / n
     return Verdict("credit", 1 - share, share, share - 0.5, interval.low - 0.5, interval.high - 0.5, confidence,
                    {"champion": champion, "challenger": challenger})
+
+
+Graded = tuple[str, str, str]
+"""One grade: ``(model version, variant, outcome)``."""
+
+
+class LiveGrades:
+    """Each served version's grades as they happen, as counts a Prometheus counter carries
+    (``shopstream_online_graded_total``): a fraud score by the outcome of its decision
+    once the order's label arrives (``tp``, ``fp``, ``fn``, ``tn``; review or block counts
+    as flagged), a recommendation list by whether the session's next click is in it
+    (``hit``, ``miss``). Champion, challenger and shadow are graded alike, each on its own
+    answers, so rates per version come from the counters. At most ``capacity`` orders and
+    sessions wait; the oldest are forgotten first (their grades are then never counted).
+
+    >>> live = LiveGrades(capacity=10)
+    >>> live.scored("o1", "3", "champion", flagged=True)
+    >>> live.scored("o1", "4", "shadow", flagged=False)
+    >>> live.labelled("o1", is_fraud=True)
+    [('3', 'champion', 'tp'), ('4', 'shadow', 'fn')]
+    >>> live.labelled("o1", is_fraud=True)   # a label read again grades nothing twice
+    []
+    >>> live.answered("s", None, "3", "champion", ["a", "b"])
+    []
+    >>> live.answered("s", "b", "3", "champion", ["c"]), live.answered("s", "b", "3", "champion", ["d"])
+    ([('3', 'champion', 'hit')], [('3', 'champion', 'miss')])
+    """
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._orders: OrderedDict[str, list[tuple[str, str, bool]]] = OrderedDict()
+        self._lists: OrderedDict[tuple[str, str], tuple[str, frozenset[str]]] = OrderedDict()
+
+    def scored(self, order_id: str, version: str, variant: str, flagged: bool) -> None:
+        """``version`` answered ``order_id`` as ``variant``; ``flagged``: review or block."""
+        answers = self._orders.setdefault(order_id, [])
+        if (version, variant, flagged) not in answers:  # a score sent again counts once
+            answers.append((version, variant, flagged))
+        self._bound(self._orders)
+
+    def labelled(self, order_id: str, is_fraud: bool) -> list[Graded]:
+        """The grades the label of ``order_id`` gives; the order is graded then forgotten."""
+        grades = []
+        for version, variant, flagged in self._orders.pop(order_id, []):
+            outcome = ("t" if flagged == is_fraud else "f") + ("p" if flagged else "n")
+            grades.append((version, variant, outcome))
+        return grades
+
+    def answered(self, session: str, clicked: str | None, version: str, variant: str,
+                 items: Sequence[str]) -> list[Graded]:
+        """``version`` sent ``items`` (as ``variant``) after a click on ``clicked`` in
+        ``session`` (None: a cart change). The click grades the list this variant sent the
+        session before it; the new list waits for the next click."""
+        grades = []
+        key = (session, variant)
+        if clicked is not None and (shown := self._lists.get(key)) is not None:
+            grades.append((shown[0], variant, "hit" if clicked in shown[1] else "miss"))
+        self._lists[key] = (version, frozenset(items))
+        self._lists.move_to_end(key)
+        self._bound(self._lists)
+        return grades
+
+    def _bound(self, book: OrderedDict) -> None:
+        while len(book) > self.capacity:
+            book.popitem(last=False)

@@ -288,8 +288,6 @@ def models_challenge(
         raise typer.BadParameter(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if mode == "interleave" and model != "recs":
         raise typer.BadParameter("interleave merges ranked lists: it is for --model recs only")
-    if model == "recs":  # taken back from the workers: with it, a broker restart hung them (docs/challengers.md)
-        raise typer.BadParameter("recommender challengers are not served yet; --model fraud only for now")
     registry = _registry(model)
     try:
         challenge = registry.challenge_with(version, mode, weight)

@@ -73,7 +73,41 @@ async def save(table: faust.Table, changes: dict[bytes, bytes | None]) -> None:
             table.data[key] = value
         pending.append(await table.changelog_topic.send(
             key=key, value=value, partition=owner_partition(key, table.partitions), force=True))
-    await asyncio.gather(*pending)
+    await delivered(pending, f"the changelog of {table.name}")
+
+
+DELIVERY_WARN_S = 15.0
+"""How long ``delivered`` waits in silence before it says what it is waiting for."""
+
+
+async def delivered(pending: list, what: str) -> None:
+    """Return once Kafka has acknowledged every send of ``pending`` (the futures of
+    ``topic.send(..., force=True)``): agents call it before the records behind those sends
+    can be acknowledged.
+
+    The wait is watched, not bounded by a guess: every ``DELIVERY_WARN_S`` it says how
+    many records of ``what`` are unconfirmed, readiness fails meanwhile (``sinks_down``),
+    and once Kafka has confirmed nothing for ``SHOPSTREAM_SINK_RETRY_S`` the worker exits
+    as for any sink that stays down (``give_up``), its records unacknowledged. A future
+    that never settles (aiokafka's open issue #1101: a producer waiting forever across a
+    broker's absence) then ends in a restart, not in an agent that waits forever and
+    holds every commit of its partitions without a word."""
+    if not pending:
+        return
+    waiting = asyncio.ensure_future(asyncio.gather(*pending))
+    started = time.monotonic()
+    while not (await asyncio.wait({waiting}, timeout=DELIVERY_WARN_S))[0]:
+        waited = time.monotonic() - started
+        sinks_down["kafka"] = f"{len(pending)} records of {what} unconfirmed for {waited:.0f}s"
+        metrics.WRITE_RETRIES.labels("kafka").inc()
+        metrics.SINK_UP.labels("kafka").set(0)
+        log.warning("Kafka has not confirmed %d records of %s after %.0fs; waiting", len(pending), what, waited)
+        if waited > settings.sink_retry_s:
+            give_up("kafka", TimeoutError(f"{len(pending)} records of {what} unconfirmed"))
+    waiting.result()  # a send that failed raises here, as gather would
+    if sinks_down.pop("kafka", None) is not None:
+        log.info("Kafka confirms %s again", what)
+        metrics.SINK_UP.labels("kafka").set(1)
 
 
 def table_expiry(table: faust.Table, source_topic: str, expiry_of: Callable[[bytes], float],
@@ -111,10 +145,47 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     return faust.SSLCredentials(context) if context else None
 
 
-def create_app(settings: Settings) -> faust.App:
+REBALANCE_WAIT_S = 15.0
+"""How long a rebalance (or a stop) waits for the messages handed out to be acknowledged."""
+
+
+class App(faust.App):
+    """Faust's app, with a bounded wait for the messages in hand at a rebalance.
+
+    At a rebalance (and at a stop) Faust suspends the flow of messages, drops those still
+    queued for agents, and waits until every message it handed out is acknowledged or
+    garbage (``Consumer.wait_empty``; its books are a weak set), with no bound. A stream's
+    loop keeps its last message in a local variable while it waits for the next
+    (``Stream._c_aiter``: ``message``, ``channel_value``), and with the flow suspended no
+    next one comes. A click is read by two agents; when one has acknowledged it and the
+    other's copy was dropped from its queue, the first one's stale local keeps it alive,
+    unacknowledged, and the rebalance waited for ever: every commit of the worker stood
+    still after Kafka's first absence, the worker idle (``tests/faults/
+    test_broker_restart.py``, where a second worker joins; docs/operations.md, "Commits").
+
+    Here the wait ends after ``REBALANCE_WAIT_S``, saying what it leaves. Nothing is lost:
+    a message not acknowledged is not committed past, so whoever owns its partition next
+    reads it again (at least once; states ignore what they applied).
+    """
+
+    async def _consumer_wait_empty(self, consumer, logger) -> None:
+        if not self.conf.stream_wait_empty:
+            return
+        waiting = asyncio.ensure_future(consumer.wait_empty())
+        if not (await asyncio.wait({waiting}, timeout=REBALANCE_WAIT_S))[0]:
+            left = sorted(f"{m.tp.topic}:{m.tp.partition}@{m.offset}" for m in list(consumer._unacked_messages))
+            log.warning("%d messages handed out are still unacknowledged after %.0fs (%s); going on "
+                        "without them: they are read again from the committed offsets", len(left),
+                        REBALANCE_WAIT_S, ", ".join(left[:10]) + (" ..." if len(left) > 10 else ""))
+            metrics.REBALANCE_WAITS_CUT.inc()
+            waiting.cancel()
+            await consumer.commit()  # what was acknowledged meanwhile
+
+
+def create_app(settings: Settings) -> App:
     """A Faust app configured from ``settings``."""
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka.brokers.split(","))
-    return faust.App(
+    return App(
         group_id(settings),
         broker=brokers,
         broker_credentials=broker_credentials(settings),
@@ -310,3 +381,5 @@ async def update_lag() -> None:
 
 
 from streams import web  # noqa: E402, F401 - its pages register on import, after the app exists
+
+

@@ -28,11 +28,12 @@ import faust
 import orjson
 
 from scorers.monitor import FraudMonitor, PendingOrders, RecsMonitor, signal_of
+from scorers.online import LiveGrades
 from shopstream.events import OrderLabel
 from shopstream.topics import read_range
 from streams import metrics
 from streams.agents import decode_all, each_batch
-from streams.app import FailedVersions, app, drift_inputs_topic_name, settings
+from streams.app import FailedVersions, app, delivered, drift_inputs_topic_name, settings
 
 log = logging.getLogger(__name__)
 FRAUD, RECS = b"fraud", b"recs"
@@ -44,21 +45,25 @@ labels_topic = app.topic(settings.topics.order_labels, value_type=bytes, key_typ
 signals_topic = app.topic(settings.topics.drift, value_type=bytes, key_type=bytes)
 
 
-def scored_record(version: str, order_id: str, ts: float, row, score: float, decision: str) -> bytes:
-    """What a scoring worker sends the drift role for one scored order."""
-    return orjson.dumps({"k": "scored", "m": MODEL, "v": version, "id": order_id, "t": ts,
-                         "x": [float(v) for v in row], "s": score, "d": decision})
+def scored_record(version: str, order_id: str, ts: float, row, score: float, decision: str,
+                  variant: str = "champion") -> bytes:
+    """What a scoring worker sends the drift role for one scored order. The inputs only
+    for the champion's: drift is watched on the champion, the others are graded only."""
+    return orjson.dumps({"k": "scored", "m": MODEL, "v": version, "id": order_id, "t": ts, "a": variant,
+                         "x": [float(v) for v in row] if variant == "champion" else [],
+                         "s": score, "d": decision})
 
 
 def answered_record(version: str, session: str, clicked: str | None, items: list[str], strategy: str,
-                    ts: float) -> bytes:
+                    ts: float, variant: str = "champion") -> bytes:
     """What a recommending worker sends the drift role for one answered click or cart change."""
-    return orjson.dumps({"k": "recs", "v": version, "s": session, "c": clicked, "l": items, "g": strategy, "t": ts})
+    return orjson.dumps({"k": "recs", "v": version, "s": session, "c": clicked, "l": items, "g": strategy,
+                         "t": ts, "a": variant})
 
 
 async def send_watched(key: bytes, records: list[bytes]) -> None:
     """Send records to the drift role (waited for, before their inputs are acknowledged)."""
-    await asyncio.gather(*[await inputs_topic.send(key=key, value=r, force=True) for r in records])
+    await delivered([await inputs_topic.send(key=key, value=r, force=True) for r in records], "drift inputs")
 
 
 class Watch:
@@ -120,6 +125,14 @@ def recs_monitor(version: str) -> RecsMonitor:
 
 watch = Watch(MODEL, "fraud", fraud_monitor)
 recs_watch = Watch(RECS_MODEL, "recs", recs_monitor)
+grades = LiveGrades(settings.drift.pending_orders)
+"""Every served version's answers waiting for their truth (``shopstream_online_graded``)."""
+
+
+def count_grades(model: str, graded: list, live: bool) -> None:
+    if live:  # a warm-up rebuilds what waits; the worker before counted its grades
+        for version, variant, outcome in graded:
+            metrics.ONLINE_GRADED.labels(model, version, variant, outcome).inc()
 
 
 @app.agent(labels_topic, name="drift_labels")
@@ -134,7 +147,7 @@ async def forward_labels(records: list[faust.types.Message]) -> None:
     sent = [await inputs_topic.send(key=FRAUD, force=True, value=orjson.dumps(
         {"k": "label", "id": label.order_id, "f": label.is_fraud, "t": label.ts.timestamp()}))
         for label in labels if isinstance(label, OrderLabel)]  # an InvalidEvent is the feature role's
-    await asyncio.gather(*sent)
+    await delivered(sent, "drift inputs")
 
 
 @app.agent(inputs_topic, name="drift_agent")
@@ -182,7 +195,7 @@ class WarmUp:
                 try:
                     item = orjson.loads(value)
                     kind = item["k"]
-                    await watch_one(kind, item)  # what it finds was signalled the first time
+                    await watch_one(kind, item, live=False)  # signalled and counted the first time
                 except Exception:  # noqa: BLE001 - counted when it was first read
                     continue
                 metrics.DRIFT_INPUTS.labels(kind, "warm_up").inc()
@@ -210,25 +223,34 @@ async def watch_records(records: list[faust.types.Message]) -> None:
         metrics.DRIFT_INPUTS.labels(kind, "watched" if source is not None else found).inc()
         if source is not None:
             sent += [await send_signal(f, source) for f in found]
-    await asyncio.gather(*sent)
+    await delivered(sent, "drift signals")
     if sent:
         metrics.OUTPUTS.labels(settings.topics.drift).inc(len(sent))
 
 
-async def watch_one(kind: str, item: dict):
-    """Route one record to its watch: (the watch, its findings), or (None, why not)."""
+async def watch_one(kind: str, item: dict, live: bool = True):
+    """Route one record to its watch: (the watch, its findings), or (None, why not). Every
+    answer waits in ``grades`` for its truth; drift is watched on the champion's."""
+    variant = item.get("a", "champion")
     if kind == "scored":
+        grades.scored(item["id"], item["v"], variant, item["d"] != "allow")
+        if variant != "champion":
+            return None, "graded"
         monitor = await watch.serving(item["v"])
         if monitor is None:
             return None, "no_profile"
         watch.pending.add(item["id"], item["t"], item["d"] != "allow")
         return watch, monitor.scored(item["x"], item["s"], item["d"], item["t"])
     if kind == "recs":
+        count_grades(RECS_MODEL, grades.answered(item["s"], item["c"], item["v"], variant, item["l"]), live)
+        if variant != "champion":
+            return None, "graded"
         monitor = await recs_watch.serving(item["v"])
         if monitor is None:
             return None, "no_profile"
         return recs_watch, monitor.answered(item["s"], item["c"], item["l"], item["g"], item["t"])
     if kind == "label":
+        count_grades(MODEL, grades.labelled(item["id"], item["f"]), live)
         watch.label_time = max(watch.label_time, item["t"])
         scored = watch.pending.pop(item["id"])
         if scored is None or watch.monitor is None:

@@ -41,7 +41,15 @@ from shopstream.offline import SERVED_FRAUD, served_table
 from shopstream.online import OnlineReader
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import FailedVersions, app, follow_challenger, offline_log, retrying, settings
+from streams.app import (
+    FailedVersions,
+    app,
+    delivered,
+    follow_challenger,
+    offline_log,
+    retrying,
+    settings,
+)
 from streams.app import models as app_models
 
 log = logging.getLogger(__name__)
@@ -238,7 +246,7 @@ async def score_orders(records: list[faust.types.Message]) -> None:
     for score in scores:
         metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
         metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
-    await asyncio.gather(*sent)  # before the orders can be acknowledged (streams.app.save)
+    await delivered(sent, "fraud scores")  # before the orders can be acknowledged (streams.app.save)
     metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
     if shadow:
         metrics.OUTPUTS.labels(settings.topics.fraud_shadow).inc(len(shadow))
@@ -248,9 +256,10 @@ async def score_orders(records: list[faust.types.Message]) -> None:
     if settings.drift.enabled and current.version != "rules":  # the rules have no reference to drift from
         from streams.drift import FRAUD, scored_record, send_watched
 
-        await send_watched(FRAUD, [scored_record(s.model_version, s.order_id, o.ts.timestamp(), row, s.score, s.decision)
-                           for s, o, row in zip(scores, orders, matrix(orders, features), strict=True)
-                           if s.variant == "champion"])  # the drift of the champion (docs/drift.md)
+        rows = matrix(orders, features)
+        await send_watched(FRAUD, [  # the drift of the champion (docs/drift.md); every version graded
+            scored_record(s.model_version, s.order_id, o.ts.timestamp(), row, s.score, s.decision, s.variant)
+            for answers in (scores, shadow) for s, o, row in zip(answers, orders, rows, strict=False)])
     # The decision goes to the order's state too: its label grades it later (/metrics).
     await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),
                                       f"{m.topic}:{m.partition}", m.offset)

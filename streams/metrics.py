@@ -20,6 +20,10 @@ COMMIT_REPAIRS = Counter("shopstream_commit_repairs",
                          "(faust-streaming#596): stale acknowledgements dropped, or records "
                          "read but never acknowledged read again, or a partition read again "
                          "from a record that never reached its agent (skipped).", ["topic", "repair"])
+REBALANCE_WAITS_CUT = Counter(
+    "shopstream_rebalance_waits_cut",
+    "Rebalances (or stops) that went on with messages still unacknowledged after "
+    "REBALANCE_WAIT_S: they are read again (streams.app.App).")
 READ_FIRST_TIMEOUTS = Counter(
     "shopstream_read_first_timeouts",
     "Batches of orders whose own feature updates were routed before the fraud agent had "
@@ -119,6 +123,13 @@ DRIFT_SCORE = Gauge("shopstream_drift_score",
                     "a finding), per model, stream (fraud, recs) and subject.", ["model", "stream", "subject"])
 DRIFT_SIGNALS = Counter("shopstream_drift_signals", "Drift signals sent on signals.drift.",
                         ["model", "stream", "severity"])
+ONLINE_GRADED = Counter(
+    "shopstream_online_graded",
+    "Answers graded by what followed them, per model, version and variant (champion, "
+    "challenger, shadow, interleaved): fraud scores by the outcome of their decision once "
+    "the order's label arrives (tp, fp, fn, tn; review or block counts as flagged), "
+    "recommendation lists by the session's next click (hit, miss). Counted by the drift role.",
+    ["model", "version", "variant", "outcome"])
 DRIFT_INPUTS = Counter("shopstream_drift_inputs",
                        "Records the drift role read, by kind (scored, label) and outcome (watched, "
                        "no_profile, unmatched, unreadable).", ["kind", "outcome"])

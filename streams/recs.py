@@ -16,6 +16,11 @@ Hot reload works as for fraud (``streams.fraud``): a timer asks the registry for
 champion bundle, loads it off the event loop, and swaps the whole recommender between two
 batches. Until there is a champion, recommendations come from popularity counted in this
 worker (strategy ``popular``).
+
+A challenger is followed the same way (``scorers.challenge``): a ``shadow`` answers every
+event onto ``recs.session.shadow``; an ``ab`` split answers its share of sessions instead
+of the champion; ``interleave`` answers its share of sessions with one list drafted from
+both (``scorers.interleave``), each item's team in ``teams``.
 """
 
 from __future__ import annotations
@@ -28,12 +33,23 @@ from datetime import UTC, datetime
 
 import faust
 
+from scorers.challenge import Challenge
+from scorers.interleave import seeded_coin, team_draft
 from scorers.neighbours import Popularity, Session
 from scorers.recommend import Recommender, SessionState
 from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, SessionRecs
 from streams import metrics
 from streams.agents import decode_all, each_batch
-from streams.app import FailedVersions, app, save, session_orders_topic_name, settings, table_expiry
+from streams.app import (
+    FailedVersions,
+    app,
+    delivered,
+    follow_challenger,
+    save,
+    session_orders_topic_name,
+    settings,
+    table_expiry,
+)
 from streams.app import models as app_models
 
 log = logging.getLogger(__name__)
@@ -45,6 +61,7 @@ inputs = app.topic(settings.topics.clicks, settings.topics.carts, BOUGHT, value_
 orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=bytes)
 bought_topic = app.topic(BOUGHT, value_type=bytes, key_type=bytes)
 recs_topic = app.topic(settings.topics.session_recs, value_type=bytes, key_type=bytes)
+shadow_topic = app.topic(settings.topics.recs_shadow, value_type=bytes, key_type=bytes)
 # Keyed by session id. use_partitioner: the changelog partition is the key's partition under
 # the app's partitioner, the CRC32 one that shop clients (librdkafka) use for the inputs.
 session_table = app.Table("session-recs-v1", default=None, partitions=settings.topics.partitions,
@@ -53,6 +70,8 @@ OPTIONS = {"k": settings.recs.k, "exclude_cart": settings.recs.exclude_cart,
            "exclude_bought": settings.recs.exclude_bought, "exclude_viewed": settings.recs.exclude_viewed}
 recommender = Recommender(popular=Popularity(), **OPTIONS)
 """The recommender in use; replaced whole (never mutated) when the champion changes."""
+challenger: tuple[Challenge, Recommender] | None = None
+"""The challenge and the challenger's recommender, if there is one; replaced whole too."""
 _recent: list[Session] = []  # recent clicks, for popularity before there is a champion
 
 
@@ -105,19 +124,24 @@ _reloading = asyncio.Lock()  # as in streams.fraud: the start-up load and the ti
 
 
 async def reload_champion() -> None:
+    global challenger
     async with _reloading:
-        await _reload_champion()
+        registry = await _reload_champion()
+        if registry is not None:
+            challenger = await follow_challenger(MODEL, registry, challenger, _champion, FAILED)
 
 
-async def _reload_champion() -> None:
+async def _reload_champion():
+    """The registry, once asked (None if it could not be)."""
     global recommender
-    champion = None
+    champion = registry = None
     try:
         from trainers.registry import Registry
 
-        champion = await asyncio.to_thread(lambda: Registry(settings, MODEL).champion())
+        registry = await asyncio.to_thread(Registry, settings, MODEL)
+        champion = await asyncio.to_thread(registry.champion)
         if champion is None or champion.version == recommender.version or FAILED.skip(champion.version):
-            return
+            return registry
         loaded = await asyncio.to_thread(_champion, champion)
     except Exception as exc:  # noqa: BLE001 - a broken bundle must not stop recommendations
         metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
@@ -125,14 +149,15 @@ async def _reload_champion() -> None:
             FAILED.failed(champion.version)
         app_models[MODEL] = {"version": recommender.version, "error": repr(exc)}
         log.warning("cannot load the recommender champion (%r); keeping %s", exc, recommender.version)
-        return
+        return registry
     if loaded is None:
-        return
+        return registry
     recommender = loaded
     metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
     app_models[MODEL] = {"version": recommender.version, "error": None}
     metrics.MODEL_VERSION.labels(MODEL).set(float(loaded.version))
     log.info("now recommending with %s version %s", MODEL, loaded.version)
+    return registry
 
 
 @app.timer(interval=settings.recs.reload_s, on_leader=False)
@@ -183,12 +208,50 @@ def recommend(current: Recommender, views: list) -> list[tuple[list, str]]:
         return [([], "fallback") for _ in views]
 
 
+Answered = tuple[list, str, str, str, list | None]
+"""One list: ``(ranked [(item, score)], strategy, model version, variant, teams)``."""
+
+
+def challenged(current: Recommender, rival: tuple[Challenge, Recommender] | None, views: list,
+               sessions: list[str], origins: list[str]) -> tuple[list[Answered], list[Answered]]:
+    """The lists sent on ``recs.session``, one per view, and the shadow's. ``sessions``
+    split an A/B test or interleaving; ``origins`` seed each interleaving's coin, so a
+    redelivered event gets the same list."""
+    def mine(recommender: Recommender, picked: list[int], variant: str) -> dict[int, Answered]:
+        got = recommend(recommender, [views[i] for i in picked]) if picked else []
+        return {i: (ranked, strategy, recommender.version, variant, None)
+                for i, (ranked, strategy) in zip(picked, got, strict=True)}
+
+    everyone = list(range(len(views)))
+    if rival is None:
+        live = mine(current, everyone, "champion")  # once: not once per view (seen: a batch of n
+        return [live[i] for i in everyone], []  # views recommended n times, the worker frozen)
+    challenge, other = rival
+    if challenge.mode == "shadow":
+        live, shadow = mine(current, everyone, "champion"), mine(other, everyone, "shadow")
+        return [live[i] for i in everyone], [shadow[i] for i in everyone]
+    variants = [challenge.variant(session) for session in sessions]
+    split = [i for i in everyone if variants[i] != "champion"]
+    answers = mine(current, [i for i in everyone if variants[i] == "champion"], "champion")
+    if challenge.mode == "ab":
+        answers |= mine(other, split, "challenger")
+    else:  # interleave: both lists, drafted into one
+        ours, theirs = mine(current, split, "champion"), mine(other, split, "challenger")
+        for i in split:
+            scores = {**dict(theirs[i][0]), **dict(ours[i][0])}
+            merged, teams = team_draft([item for item, _ in ours[i][0]], [item for item, _ in theirs[i][0]],
+                                       current.k, coin=seeded_coin(origins[i]))
+            answers[i] = ([(item, scores[item]) for item in merged], "interleave",
+                          f"{current.version}+{other.version}", "interleaved", teams)
+    return [answers[i] for i in everyone], []
+
+
 async def answer(records: list[faust.types.Message]) -> None:
     """Recommendations for one micro-batch of clicks and cart changes. A session's state
     is saved only after its recommendations are sent: a worker killed in between reads
     the events again and answers them again (at-least-once), rather than never."""
     consumed = time.time()
-    current = recommender  # one recommender for the whole batch
+    current, rival = recommender, challenger  # one of each for the whole batch
     now = datetime.now(UTC)
     started = time.perf_counter()
     states: dict[bytes, SessionState] = {}
@@ -221,29 +284,37 @@ async def answer(records: list[faust.types.Message]) -> None:
     metrics.SCORING_STAGE_SECONDS.labels("recs_state").observe(time.perf_counter() - started)
     if answers:
         refresh_popularity()
-        results = recommend(current, [view for _, view, _ in answers])
+        results, shadow = challenged(current, rival, [view for _, view, _ in answers],
+                                     [event.session_id for event, _, _ in answers], [o for _, _, o in answers])
         for stage, spent in current.timings.items():  # model, retrieval, blend
             metrics.SCORING_STAGE_SECONDS.labels(f"recs_{stage}").observe(spent)
         done, sent = time.time(), []
-        for (event, view, origin), (ranked, strategy) in zip(answers, results, strict=True):
-            recs = SessionRecs(session_id=event.session_id, user_id=event.user_id, strategy=strategy,
-                               items=[RecommendedItem(item_id=i, score=s) for i, s in ranked],
-                               trigger=view.trigger, session_length=len(view.items), origin=origin,
-                               model_version=current.version, latency_ms=max(done - consumed, 0.0) * 1000,
-                               ts=datetime.now(UTC))
-            sent.append(await recs_topic.send(key=event.session_id.encode(),
-                                              value=recs.model_dump_json().encode(), force=True))
-            metrics.PREDICTIONS.labels(MODEL, current.version, strategy.split("+")[0]).inc()
-            metrics.SCORE_LATENCY.labels(MODEL).observe(recs.latency_ms / 1000)
-        await asyncio.gather(*sent)  # before the events can be acknowledged (streams.app.save)
+        for topic, lists in ((recs_topic, results), (shadow_topic, shadow)):  # no shadow: an empty list
+            for (event, view, origin), (ranked, strategy, version, variant, teams) in zip(
+                    answers if lists else [], lists, strict=True):
+                recs = SessionRecs(session_id=event.session_id, user_id=event.user_id, strategy=strategy,
+                                   items=[RecommendedItem(item_id=i, score=s) for i, s in ranked],
+                                   trigger=view.trigger, session_length=len(view.items), origin=origin,
+                                   model_version=version, variant=variant, teams=teams,
+                                   latency_ms=max(done - consumed, 0.0) * 1000, ts=datetime.now(UTC))
+                sent.append(await topic.send(key=event.session_id.encode(),
+                                             value=recs.model_dump_json().encode(), force=True))
+                metrics.MODEL_PREDICTIONS.labels(MODEL, version, variant).inc()
+                if topic is recs_topic:
+                    metrics.PREDICTIONS.labels(MODEL, version, strategy.split("+")[0]).inc()
+                    metrics.SCORE_LATENCY.labels(MODEL).observe(recs.latency_ms / 1000)
+        await delivered(sent, "recommendations")  # before the events can be acknowledged (streams.app.save)
         metrics.OUTPUTS.labels(settings.topics.session_recs).inc(len(answers))
+        if shadow:
+            metrics.OUTPUTS.labels(settings.topics.recs_shadow).inc(len(shadow))
         if settings.drift.enabled:
             from streams.drift import RECS, answered_record, send_watched
 
-            await send_watched(RECS, [answered_record(
-                current.version, event.session_id, event.item_id if view.trigger == "click" else None,
-                [i for i, _ in ranked], strategy, event.ts.timestamp())
-                for (event, view, _), (ranked, strategy) in zip(answers, results, strict=True)])
+            await send_watched(RECS, [answered_record(  # the drift of the champion; every version graded
+                version, event.session_id, event.item_id if view.trigger == "click" else None,
+                [i for i, _ in ranked], strategy, event.ts.timestamp(), variant)
+                for lists in (results, shadow)
+                for (event, view, _), (ranked, strategy, version, variant, _) in zip(answers, lists, strict=False)])
     for key, state in states.items():
         expiry.saved(key, state.last_ts, state.last_ts + settings.recs.session_ttl_s)
     await save(session_table, {key: dump_state(state) for key, state in states.items()})
@@ -271,7 +342,7 @@ async def forward_bought(records: list[faust.types.Message]) -> None:
     sent = [await bought_topic.send(key=order.session_id.encode(), force=True, value=json.dumps({
         "session_id": order.session_id, "items": [line.item_id for line in order.items],
         "ts": order.ts.timestamp()}).encode()) for order in orders if isinstance(order, Order) and order.session_id]
-    await asyncio.gather(*sent)
+    await delivered(sent, "bought items")
 
 
 @app.agent(orders_topic, name="order_items_agent")

@@ -10,15 +10,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from typer.testing import CliRunner
 
+from scorers.neighbours import Popularity, Session
 from scorers.online import Scored, fraud_metrics
+from scorers.recommend import Recommender
 from shopstream import workers
+from shopstream.cli import app as cli
 from shopstream.client import ShopProducer
-from shopstream.events import FraudScore, Order, OrderItem, OrderLabel
-from shopstream.settings import ScoringSettings
+from shopstream.events import Click, FraudScore, Order, OrderItem, OrderLabel, SessionRecs
+from shopstream.settings import RecsSettings, ScoringSettings, get_settings, to_env
 from tests.integration.conftest import read_all, start_worker, wait_until
 from tests.trainers.test_registry import register
 from trainers.judge import judge, promotion
+from trainers.recs import save_bundle
 from trainers.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -101,5 +106,73 @@ def test_a_shadow_changes_nothing_live_and_an_ab_split_answers_its_users(setting
                     else ("champion", champion) for o in split}
         assert answered == expected and len(set(answered.values())) == 2
         assert len(scores(settings, settings.topics.fraud_shadow, 40)) == 40  # no shadow scores in A/B mode
+    finally:
+        workers.stop(process)
+
+
+def test_a_recommender_challenger_in_shadow_then_interleaved_judged_and_promoted(settings, tmp_path, monkeypatch):
+    settings = settings.model_copy(update={"recs": RecsSettings(model_name=f"{settings.app_id}-recs", reload_s=1.0,
+                                                                k=4)})
+    registry = Registry(settings, settings.recs.model_name)
+    for team in "ab":  # version 1 knows the a items, version 2 the b items
+        bundle = save_bundle(Recommender(popular=Popularity().fit(
+            [Session((f"{team}{i}",) * (9 - i), 0.0) for i in range(9)])), tmp_path / f"recs-{team}.pt")
+        registry.register(bundle, metrics={"hr@20": 0.3}, params={}, tags={"n_views": "9"}, description="test")
+    registry.promote("1")
+    registry.challenge_with("2", "shadow")
+    process = start_worker(settings, tmp_path / "worker.log")
+
+    def follows(mode: str) -> None:
+        wait_until(lambda: [s.labels["mode"] for s in workers.samples(
+            settings.web_port, "shopstream_challenger_share")] == [mode], 60, what=f"the worker to follow {mode}")
+
+    def clicks(prefix: str, n: int, item: str = "x", ts: datetime = START) -> None:
+        with ShopProducer(settings) as producer:
+            for i in range(n):
+                producer.send(Click(user_id="u", session_id=f"{prefix}{i}", item_id=item, ts=ts))
+
+    def lists(topic: str, n: int) -> list[SessionRecs]:
+        return [SessionRecs.model_validate_json(m.value()) for m in read_all(settings, topic, expect=n, timeout=60)]
+
+    try:
+        follows("shadow")
+        clicks("s", 20)
+        live, shadow = lists(settings.topics.session_recs, 20), lists(settings.topics.recs_shadow, 20)
+        assert {(r.variant, r.model_version, r.items[0].item_id) for r in live} == {("champion", "1", "a0")}
+        assert {(r.variant, r.model_version, r.items[0].item_id) for r in shadow} == {("shadow", "2", "b0")}
+
+        challenge = registry.challenge_with("2", "interleave", 0.5)
+        follows("interleave")
+        clicks("t", 40)
+        for r in (r for r in lists(settings.topics.session_recs, 60) if r.session_id.startswith("t")):
+            if challenge.variant(r.session_id) == "interleaved":
+                assert r.variant == "interleaved" and r.model_version == "1+2" and len(r.teams) == 4
+                assert all((i.item_id[0] == "a") == (t == "champion") for i, t in zip(r.items, r.teams, strict=True))
+            else:
+                assert (r.variant, r.model_version, r.teams) == ("champion", "1", None)
+
+        # Every session then clicks the challenger's best item, which each interleaved
+        # list holds: each credits the challenger, and the champion's lists all miss.
+        clicks("t", 40, item="b0", ts=START + timedelta(minutes=1))
+        lists(settings.topics.session_recs, 100)
+        mixed = sum(challenge.variant(f"t{i}") == "interleaved" for i in range(40))
+        judged = judge(settings, "recs")
+        assert judged.measures["challenger"]["credits"] == mixed and judged.measures["champion"]["credits"] == 0
+        assert judged.measures["champion"]["hr"] == 0.0 and judged.verdicts["credit"].better == "challenger"
+        for key, value in to_env(settings).items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        runner = CliRunner()
+        report = runner.invoke(cli, ["models", "report", "--model", "recs", "--output", str(tmp_path / "report")],
+                               terminal_width=200)
+        assert report.exit_code == 0 and "the challenger is better" in report.output, report.output
+        assert (tmp_path / "report" / f"online-{settings.recs.model_name}.png").exists()
+        refused = runner.invoke(cli, ["models", "promote", "--from-online", "--model", "recs",
+                                      "--min-graded", str(mixed + 1)])
+        assert refused.exit_code == 1 and "not enough evidence" in refused.output
+        promoted = runner.invoke(cli, ["models", "promote", "--from-online", "--model", "recs",
+                                       "--min-graded", str(mixed)])
+        assert promoted.exit_code == 0 and "version 2 is the champion" in promoted.output, promoted.output
+        assert registry.champion().version == "2" and registry.challenge() is None
     finally:
         workers.stop(process)

@@ -24,10 +24,10 @@ from shopstream.topics import ensure_topics
 from streams.app import drift_inputs_topic_name, updates_topic_name
 from tests.integration.conftest import drained, read_all, start_worker, wait_until
 from tests.integration.test_fraud import history
-from trainers.fraud import FraudTrainConfig, train_and_register
+from trainers.fraud import FraudTrainConfig, load_profile, train_and_register
 from trainers.loop import LoopConfig
 from trainers.registry import Registry
-from trainers.triggers import retrain_on_signals
+from trainers.triggers import SignalWatch, policy_of, retrain_on_signals
 
 pytestmark = pytest.mark.integration
 TRAIN_DAYS, NULL_DAYS, PLANTED_DAYS = 45, 5, 5
@@ -125,8 +125,20 @@ def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_pat
                                               f"..{s.window_end:%m-%d %H:%M} {s.signal_id}" for s in null)))
         # The fraud model's: this test trains no recommender, and the popularity rules that
         # answer clicks meanwhile have no reference (their hit rate is watched in unit tests).
-        assert not [s for s in null if s.drifted and s.model == settings.scoring.model_name], \
-            "a drift of the fraud model on the unchanged days"
+        # All but the score's calibrated KS: on this shop, whose windows of 200 orders are set
+        # by a dozen card-testing bursts, its 31 tests alarmed on the unchanged days in about
+        # one run of three at thresholds calibrated from 8 days of bursts (KS 0.288 and 0.294
+        # against 0.283; docs/drift.md, "What eight days cannot show"). Its false-alarm rate is
+        # measured on synthetic streams in tests/scorers; here it must not call for a retrain.
+        fraud = [s for s in null if s.drifted and s.model == settings.scoring.model_name]
+        assert not [s for s in fraud if (s.subject, s.detector) != ("score", "calibrated_ks")], \
+            "a drift of the fraud model's inputs or error on the unchanged days"
+        watch = SignalWatch(settings.scoring.model_name, policy_of(settings))
+        for signal in fraud:
+            watch.add(signal, champion=signal.model_version)
+        assert watch.due(rows=10**9, champion_rows=1, last_retrain=None,
+                         important=load_profile(settings, "1", Registry(settings)).important) is None, \
+            "the unchanged days call for a retrain"
 
         send(settings, planted, topics)
         found = [s for s in signals(settings, expect=10**6, timeout=3) if s.window_end >= planted_from]
@@ -143,6 +155,9 @@ def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_pat
         assert len(retrains) == 1
         tags = registry.get(retrains[0].version.version).tags
         assert tags["trigger.reason"] and tags["trigger.signals"]
+        by_id = {s.signal_id: s for s in found + null}
+        assert all(by_id[i].window_end >= planted_from for i in tags["trigger.signals"].split(",") if i in by_id), \
+            "a signal of the unchanged days triggered the retrain"
     finally:
         code = workers.stop(process)
         print(f"--- worker exited with {code}; log tail:\n" + log_file.read_text()[-4000:])

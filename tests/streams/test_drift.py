@@ -73,3 +73,27 @@ def test_a_warm_up_that_cannot_read_starts_empty():
         raise RuntimeError("broker away")
 
     assert asyncio.run(drift.WarmUp(10, read).before([message(b"{}", offset=50)])) == 0
+
+
+def graded(model: str, version: str, variant: str, outcome: str) -> float:
+    return metrics.ONLINE_GRADED.labels(model, version, variant, outcome)._value.get()  # noqa: SLF001
+
+
+def test_every_version_is_graded_by_what_followed_and_only_the_champion_watched():
+    """``shopstream_online_graded``: the champion's and the shadow's scores of one order
+    by its label, and recommendation lists by the session's next click, per variant."""
+    before = {key: graded(*key) for key in [(drift.MODEL, "7", "champion", "tp"), (drift.MODEL, "8", "shadow", "fn"),
+                                            (drift.RECS_MODEL, "3", "champion", "hit"),
+                                            (drift.RECS_MODEL, "4", "shadow", "miss")]}
+    shadow_seen = count("scored", "graded")
+    records = [drift.scored_record("7", "o-graded", 1.0, [], 0.9, "block"),
+               drift.scored_record("8", "o-graded", 1.0, [], 0.1, "allow", "shadow"),
+               orjson.dumps({"k": "label", "id": "o-graded", "f": True, "t": 2.0}),
+               orjson.dumps({"k": "label", "id": "o-graded", "f": True, "t": 2.0}),  # read again: graded once
+               drift.answered_record("3", "s-graded", "a", ["b", "c"], "model", 1.0),
+               drift.answered_record("4", "s-graded", "a", ["d"], "model", 1.0, "shadow"),
+               drift.answered_record("3", "s-graded", "c", ["e"], "model", 2.0),
+               drift.answered_record("4", "s-graded", "c", ["f"], "model", 2.0, "shadow")]
+    asyncio.run(drift.watch_records([message(r, offset=i) for i, r in enumerate(records)]))
+    assert {key: graded(*key) - n for key, n in before.items()} == dict.fromkeys(before, 1.0)
+    assert count("scored", "graded") == shadow_seen + 1  # the shadow's inputs are not watched for drift
