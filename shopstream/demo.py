@@ -384,6 +384,19 @@ def challenge(settings: Settings, console: Console) -> str | None:
     return trees
 
 
+def cell(value) -> str:
+    """A table cell: counts as integers, measures to three places, n/a for none.
+
+    >>> cell(7.0), cell(0.12345), cell(None), cell("champion")
+    ('7', '0.123', 'n/a', 'champion')
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.3f}"
+    return str(value)
+
+
 def compare(settings: Settings, console: Console) -> None:
     """The end of act three: the champion and the challenger on the labels that came."""
     from trainers.judge import as_table, judge, promotion
@@ -398,8 +411,12 @@ def compare(settings: Settings, console: Console) -> None:
     for column in frame.columns:
         table.add_column(column)
     for row in frame.itertuples(index=False):
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*(cell(v) for v in row))
     console.print(table)
+    if judged.graded < 500:
+        console.print("Labels come days after the orders (the shop confirms genuine ones after a week, "
+                      "chargebacks within two to ten days), so a week of live orders grades few of "
+                      "them yet: the verdict waits for the evidence, as it would in a shop.")
     _, why = promotion(judged, "ap", min_graded=500)
     console.print(f"shopstream models promote --from-online would say: {why}")
 
