@@ -32,6 +32,12 @@ up: system  ## Start Kafka and Redis and create the topics.
 down:  ## Stop Kafka and Redis (data is kept).
 	$(BIN)/shopstream services down
 
+up-cluster: system  ## Start three Kafka brokers and a six-node Redis Cluster (SHOPSTREAM_PROFILE=cluster).
+	$(BIN)/shopstream services up --cluster
+
+down-cluster:  ## Stop the local cluster (data is kept).
+	$(BIN)/shopstream services down --cluster
+
 demo: up  ## Stream a simulated shop through a worker, live, and read features back.
 	cd feature_repo && ../$(BIN)/feast apply
 	$(BIN)/shopstream demo --events 20000 --rate 1000
@@ -41,6 +47,9 @@ test: system  ## Run the whole test suite (it starts its own Kafka and Redis).
 
 bench: up  ## Throughput and freshness: raw Kafka loop vs naive Feast push vs a worker.
 	$(BIN)/python -m bench.throughput
+
+soak: up-cluster  ## 30 minutes at half the measured capacity on the local cluster, two workers (not in `make test`).
+	SHOPSTREAM_PROFILE=cluster $(BIN)/python -m bench.soak --minutes 30 --workers 2
 
 bench-latency: up  ## Fraud-scoring latency: Kafka round trip vs a worker scoring orders.
 	$(BIN)/python -m bench.latency
@@ -57,4 +66,4 @@ lint: venv  ## Check style with ruff.
 clean:  ## Remove the venv, caches and local service data.
 	rm -rf $(VENV) .cache .shopstream .pytest_cache
 
-.PHONY: help venv system up down demo test bench bench-latency bench-recs unit lint clean
+.PHONY: help venv system up down up-cluster down-cluster demo test bench soak bench-latency bench-recs unit lint clean

@@ -58,7 +58,7 @@ def isolated(settings: Settings, name: str) -> Settings:
     """The settings with topics and app id of their own, so runs never mix."""
     prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}"
     topics = {k: f"{prefix}.{v}" for k, v in Topics().model_dump().items() if isinstance(v, str)}
-    return settings.model_copy(update={"topics": Topics(**topics, partitions=settings.topics.partitions),
+    return settings.model_copy(update={"topics": settings.topics.model_copy(update=topics),  # replication too
                                        "app_id": prefix})
 
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shopstream.settings import get_settings
+from shopstream.settings import get_settings, group_id
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 services_app = typer.Typer(help="Start, stop and inspect the local Kafka and Redis.",
@@ -22,17 +22,36 @@ app.add_typer(services_app, name="services")
 console = Console()
 
 
+ClusterOption = Annotated[bool, typer.Option(
+    "--cluster", help="The local cluster: three Kafka brokers and a six-node Redis Cluster "
+                      "(the same as SHOPSTREAM_PROFILE=cluster).")]
+
+
+def _profile(cluster: bool):
+    """The settings, with the cluster profile when ``--cluster`` is given."""
+    import os
+
+    if cluster:
+        os.environ["SHOPSTREAM_PROFILE"] = "cluster"
+        get_settings.cache_clear()
+    return get_settings()
+
+
 @services_app.command("up")
-def services_up() -> None:
+def services_up(cluster: ClusterOption = False) -> None:
     """Start Kafka and Redis (if not running), wait until they answer, create the topics."""
     from shopstream import services
 
-    settings = get_settings()
-    with console.status("starting Redis and Kafka ..."):
+    settings = _profile(cluster)
+    what = "a Kafka cluster and a Redis Cluster" if settings.profile == "cluster" else "Redis and Kafka"
+    with console.status(f"starting {what} ..."):
         timings = services.up(settings)
     for name, seconds in timings.items():
         console.print(f"{name}: " + ("already running" if seconds == 0 else f"ready in {seconds:.1f}s"))
     _status_table(services.status(settings))
+    if cluster:
+        console.print("Workers and commands use the cluster with [bold]export SHOPSTREAM_PROFILE=cluster[/] "
+                      "(or that line in .env).")
 
 
 @services_app.command("install")
@@ -47,29 +66,30 @@ def services_install() -> None:
 
 
 @services_app.command("down")
-def services_down() -> None:
+def services_down(cluster: ClusterOption = False) -> None:
     """Stop Kafka and Redis; their data is kept for the next ``up``."""
     from shopstream import services
 
-    for name, was_running in services.down(get_settings()).items():
+    for name, was_running in services.down(_profile(cluster)).items():
         console.print(f"{name}: " + ("stopped" if was_running else "was not running"))
 
 
 @services_app.command("status")
-def services_status() -> None:
-    """Show whether Kafka and Redis run and answer; exit 1 if one does not."""
+def services_status(cluster: ClusterOption = False) -> None:
+    """Show each broker and Redis node: whether it runs and answers, and its role (the
+    active controller, Redis masters and their slots); exit 1 if one does not answer."""
     from shopstream import services
 
-    rows = services.status(get_settings())
+    rows = services.status(_profile(cluster))
     _status_table(rows)
     if not all(row["answers"] for row in rows):
         raise typer.Exit(1)
 
 
 def _status_table(rows: list[dict]) -> None:
-    table = Table("service", "pid", "address", "answers", "data", "log")
+    table = Table("service", "pid", "address", "role", "answers", "data", "log")
     for row in rows:
-        table.add_row(row["service"], str(row["pid"] or "-"), row["address"],
+        table.add_row(row["service"], str(row["pid"] or "-"), row["address"], row["role"],
                       "[green]yes[/]" if row["answers"] else "[red]no[/]", row["data"], row["log"])
     console.print(table)
 
@@ -114,6 +134,30 @@ def worker(
     from streams.worker import main as worker_main
 
     worker_main()
+
+
+@app.command()
+def workers(
+    group: Annotated[str | None, typer.Option(
+        help="Consumer group (default: the workers' group of SHOPSTREAM_APP_ID and SHOPSTREAM_ROLES).")] = None,
+    cluster: ClusterOption = False,
+) -> None:
+    """Show which worker owns which partition and how far behind each partition is."""
+    from shopstream.workers import group_view
+
+    settings = _profile(cluster)
+    state, rows = group_view(settings, group)
+    table = Table("topic", "partition", "owner", "committed", "end", "lag",
+                  title=f"group {group or group_id(settings)}: {state}")
+    for row in rows:
+        table.add_row(row.topic, str(row.partition), row.owner,
+                      f"{row.committed:,}" if row.committed >= 0 else "-", f"{row.end:,}", f"{row.lag:,}")
+    console.print(table)
+    per_owner: dict[str, list[int]] = {}
+    for row in rows:
+        per_owner.setdefault(row.owner, []).append(row.lag)
+    for owner, lags in sorted(per_owner.items()):
+        console.print(f"{owner}: {len(lags)} partitions, lag {sum(lags):,}")
 
 
 @app.command()

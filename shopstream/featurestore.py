@@ -49,8 +49,12 @@ def repo_config(settings: Settings) -> RepoConfig:
     it dropped entity rows that DuckDB keeps (see ``trainers/offline.py``).
     """
     redis = settings.redis
-    connection = (f"{redis.host}:{redis.port},db={redis.db},socket_timeout={redis.socket_timeout_s},"
+    nodes = ",".join(f"{host}:{port}" for host, port in redis.seed_nodes) if redis.cluster \
+        else f"{redis.host}:{redis.port}"  # a cluster client finds every node from any seed
+    connection = (f"{nodes},socket_timeout={redis.socket_timeout_s},"
                   f"socket_connect_timeout={redis.connect_timeout_s}")
+    if not redis.cluster:
+        connection += f",db={redis.db}"  # a cluster has only database 0
     if redis.password is not None:
         connection += f",password={redis.password.get_secret_value()}"
     if redis.username:
@@ -66,7 +70,8 @@ def repo_config(settings: Settings) -> RepoConfig:
         # Each entity has one writer (the partition that owns it), writing in order, so the
         # read-before-write timestamp check is not needed; it also drops a late event's
         # row, which carries the same event time as the row it corrects.
-        online_store={"type": "redis", "connection_string": connection, "skip_dedup": True},
+        online_store={"type": "redis", "connection_string": connection, "skip_dedup": True,
+                      "redis_type": "redis_cluster" if redis.cluster else "redis"},
         offline_store={"type": "duckdb"},
         entity_key_serialization_version=3,
         repo_path=repo_path(settings),

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -51,7 +51,9 @@ class KafkaSettings(BaseModel):
     version: str = "4.1.1"
     """Apache Kafka version whose jars Maven resolves for the local broker."""
     controller_port: int = 9093
-    """Port of the local KRaft controller listener."""
+    """Port of the local KRaft controller listener. With several local brokers (``brokers``
+    lists one address per node, ``shopstream services up --cluster``), node ``i`` (from 0)
+    listens for the controller quorum on ``controller_port + i``."""
     heap: str = "512m"
     """Maximum Java heap of the local broker."""
 
@@ -72,7 +74,12 @@ class KafkaSettings(BaseModel):
     @property
     def port(self) -> int:
         """Port of the first bootstrap server, used by the local broker."""
-        return int(self.brokers.split(",")[0].rsplit(":", 1)[1])
+        return self.ports[0]
+
+    @property
+    def ports(self) -> list[int]:
+        """Port of each bootstrap server: one local broker per address."""
+        return [int(address.strip().rsplit(":", 1)[1]) for address in self.brokers.split(",")]
 
 
 class RedisSettings(BaseModel):
@@ -97,6 +104,48 @@ class RedisSettings(BaseModel):
     retried), instead of blocking the worker on a hung server."""
     connect_timeout_s: float = Field(2.0, gt=0)
     """A connection that Redis does not accept within this many seconds fails."""
+    cluster: bool = False
+    """Redis Cluster: ``host:port`` is one of its nodes (any serves to discover the rest),
+    and Feast uses ``redis_type: redis_cluster``. The local cluster of ``shopstream
+    services up --cluster`` runs ``cluster_nodes`` servers on ``port``, ``port + 1``, ..."""
+    cluster_nodes: int = Field(6, ge=3)
+    """Servers of the local Redis Cluster: masters and their replicas."""
+    seeds: str = ""
+    """Comma-separated ``host:port`` of cluster nodes that clients discover the cluster
+    from (any one that answers will do); default: ``host:port`` and the other local nodes."""
+    cluster_replicas: int = Field(1, ge=0)
+    """Replicas per master in the local Redis Cluster (6 nodes, 1 replica: 3 masters)."""
+    cluster_node_timeout_ms: int = Field(5000, ge=100)
+    """How long a cluster node may not answer before its replica takes over (Redis's
+    ``cluster-node-timeout``; its default is 15 s)."""
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        """The addresses of the local servers: one, or each node of the local cluster."""
+        count = self.cluster_nodes if self.cluster else 1
+        return [(self.host, self.port + i) for i in range(count)]
+
+    @property
+    def seed_nodes(self) -> list[tuple[str, int]]:
+        """Where clients of a cluster start: ``seeds``, or every local node."""
+        if not self.seeds:
+            return self.nodes
+        return [(address.rsplit(":", 1)[0].strip(), int(address.rsplit(":", 1)[1]))
+                for address in self.seeds.split(",")]
+
+    def client(self, **options):
+        """A redis-py client: ``RedisCluster`` for a cluster (it follows slots, redirects and
+        failovers), else ``Redis`` on ``db``. ``options`` go to the client."""
+        import redis
+
+        common = {"password": self.password.get_secret_value() if self.password else None,
+                  "username": self.username, "ssl": self.tls, "socket_timeout": self.socket_timeout_s,
+                  "socket_connect_timeout": self.connect_timeout_s, **options}
+        if self.cluster:
+            from redis.cluster import ClusterNode
+
+            return redis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.seed_nodes], **common)
+        return redis.Redis(host=self.host, port=self.port, db=self.db, **common)
 
     def url(self, *, reveal: bool = False) -> str:
         """The connection URL; the password is masked unless ``reveal`` is set."""
@@ -130,6 +179,10 @@ class Topics(BaseModel):
     """Partitions of each topic created on start-up; existing topics are left alone."""
     replication_factor: int = 1
     """Replication factor of created topics; 3 on a production cluster."""
+    min_insync_replicas: int = Field(1, ge=1)
+    """Replicas that must have a record before a producer with ``acks=all`` (every
+    shopstream producer) is told it is written; 2 with a replication factor of 3, so that
+    one broker can be lost without losing an acknowledged record or stopping writes."""
 
     def inputs(self) -> dict[str, str]:
         """Input topics by event kind."""
@@ -356,6 +409,34 @@ class ChallengeSettings(BaseModel):
     """The measure that decides a fraud challenge."""
 
 
+CLUSTER_PROFILE = {
+    "kafka": {"brokers": "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094", "controller_port": 19192},
+    "redis": {"port": 17000, "cluster": True},
+    "topics": {"replication_factor": 3, "min_insync_replicas": 2},
+    "home": ".shopstream/cluster",
+}
+"""What ``SHOPSTREAM_PROFILE=cluster`` (``shopstream services up --cluster``) changes:
+three local Kafka brokers with replicated topics, a Redis Cluster of six nodes, and a home
+of its own. Anything set explicitly wins over the profile."""
+
+
+def _with_profile(data: dict, profile: dict) -> dict:
+    """``data`` with ``profile``'s values where ``data`` leaves them unset."""
+    data = dict(data)
+    for key, value in profile.items():
+        given = data.get(key)
+        if not isinstance(value, dict):
+            data.setdefault(key, value)
+        elif given is None:
+            data[key] = dict(value)
+        elif isinstance(given, BaseModel):
+            unset = {name: v for name, v in value.items() if name not in given.model_fields_set}
+            data[key] = given.model_copy(update=unset)
+        else:
+            data[key] = {**value, **given}
+    return data
+
+
 class Settings(BaseSettings):
     """Everything a shopstream process needs to know about its surroundings."""
 
@@ -377,6 +458,17 @@ class Settings(BaseSettings):
     recs: RecsSettings = RecsSettings()
     drift: DriftSettings = DriftSettings()
     challenge: ChallengeSettings = ChallengeSettings()
+
+    profile: Literal["single", "cluster"] = "single"
+    """``single``: one local broker and one Redis (the default). ``cluster``: three local
+    brokers and a Redis Cluster (``CLUSTER_PROFILE``), for ``services up --cluster``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data):
+        if isinstance(data, dict) and data.get("profile") == "cluster":
+            return _with_profile(data, CLUSTER_PROFILE)
+        return data
 
     app_id: str = "shopstream"
     """Faust application id: the consumer group and the prefix of changelog topics."""
@@ -400,6 +492,9 @@ class Settings(BaseSettings):
     commit_check_s: float = Field(10.0, gt=0)
     """How often a worker checks for a partition whose commits are held back by records
     read but never acknowledged; one held back for two checks in a row is read again."""
+    partition_check_s: float = Field(30.0, gt=0)
+    """How often a worker checks that no keyed topic has gained partitions; one that has
+    makes it exit with status 78 (docs/cluster.md, "Adding partitions")."""
     home: Path = Path(".shopstream")
     """Folder for local state: broker and Redis data, logs, worker tables, caches."""
     cache: Path = Path(".cache")

@@ -36,6 +36,8 @@ def ensure_topics(
     if not missing:
         return []
     config = {"max.message.bytes": str(settings.kafka.max_message_bytes)}
+    if settings.topics.replication_factor > 1:
+        config["min.insync.replicas"] = str(settings.topics.min_insync_replicas)
     futures = admin.create_topics(
         [
             NewTopic(
@@ -58,6 +60,21 @@ def ensure_topics(
                 raise
     log.info("created topics %s", created)
     return created
+
+
+def partition_problems(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> list[str]:
+    """Why the topics ``names`` that exist cannot be served as they are: each whose
+    partition count is not ``topics.partitions``, the count that the workers' tables and
+    their routing of entities to partitions are built on. A partition added to a running
+    topic moves keys to other partitions (a key's partition is its hash modulo the
+    count), so a session's records would land on two partitions, its state split in two,
+    and Faust's tables would be asked for a partition their changelog lacks."""
+    metadata = AdminClient(settings.kafka.client_config()).list_topics(timeout=timeout).topics
+    expected = settings.topics.partitions
+    return [f"{name} has {len(metadata[name].partitions)} partitions, not {expected} "
+            f"(SHOPSTREAM_TOPICS__PARTITIONS)"
+            for name in dict.fromkeys(names)
+            if name in metadata and metadata[name].error is None and len(metadata[name].partitions) != expected]
 
 
 def delete_topics(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> None:

@@ -139,13 +139,13 @@ def reload_failures(port: int, model: str, host: str = "127.0.0.1") -> float:
                if s.labels["model"] == model and s.labels["outcome"] == "failed")
 
 
-def offsets(settings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
+def offsets(settings, topics: list[str], group: str | None = None) -> dict[tuple[str, int], tuple[int, int]]:
     """``{(topic, partition): (committed offset of the workers' group, end offset)}``."""
     from confluent_kafka import Consumer, TopicPartition
 
     from shopstream.settings import group_id
 
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": group_id(settings)})
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group or group_id(settings)})
     try:
         metadata = consumer.list_topics(timeout=10).topics  # the real partition counts
         partitions = [TopicPartition(topic, p) for topic in topics if topic in metadata
@@ -155,6 +155,44 @@ def offsets(settings, topics: list[str]) -> dict[tuple[str, int], tuple[int, int
                 for tp in committed}
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True)
+class Owned:
+    """One partition a group reads: who owns it and how far behind it is."""
+
+    topic: str
+    partition: int
+    owner: str  # the member's host and id, or "-" when no member owns it
+    committed: int  # -1: nothing committed yet
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return self.end - max(self.committed, 0)
+
+
+def group_view(settings, group: str | None = None, timeout: float = 10.0) -> tuple[str, list[Owned]]:
+    """The state of a workers' group (default: this settings' group): its state, and every
+    partition its members own or it has committed, with the owner and the lag."""
+    from confluent_kafka.admin import AdminClient
+
+    from shopstream.settings import group_id
+
+    group = group or group_id(settings)
+    admin = AdminClient(settings.kafka.client_config())
+    description = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
+    owners = {}
+    for member in description.members:
+        name = f"{member.host.lstrip('/')} {member.member_id.rsplit('-', 1)[-1][:8]}"
+        for tp in member.assignment.topic_partitions if member.assignment else []:
+            if not tp.topic.endswith(("-changelog", "__assignor-__leader")):  # tables, not read
+                owners[tp.topic, tp.partition] = name  # through the group: no commits, no lag
+    topics = sorted({topic for topic, _ in owners} | set(settings.topics.inputs().values()))
+    rows = [Owned(topic, partition, owners.get((topic, partition), "-"), committed, end)
+            for (topic, partition), (committed, end) in sorted(offsets(settings, topics, group).items())
+            if (topic, partition) in owners or committed >= 0]
+    return str(description.state).rsplit(".", 1)[-1].lower(), rows
 
 
 def backlog(settings, topics: list[str]) -> int:

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from shopstream.featurestore import offline_root
 from shopstream.offline import OfflineLog
@@ -149,6 +150,15 @@ REBALANCE_WAIT_S = 15.0
 """How long a rebalance (or a stop) waits for the messages handed out to be acknowledged."""
 
 
+class IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's producer with ``acks=all`` and idempotence always, not only in transactions:
+    a send retried after a lost answer (a leader that died, a broker restarting) is
+    written once, in order, and only once ``min.insync.replicas`` have it."""
+
+    def _settings_extra(self) -> dict:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class App(faust.App):
     """Faust's app, with a bounded wait for the messages in hand at a rebalance.
 
@@ -167,6 +177,9 @@ class App(faust.App):
     a message not acknowledged is not committed past, so whoever owns its partition next
     reads it again (at least once; states ignore what they applied).
     """
+
+    def _new_producer(self):
+        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
     async def _consumer_wait_empty(self, consumer, logger) -> None:
         if not self.conf.stream_wait_empty:
@@ -277,6 +290,45 @@ async def retrying(sink: str, write: Callable, *args):
         metrics.SINK_UP.labels(sink).set(1)
         metrics.WRITE_SECONDS.labels(sink).observe(time.perf_counter() - started)
         return result
+
+
+EXIT_PARTITIONS = 78  # EX_CONFIG: a restart does not help; an operator must act
+
+
+def keyed_topics(settings: Settings) -> list[str]:
+    """The topics whose partitions own keyed state: the inputs and the internal topics."""
+    return [*settings.topics.inputs().values(), updates_topic_name(settings),
+            drift_inputs_topic_name(settings), session_orders_topic_name(settings)]
+
+
+def refuse_partitions(problems: list[str]) -> None:
+    """Exit now, acknowledging nothing more: a keyed topic's partition count changed."""
+    import os
+    import sys
+
+    message = (f"refusing to run: {'; '.join(problems)}. Adding partitions to a running shopstream "
+               "would split the state of the keys that move; nothing past the last commit is "
+               "acknowledged, and nothing is lost. See docs/cluster.md, 'Adding partitions', for "
+               f"the way to grow a topic. Exiting with status {EXIT_PARTITIONS}.")
+    log.critical(message)
+    if not logging.getLogger().handlers:  # before Faust has set up logging
+        print(message, file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(EXIT_PARTITIONS)
+
+
+@app.timer(interval=settings.partition_check_s)
+async def check_partitions() -> None:
+    """Refuse to go on once a keyed topic has gained partitions (``refuse_partitions``)."""
+    from shopstream.topics import partition_problems
+
+    try:
+        problems = await asyncio.to_thread(partition_problems, settings, keyed_topics(settings), timeout=10)
+    except Exception as exc:  # noqa: BLE001 - Kafka away: the next check will tell
+        log.debug("partition check failed: %r", exc)
+        return
+    if problems:
+        refuse_partitions(problems)
 
 
 def give_up(sink: str, exc: BaseException) -> None:

@@ -39,10 +39,7 @@ async def _kafka_probe() -> str | None:
 
 
 def _redis_ping() -> None:
-    import redis
-
-    with redis.Redis.from_url(settings.redis.url(reveal=True), socket_timeout=1.5,
-                              socket_connect_timeout=1.5) as client:
+    with settings.redis.client(socket_timeout=1.5, socket_connect_timeout=1.5) as client:
         client.ping()
 
 

@@ -13,11 +13,13 @@ import importlib
 
 import faust
 
-from shopstream.topics import ensure_topics
+from shopstream.topics import ensure_topics, partition_problems
 from streams import agents
 from streams.app import (
     app,
     drift_inputs_topic_name,
+    keyed_topics,
+    refuse_partitions,
     session_orders_topic_name,
     settings,
     updates_topic_name,
@@ -56,6 +58,8 @@ def main() -> None:
     ensure_topics(settings)
     ensure_topics(settings, [updates_topic_name(settings), drift_inputs_topic_name(settings),
                              session_orders_topic_name(settings)])
+    if problems := partition_problems(settings, keyed_topics(settings)):
+        refuse_partitions(problems)
     register(settings.roles)
     app.conf.datadir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())

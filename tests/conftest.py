@@ -28,6 +28,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def bindable(port: int) -> bool:
+    """Whether nothing holds ``port`` on loopback right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of a running Kafka and Redis, private to this test session."""

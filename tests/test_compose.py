@@ -65,3 +65,27 @@ def test_the_image_runs_unprivileged_and_leaves_secrets_out():
     assert users and users[-1] not in ("root", "0")
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ".env" in ignored and ".env.*" in ignored
+
+
+def test_compose_cluster_profile_has_three_brokers_and_a_redis_cluster():
+    """The ``cluster`` profile: three KRaft voters with replicated topics, six Redis nodes
+    joined by a one-shot job, and workers pointed at both; nothing of it in the default."""
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    brokers = [services[f"kafka-{n}"] for n in (1, 2, 3)]
+    voters = {b["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for b in brokers}
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert [b["environment"]["KAFKA_NODE_ID"] for b in brokers] == [1, 2, 3]
+    assert {b["environment"]["CLUSTER_ID"] for b in brokers} != {None} and len({b["environment"]["CLUSTER_ID"]
+                                                                              for b in brokers}) == 1
+    assert all(b["environment"]["KAFKA_MIN_INSYNC_REPLICAS"] == 2 for b in brokers)
+    nodes = [services[f"redis-{n}"] for n in range(1, 7)]
+    assert all("--cluster-enabled yes" in node["command"][-1] for node in nodes)
+    assert all("masterauth" in node["command"][-1] for node in nodes)  # replicas reach masters
+    assert "--cluster-replicas 1" in services["redis-cluster-init"]["command"][-1]
+    env = services["cluster-worker"]["environment"]
+    assert env["SHOPSTREAM_REDIS__CLUSTER"] == "true" and env["SHOPSTREAM_TOPICS__REPLICATION_FACTOR"] == 3
+    assert env["SHOPSTREAM_KAFKA__BROKERS"] == "kafka-1:19092,kafka-2:19092,kafka-3:19092"
+    cluster = [name for name, service in services.items() if "cluster" in service.get("profiles", [])]
+    assert set(cluster) == {"kafka-1", "kafka-2", "kafka-3", *(f"redis-{n}" for n in range(1, 7)),
+                            "redis-cluster-init", "cluster-worker"}

@@ -2,7 +2,8 @@
 
 ``up`` is idempotent: it starts what is not running, waits until Kafka answers metadata
 requests and Redis answers PING, and creates the topics. ``down`` stops both; their data
-stays under ``<home>`` for the next ``up``.
+stays under ``<home>`` for the next ``up``. With ``SHOPSTREAM_PROFILE=cluster``
+(``services up --cluster``) both are clusters: three brokers and six Redis nodes.
 """
 
 from __future__ import annotations
@@ -26,5 +27,5 @@ def down(settings: Settings) -> dict[str, bool]:
 
 
 def status(settings: Settings) -> list[dict]:
-    """Status of each service."""
-    return [kafka.status(settings), redis.status(settings)]
+    """Status of each service: each broker and each Redis node."""
+    return [*kafka.status(settings), *redis.status(settings)]

@@ -53,6 +53,20 @@ def stop(pid_file: Path, *, timeout: float = 30.0) -> bool:
     return True
 
 
+def kill(pid_file: Path, *, timeout: float = 10.0) -> bool:
+    """Kill the process in ``pid_file`` at once (SIGKILL: a crash, for fault tests); wait
+    until it is gone; return whether one ran."""
+    pid = pid_of(pid_file)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
 def _alive(pid: int) -> bool:
     try:  # reap it if it is our child, so that it does not linger as a zombie
         if os.waitpid(pid, os.WNOHANG) != (0, 0):

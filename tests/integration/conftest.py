@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from shopstream import workers
+from shopstream.events import Click, Order
+from shopstream.featurestore import feature_store
 from shopstream.settings import Settings, to_env
 from shopstream.topics import ensure_topics
 
@@ -41,8 +44,6 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
 
 def read_all(settings: Settings, topic: str, *, expect: int, timeout: float = 60.0) -> list:
     """Every record on ``topic`` from the start, waiting until ``expect`` have arrived."""
-    import time
-
     consumer = Consumer({**settings.kafka.client_config(), "group.id": f"reader-{topic}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "fetch.message.max.bytes": settings.kafka.max_message_bytes})
@@ -78,11 +79,39 @@ def committed_and_end_offsets(settings: Settings, topics: list[str]) -> dict:
 
 def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     """Poll ``check`` until it holds, or fail the test."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.5)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def snapshot(settings, events):
+    """Online features of every user, session and item in ``events``."""
+    store = feature_store(settings)
+    users = sorted({e.user_id for e in events if isinstance(e, Click | Order)})
+    sessions = sorted({e.session_id for e in events if isinstance(e, Click)})
+    items = sorted({e.item_id for e in events if isinstance(e, Click)})
+    result = {}
+    for key, ids, service in [("user_id", users, ["user_activity", "user_orders"]),
+                              ("session_id", sessions, ["session_state"]),
+                              ("item_id", items, ["item_popularity"])]:
+        refs = [f"{view}:{name}" for view in service
+                for name in store.get_feature_view(view).features and
+                [f.name for f in store.get_feature_view(view).features]]
+        result[key] = store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict()
+    return result
+
+
+def settled(settings, events, timeout=60):
+    """The snapshot once two readings 3 s apart agree (the last writes have landed)."""
+    deadline = time.monotonic() + timeout
+    previous = snapshot(settings, events)
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        current = snapshot(settings, events)
+        if current == previous:
+            return current
+        previous = current
+    return previous

@@ -4,7 +4,6 @@ its own pages, every event is processed once, and a signal stops them both."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,19 +15,10 @@ from shopstream.burst import burst
 from shopstream.client import ShopProducer
 from shopstream.settings import to_env
 from shopstream.topics import ensure_topics
-from tests.conftest import free_port
+from tests.conftest import bindable, free_port
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_two_processes_share_the_partitions_and_stop_together(settings, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import uuid
 
 import pytest
@@ -14,8 +13,6 @@ import pytest
 from scorers.states import STATE_VERSION
 from shopstream import workers
 from shopstream.client import ShopProducer
-from shopstream.events import Click, Order
-from shopstream.featurestore import feature_store
 from shopstream.settings import Topics
 from shopstream.simulator import Shop, SimConfig, default_start
 from shopstream.topics import ensure_topics
@@ -25,6 +22,7 @@ from tests.integration.conftest import (
     committed_and_end_offsets,
     drained,
     read_all,
+    settled,
     start_worker,
     wait_until,
 )
@@ -63,36 +61,6 @@ def report(settings, tmp_path) -> None:
     for tp, row in state["partitions"].items():  # the ones not drained: CI keeps only the tail
         if "changelog" not in tp and "__assignor" not in tp and row["committed"] != row["highwater"]:
             print(f"{tp} {row}")
-
-
-def snapshot(settings, events):
-    """Online features of every user, session and item in ``events``."""
-    store = feature_store(settings)
-    users = sorted({e.user_id for e in events if isinstance(e, Click | Order)})
-    sessions = sorted({e.session_id for e in events if isinstance(e, Click)})
-    items = sorted({e.item_id for e in events if isinstance(e, Click)})
-    result = {}
-    for key, ids, service in [("user_id", users, ["user_activity", "user_orders"]),
-                              ("session_id", sessions, ["session_state"]),
-                              ("item_id", items, ["item_popularity"])]:
-        refs = [f"{view}:{name}" for view in service
-                for name in store.get_feature_view(view).features and
-                [f.name for f in store.get_feature_view(view).features]]
-        result[key] = store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict()
-    return result
-
-
-def settled(settings, events, timeout=60):
-    """The snapshot once two readings 3 s apart agree (the last writes have landed)."""
-    deadline = time.monotonic() + timeout
-    previous = snapshot(settings, events)
-    while time.monotonic() < deadline:
-        time.sleep(3)
-        current = snapshot(settings, events)
-        if current == previous:
-            return current
-        previous = current
-    return previous
 
 
 def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, tmp_path):

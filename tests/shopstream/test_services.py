@@ -35,3 +35,43 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
     drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
     monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
     assert not _cluster_id().startswith("-")
+
+
+def test_each_node_of_a_local_cluster_is_a_voter_with_replicated_internal_topics():
+    settings = Settings(profile="cluster")
+    props = dict(line.split("=", 1) for line in server_properties(settings, Path("/d"), node=2).splitlines()
+                 if line)
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19192,2@127.0.0.1:19193,3@127.0.0.1:19194"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19093,CONTROLLER://127.0.0.1:19193"
+    assert props["offsets.topic.replication.factor"] == props["default.replication.factor"] == "3"
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    assert props["unclean.leader.election.enable"] == "false"
+    single = dict(line.split("=", 1) for line in server_properties(Settings(), Path("/d")).splitlines() if line)
+    assert single["offsets.topic.replication.factor"] == single["min.insync.replicas"] == "1"
+
+
+def test_each_broker_and_redis_node_has_a_folder_of_its_own(tmp_path):
+    from shopstream.services import redis
+    from shopstream.services.kafka import KafkaPaths, nodes
+
+    cluster = Settings(profile="cluster", home=tmp_path)
+    assert nodes(cluster) == [1, 2, 3]
+    assert len({KafkaPaths.of(cluster, n).data for n in nodes(cluster)}) == 3
+    assert KafkaPaths.of(Settings(home=tmp_path), 1).data == tmp_path / "kafka" / "data"  # as before
+    assert len({redis._node_root(cluster, port) for _, port in cluster.redis.nodes}) == 6
+    assert redis._node_root(Settings(home=tmp_path), 6379) == tmp_path / "redis"
+
+
+def test_feast_talks_to_a_redis_cluster_through_its_seeds():
+    from shopstream.featurestore import repo_config
+
+    cluster = repo_config(Settings(profile="cluster")).online_store
+    assert cluster.redis_type == "redis_cluster"
+    assert cluster.connection_string.startswith("127.0.0.1:17000,127.0.0.1:17001,")
+    assert "db=" not in cluster.connection_string  # a cluster has database 0 only
+    seeded = repo_config(Settings(redis={"cluster": True, "seeds": "r1:6379,r2:6379"})).online_store
+    assert seeded.connection_string.startswith("r1:6379,r2:6379,socket_timeout=")
+    single = repo_config(Settings()).online_store
+    assert single.redis_type == "redis" and single.connection_string.startswith("127.0.0.1:6379,")
+    assert ",db=0" in single.connection_string

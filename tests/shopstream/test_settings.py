@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from shopstream.settings import Settings, registry_uri, to_env
+from shopstream.settings import Settings, Topics, registry_uri, to_env
 
 
 def test_nested_environment_variables(monkeypatch):
@@ -105,3 +106,22 @@ def test_roles_come_comma_separated_and_name_the_consumer_group(monkeypatch):
 def test_worker_web_server_is_loopback_and_debug_pages_are_off_by_default():
     settings = Settings()
     assert settings.web_host == "127.0.0.1" and settings.debug_pages is False
+
+
+def test_the_cluster_profile_fills_in_what_is_not_set(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_PROFILE", "cluster")
+    monkeypatch.setenv("SHOPSTREAM_REDIS__PORT", "7000")
+    settings = Settings()
+    assert settings.kafka.ports == [19092, 19093, 19094]
+    assert settings.redis.cluster and settings.redis.port == 7000  # the variable wins
+    assert [port for _, port in settings.redis.nodes] == list(range(7000, 7006))
+    assert (settings.topics.replication_factor, settings.topics.min_insync_replicas) == (3, 2)
+    assert settings.home == Path(".shopstream/cluster")
+    given = Settings(profile="cluster", kafka={"brokers": "h:1,h:2,h:3"}, topics=Topics(partitions=8))
+    assert given.kafka.brokers == "h:1,h:2,h:3" and given.kafka.controller_port == 19192
+    assert given.topics.partitions == 8 and given.topics.replication_factor == 3
+    monkeypatch.delenv("SHOPSTREAM_PROFILE")
+    assert Settings().kafka.ports == [9092] and not Settings().redis.cluster
+    for name, value in to_env(settings).items():  # a child process gets the same cluster
+        monkeypatch.setenv(name, value)
+    assert Settings() == settings
