@@ -105,11 +105,12 @@ def redis_memory(settings: Settings) -> tuple[float, int]:
 
 
 def changelog_mb(settings: Settings, app_id: str) -> float:
-    """Bytes on the local brokers' disks of the app's table changelogs (every replica)."""
+    """Record bytes of the app's table changelogs on the local brokers' disks, every replica
+    (the ``.log`` segments: the index files are preallocated, mostly empty)."""
     total = 0
     for node in nodes(settings):
         for folder in KafkaPaths.of(settings, node).data.glob(f"{app_id}-*-changelog-*"):
-            total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            total += sum(f.stat().st_size for f in folder.glob("*.log"))
     return total / 2**20
 
 
@@ -181,7 +182,7 @@ def main() -> None:
     settings = isolated(base, "soak")
     ensure_topics(settings)
     ports = [settings.web_port + 100 + i for i in range(args.workers)]
-    logs = RESULTS / "soak-logs"
+    logs = settings.home.resolve() / "soak-logs"
     processes = [workers.start(to_env(settings.model_copy(update={"web_port": p})), logs / f"worker-{i}.log")
                  for i, p in enumerate(ports)]
     try:
