@@ -194,37 +194,52 @@ def main() -> None:
             workers.stop(process)
 
 
+def shop(count: int, seed: int):
+    """``count`` events of a simulated shop whose event times span two days and end now,
+    so that the workers' states (kept a day of event time after their last update) reach
+    their steady state within the soak."""
+    config = SimConfig(seed=seed, users=20_000, items=5_000, sessions_per_hour=count / (48 * 7))
+    return iter(Shop(config).events(start=default_start(count, config), n=count))
+
+
+def rss_mb(process) -> float:
+    """A worker's resident memory; 0 once it has exited (the plot shows the drop)."""
+    try:
+        return psutil.Process(process.pid).memory_info().rss / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
 def run(args, settings: Settings, processes, ports) -> None:
     topics = [*settings.topics.inputs().values(), updates_topic_name(settings)]
-    guess = args.capacity_events + int(3_000 * args.minutes * 60)  # enough for any rate seen here
-    config = SimConfig(seed=17, users=20_000, items=5_000, sessions_per_hour=guess / (48 * 7))
-    events = iter(Shop(config).events(start=default_start(guess, config), n=guess))
-
     console.print(f"measuring capacity: {args.capacity_events:,} events at once, {args.workers} workers")
-    Shopper(settings, events, 0, args.capacity_events).start().done.wait()
     started = time.monotonic()
+    Shopper(settings, shop(args.capacity_events, seed=16), 0, args.capacity_events).start().done.wait()
     while workers.backlog(settings, topics) > 0:
         time.sleep(1)
     capacity = args.capacity_events / (time.monotonic() - started)
     rate = args.load * capacity
     console.print(f"capacity {capacity:,.0f} events/s; soaking at {rate:,.0f} events/s for {args.minutes:g} min")
 
-    shop = Shopper(settings, events, rate, int(rate * args.minutes * 60)).start()
+    count = int(rate * args.minutes * 60)
+    events = shop(count, seed=17)
+    sender = Shopper(settings, events, rate, count).start()
     samples: list[Sample] = []
     previous = {port: workers.scrape(port) for port in ports}
     end = time.monotonic() + args.minutes * 60
     while time.monotonic() < end:
         time.sleep(args.every)
         now = {port: workers.scrape(port) for port in ports}
+        bounds = next((m.freshness for m in now.values() if m and m.freshness), [])
         fresh = [(le, sum(c for m in now.values() if m for l2, c in m.freshness if l2 == le))
-                 for le, _ in next(m for m in now.values() if m).freshness]
+                 for le, _ in bounds]
         before = [(le, sum(c for m in previous.values() if m for l2, c in m.freshness if l2 == le))
                   for le, _ in fresh]
         redis_mb, redis_keys = redis_memory(settings)
-        repairs = sum(s.value for p in ports for s in workers.samples(p, "shopstream_commit_repairs_total"))
+        repairs = sum(s.value for p in ports if now[p] for s in workers.samples(p, "shopstream_commit_repairs_total"))
         sample = Sample(
-            t=time.time(), sent=shop.sent, lag=workers.backlog(settings, topics),
-            rss_mb=[psutil.Process(p.pid).memory_info().rss / 2**20 for p in processes],
+            t=time.time(), sent=sender.sent, lag=workers.backlog(settings, topics),
+            rss_mb=[rss_mb(p) for p in processes],
             redis_mb=redis_mb, redis_keys=redis_keys, changelog_mb=changelog_mb(settings, settings.app_id),
             freshness_p99_s=freshness_p99(fresh, before),
             dead_letters=sum(m.total_dead for m in now.values() if m), commit_repairs=repairs,
