@@ -229,51 +229,46 @@ STRATEGIES = ("bought_together", "sequence", "covisit", "neighbours", "popular",
 
 class RecsMonitor:
     """The drift watch of a session recommender, per answered click or cart change
-    (``answered``): the hit rate (the session's next click is in the list it was last
-    given; two-sided ADWIN), each strategy's share of the lists (ADWIN on whether it
-    contributed), and, against the recommender's reference ``RecsProfile``, the popularity
-    of the clicked items (Jensen-Shannon over its top items, the rest as one) and the
-    share of clicked items it never saw in training (ADWIN). Lists are remembered for
-    ``sessions`` sessions, the oldest forgotten first.
+    (``answered``): the hit rate (whether the click was in the list the session was last
+    given, graded by ``scorers.online.LiveGrades``; two-sided ADWIN), each strategy's share
+    of the lists (ADWIN on whether it contributed), and, against the recommender's
+    reference ``RecsProfile``, the popularity of the clicked items (Jensen-Shannon over its
+    top items, the rest as one) and the share of clicked items it never saw in training
+    (ADWIN).
 
     >>> from scorers.profiles import RecsProfile
     >>> watch = RecsMonitor(RecsProfile.of(["a", "b"] * 50), window=100)
     >>> found = []
     >>> for i in range(400):
-    ...     found += watch.answered(f"s{i % 7}", "a" if i < 200 else f"new-{i}", ["a", "b"], "sequence", float(i))
+    ...     found += watch.answered("a" if i < 200 else f"new-{i}", i < 200, "sequence", float(i))
     >>> sorted({f.subject for f in found if f.finding.severity == "drift"})
     ['hit_rate', 'popularity', 'unseen_items']
     """
 
-    def __init__(self, profile=None, window: int = 1_000, delta: float = 0.002, sessions: int = 200_000):
-        self.profile, self.sessions = profile, sessions
+    def __init__(self, profile=None, window: int = 1_000, delta: float = 0.002):
+        self.profile = profile
         self._hit = Adwin(delta)
         self._strategies = {name: Adwin(delta, watched=len(STRATEGIES)) for name in STRATEGIES}
         self._popularity = WindowedDistance(profile.popularity, window=window) if profile else None
         self._unseen = Adwin(delta) if profile else None
-        self._lists: OrderedDict[str, frozenset] = OrderedDict()
         self.window = window
         self._times: deque[float] = deque(maxlen=window)
 
-    def answered(self, session: str, clicked: str | None, items: Sequence[str], strategy: str,
-                 ts: float) -> list[Found]:
-        """A list sent for ``session`` after a click on ``clicked`` (None for a cart change)."""
+    def answered(self, clicked: str | None, hit: bool | None, strategy: str, ts: float) -> list[Found]:
+        """A list of ``strategy`` sent at ``ts`` after a click on ``clicked`` (None for a
+        cart change); ``hit``: whether the click was in the session's list before (None:
+        no list of this version to grade)."""
         self._times.append(ts)
         found: list[Found] = []
+        if hit is not None:
+            self._note(found, "hit_rate", self._hit.update(float(hit)))
         if clicked is not None:
-            shown = self._lists.get(session)
-            if shown is not None:
-                self._note(found, "hit_rate", self._hit.update(float(clicked in shown)))
             if self.profile is not None:
                 self._note(found, "popularity", self._popularity.update(clicked))
                 self._note(found, "unseen_items", self._unseen.update(float(clicked not in self.profile.items)))
         parts = set(strategy.split("+"))
         for name, detector in self._strategies.items():
             self._note(found, f"strategy:{name}", detector.update(float(name in parts)))
-        self._lists[session] = frozenset(items)
-        self._lists.move_to_end(session)
-        if len(self._lists) > self.sessions:
-            self._lists.popitem(last=False)
         return found
 
     def _note(self, found: list[Found], subject: str, detector) -> None:

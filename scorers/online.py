@@ -207,7 +207,10 @@ class LiveGrades:
     as flagged), a recommendation list by whether the session's next click is in it
     (``hit``, ``miss``). Champion, challenger and shadow are graded alike, each on its own
     answers, so rates per version come from the counters. At most ``capacity`` orders and
-    sessions wait; the oldest are forgotten first (their grades are then never counted).
+    sessions wait; the oldest are forgotten first (their grades are then never counted). A
+    session's list waits ``list_wait_s`` of event time (the newest answer's) for its next
+    click: a session left alone that long has ended, and its list would otherwise sit in
+    memory until the count bound pushed it out.
 
     >>> live = LiveGrades(capacity=10)
     >>> live.scored("o1", "3", "champion", flagged=True)
@@ -216,16 +219,19 @@ class LiveGrades:
     [('3', 'champion', 'tp'), ('4', 'shadow', 'fn')]
     >>> live.labelled("o1", is_fraud=True)   # a label read again grades nothing twice
     []
-    >>> live.answered("s", None, "3", "champion", ["a", "b"])
+    >>> live.answered("s", None, "3", "champion", ["a", "b"], ts=0.0)
     []
-    >>> live.answered("s", "b", "3", "champion", ["c"]), live.answered("s", "b", "3", "champion", ["d"])
+    >>> live.answered("s", "b", "3", "champion", ["c"], 10.0), live.answered("s", "b", "3", "champion", ["d"], 20.0)
     ([('3', 'champion', 'hit')], [('3', 'champion', 'miss')])
+    >>> live.answered("t", None, "3", "champion", ["e"], 21.0 + live.list_wait_s), live.waiting_lists()
+    ([], 1)
     """
 
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.capacity = capacity
+    def __init__(self, capacity: int = 200_000, list_wait_s: float = 3_600.0) -> None:
+        self.capacity, self.list_wait_s = capacity, list_wait_s
         self._orders: OrderedDict[str, list[tuple[str, str, bool]]] = OrderedDict()
-        self._lists: OrderedDict[tuple[str, str], tuple[str, frozenset[str]]] = OrderedDict()
+        self._lists: OrderedDict[tuple[str, str], tuple[str, frozenset[str], float]] = OrderedDict()
+        self._clock = float("-inf")
 
     def scored(self, order_id: str, version: str, variant: str, flagged: bool) -> None:
         """``version`` answered ``order_id`` as ``variant``; ``flagged``: review or block."""
@@ -243,18 +249,25 @@ class LiveGrades:
         return grades
 
     def answered(self, session: str, clicked: str | None, version: str, variant: str,
-                 items: Sequence[str]) -> list[Graded]:
-        """``version`` sent ``items`` (as ``variant``) after a click on ``clicked`` in
-        ``session`` (None: a cart change). The click grades the list this variant sent the
-        session before it; the new list waits for the next click."""
+                 items: Sequence[str], ts: float) -> list[Graded]:
+        """``version`` sent ``items`` (as ``variant``) at event time ``ts`` after a click on
+        ``clicked`` in ``session`` (None: a cart change). The click grades the list this
+        variant sent the session before it; the new list waits for the next click."""
         grades = []
         key = (session, variant)
         if clicked is not None and (shown := self._lists.get(key)) is not None:
             grades.append((shown[0], variant, "hit" if clicked in shown[1] else "miss"))
-        self._lists[key] = (version, frozenset(items))
+        self._lists[key] = (version, frozenset(items), ts)
         self._lists.move_to_end(key)
         self._bound(self._lists)
+        self._clock = max(self._clock, ts)
+        while self._lists and next(iter(self._lists.values()))[2] < self._clock - self.list_wait_s:
+            self._lists.popitem(last=False)  # least recently answered first
         return grades
+
+    def waiting_lists(self) -> int:
+        """Lists waiting for their session's next click."""
+        return len(self._lists)
 
     def _bound(self, book: OrderedDict) -> None:
         while len(book) > self.capacity:

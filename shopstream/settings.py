@@ -373,7 +373,11 @@ class DriftSettings(BaseModel):
     """Labels reach the error detector in the order their orders happened, once the labels'
     event time is this far past the order: the wait lets later labels of earlier orders in."""
     pending_orders: int = Field(200_000, ge=1)
-    """Scored orders remembered for their labels to grade; the oldest are forgotten first."""
+    """Scored orders remembered for their labels to grade, and sessions' recommendation lists
+    for their next click; the oldest are forgotten first."""
+    list_wait_s: float = Field(3_600.0, gt=0)
+    """Seconds of event time a session's recommendation list waits for the session's next
+    click to grade it; a session quiet that long has ended, and its list is forgotten."""
     warm_up: int = Field(5_000, ge=0)
     """Records of the drift role's topic read again, without signals, before the first one
     a starting worker takes from a partition: its watches then start where the last

@@ -119,13 +119,12 @@ def recs_monitor(version: str) -> RecsMonitor:
         from trainers.recs import load_profile
 
         profile = load_profile(settings, version)
-    return RecsMonitor(profile, window=settings.drift.window, delta=settings.drift.delta,
-                       sessions=settings.drift.pending_orders)
+    return RecsMonitor(profile, window=settings.drift.window, delta=settings.drift.delta)
 
 
 watch = Watch(MODEL, "fraud", fraud_monitor)
 recs_watch = Watch(RECS_MODEL, "recs", recs_monitor)
-grades = LiveGrades(settings.drift.pending_orders)
+grades = LiveGrades(settings.drift.pending_orders, settings.drift.list_wait_s)
 """Every served version's answers waiting for their truth (``shopstream_online_graded``)."""
 
 
@@ -242,13 +241,15 @@ async def watch_one(kind: str, item: dict, live: bool = True):
         watch.pending.add(item["id"], item["t"], item["d"] != "allow")
         return watch, monitor.scored(item["x"], item["s"], item["d"], item["t"])
     if kind == "recs":
-        count_grades(RECS_MODEL, grades.answered(item["s"], item["c"], item["v"], variant, item["l"]), live)
+        graded = grades.answered(item["s"], item["c"], item["v"], variant, item["l"], item["t"])
+        count_grades(RECS_MODEL, graded, live)
         if variant != "champion":
             return None, "graded"
         monitor = await recs_watch.serving(item["v"])
         if monitor is None:
             return None, "no_profile"
-        return recs_watch, monitor.answered(item["s"], item["c"], item["l"], item["g"], item["t"])
+        hit = next((outcome == "hit" for version, _, outcome in graded if version == item["v"]), None)
+        return recs_watch, monitor.answered(item["c"], hit, item["g"], item["t"])
     if kind == "label":
         count_grades(MODEL, grades.labelled(item["id"], item["f"]), live)
         watch.label_time = max(watch.label_time, item["t"])

@@ -139,17 +139,21 @@ def test_pending_orders_forget_the_oldest_and_signals_name_their_window():
 
 def test_recs_watch_finds_a_falling_hit_rate_and_stays_quiet_while_it_holds():
     from scorers.monitor import RecsMonitor
+    from scorers.online import LiveGrades
     from scorers.profiles import RecsProfile
 
     rng = np.random.default_rng(5)
     items = [f"i{k}" for k in range(50)]
     watch = RecsMonitor(RecsProfile.of(rng.choice(items, 5_000)), window=1_000)
+    grades = LiveGrades()
     found = []
     for n in range(12_000):
         session = f"s{n % 300}"
         hit_rate = 0.3 if n < 8_000 else 0.15  # the next click is in the list less often
         clicked = items[0] if rng.random() < hit_rate else str(rng.choice(items[1:]))
-        for f in watch.answered(session, clicked, [items[0]], "sequence+popular", float(n)):
+        graded = grades.answered(session, clicked, "1", "champion", [items[0]], float(n))
+        hit = graded[0][2] == "hit" if graded else None
+        for f in watch.answered(clicked, hit, "sequence+popular", float(n)):
             found.append((n, f.subject, f.finding.severity))
     hits = [n for n, subject, severity in found if subject == "hit_rate" and severity == "drift"]
     assert hits and all(n >= 8_000 for n in hits) and hits[0] < 9_500

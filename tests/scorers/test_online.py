@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from scorers.challenge import Challenge
 from scorers.online import (
+    LiveGrades,
     Scored,
     compare_credits,
     compare_fraud,
@@ -76,3 +77,17 @@ def test_promotion_follows_the_evidence():
     promote, why = promotion(judged(GOOD, GOOD), "ap", min_graded=500)
     assert not promote and "no significant difference" in why
     assert promotion(judged(POOR, GOOD), "auc", 500) == (False, "no auc to compare yet: no graded answers on one side")
+
+
+def test_lists_of_ended_sessions_are_forgotten_by_event_time():
+    """A session's last list can never be graded once the session has ended; it must not
+    sit in memory until the count bound pushes it out (the soak's drift worker grew by
+    them)."""
+    live = LiveGrades(capacity=200_000, list_wait_s=3_600)
+    for n in range(20_000):  # a session every 10 s for 2.3 days, each answered twice
+        session, ts = f"s{n}", n * 10.0
+        live.answered(session, None, "1", "champion", ["a", "b"], ts)
+        live.answered(session, "a", "1", "champion", ["c"], ts + 5)
+    assert live.waiting_lists() <= 3_600 / 10 + 1
+    # A session still going is graded however many others ended.
+    assert live.answered("s19999", "c", "1", "champion", ["d"], 199_999.0) == [("1", "champion", "hit")]

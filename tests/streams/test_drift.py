@@ -64,7 +64,7 @@ def test_a_starting_worker_warms_its_watches_up_from_the_records_before_its_firs
     assert asyncio.run(warm_up.before(first)) == 2
     assert reads == [("app-drift-inputs", 0, 1, 3)]  # the two records before offset 3
     assert count("recs", "warm_up") == warmed + 2
-    assert {"w1", "w2"} <= set(drift.recs_watch.monitor._lists)  # noqa: SLF001 - the sessions shown
+    assert {("w1", "champion"), ("w2", "champion")} <= set(drift.grades._lists)  # noqa: SLF001 - the sessions shown
     assert asyncio.run(warm_up.before([message(b"{}", offset=4)])) == 0 and len(reads) == 1  # once
 
 
