@@ -295,10 +295,14 @@ async def retrying(sink: str, write: Callable, *args):
 EXIT_PARTITIONS = 78  # EX_CONFIG: a restart does not help; an operator must act
 
 
+def internal_topics(settings: Settings) -> list[str]:
+    """The topics the workers write to themselves, keyed like the inputs."""
+    return [updates_topic_name(settings), drift_inputs_topic_name(settings), session_orders_topic_name(settings)]
+
+
 def keyed_topics(settings: Settings) -> list[str]:
     """The topics whose partitions own keyed state: the inputs and the internal topics."""
-    return [*settings.topics.inputs().values(), updates_topic_name(settings),
-            drift_inputs_topic_name(settings), session_orders_topic_name(settings)]
+    return [*settings.topics.inputs().values(), *internal_topics(settings)]
 
 
 def refuse_partitions(problems: list[str]) -> None:

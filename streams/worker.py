@@ -15,15 +15,7 @@ import faust
 
 from shopstream.topics import ensure_topics, partition_problems
 from streams import agents
-from streams.app import (
-    app,
-    drift_inputs_topic_name,
-    keyed_topics,
-    refuse_partitions,
-    session_orders_topic_name,
-    settings,
-    updates_topic_name,
-)
+from streams.app import app, internal_topics, keyed_topics, refuse_partitions, settings
 
 
 def register(roles) -> None:
@@ -56,8 +48,7 @@ def main() -> None:
     """Start a worker in the foreground until interrupted."""
     tune_gc(settings.gc_threshold)
     ensure_topics(settings)
-    ensure_topics(settings, [updates_topic_name(settings), drift_inputs_topic_name(settings),
-                             session_orders_topic_name(settings)])
+    ensure_topics(settings, internal_topics(settings))
     if problems := partition_problems(settings, keyed_topics(settings)):
         refuse_partitions(problems)
     register(settings.roles)

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from confluent_kafka.admin import AdminClient
 
@@ -227,17 +228,18 @@ def stop(settings: Settings) -> bool:
     return any([stop_node(settings, node) for node in nodes(settings)])
 
 
-def leaders(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
-    """The leader node of each partition of ``topics`` (-1: none)."""
-    metadata = AdminClient(settings.kafka.client_config()).list_topics(timeout=timeout)
-    return {(name, p.id): p.leader for name in topics if name in metadata.topics
-            for p in metadata.topics[name].partitions.values()}
+class Placement(NamedTuple):
+    """Where a partition lives: its leader node (-1: none), its replicas, those in sync."""
+
+    leader: int
+    replicas: tuple[int, ...]
+    in_sync: tuple[int, ...]
 
 
-def replicas(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], tuple]:
-    """``(replicas, in-sync replicas)`` of each partition of ``topics``."""
+def placements(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], Placement]:
+    """The ``Placement`` of each partition of ``topics``, from the cluster's metadata."""
     metadata = AdminClient(settings.kafka.client_config()).list_topics(timeout=timeout)
-    return {(name, p.id): (tuple(p.replicas), tuple(p.isrs)) for name in topics
+    return {(name, p.id): Placement(p.leader, tuple(p.replicas), tuple(p.isrs)) for name in topics
             if name in metadata.topics for p in metadata.topics[name].partitions.values()}
 
 

@@ -88,8 +88,7 @@ def input_topics(settings) -> list[str]:
 
 
 def in_sync(cluster, settings) -> bool:
-    return all(set(isr) == set(replicas)
-               for replicas, isr in kafka.replicas(cluster, input_topics(settings)).values())
+    return all(set(p.in_sync) == set(p.replicas) for p in kafka.placements(cluster, input_topics(settings)).values())
 
 
 @contextmanager
@@ -121,12 +120,12 @@ def test_status_shows_each_node_its_role_and_the_active_controller(cluster):
 def test_leader_broker_killed(on_cluster, cluster, reference, tmp_path):
     settings, events = on_cluster, shop_events()
     with under_load(settings, tmp_path) as load:
-        leaders = Counter(kafka.leaders(cluster, input_topics(settings)).values())
+        leaders = Counter(p.leader for p in kafka.placements(cluster, input_topics(settings)).values())
         victim = leaders.most_common(1)[0][0]
         kafka.stop_node(cluster, victim, kill=True)
         figures = {"killed_broker": victim, "partitions_it_led": leaders[victim], "sent_at_kill": load.sent}
         figures["election_s"] = timed(lambda: all(
-            leader not in (victim, -1) for leader in kafka.leaders(cluster, input_topics(settings)).values()),
+            p.leader not in (victim, -1) for p in kafka.placements(cluster, input_topics(settings)).values()),
             60, "new leaders for its partitions")
         time.sleep(10)  # traffic on two brokers
         kafka.start_node(cluster, victim)
