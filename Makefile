@@ -20,7 +20,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 venv: $(VENV)/.synced  ## Create .venv with the locked dependencies.
 
-system: venv  ## Install redis-server (apt) and fetch the Kafka broker jars (mvn).
+system: venv  ## Install redis-server and prometheus (apt) and fetch the Kafka broker jars (mvn).
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
 	  echo "installing Java 17 and Maven with apt-get"; apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven; }
@@ -48,6 +48,9 @@ test: system  ## Run the whole test suite (it starts its own Kafka and Redis).
 bench: up  ## Throughput and freshness: raw Kafka loop vs naive Feast push vs a worker.
 	$(BIN)/python -m bench.throughput
 
+monitor: venv  ## Start Prometheus (Debian's, on 127.0.0.1:9090) scraping local workers, with the alert rules.
+	$(BIN)/shopstream services monitor
+
 soak: up-cluster  ## 30 minutes at half the measured capacity on the local cluster, two workers (not in `make test`).
 	SHOPSTREAM_PROFILE=cluster $(BIN)/python -m bench.soak --minutes 30 --workers 2
 
@@ -66,4 +69,4 @@ lint: venv  ## Check style with ruff.
 clean:  ## Remove the venv, caches and local service data.
 	rm -rf $(VENV) .cache .shopstream .pytest_cache
 
-.PHONY: help venv system up down up-cluster down-cluster demo test bench soak bench-latency bench-recs unit lint clean
+.PHONY: help venv system up down up-cluster down-cluster demo test bench monitor soak bench-latency bench-recs unit lint clean

@@ -56,11 +56,13 @@ def services_up(cluster: ClusterOption = False) -> None:
 
 @services_app.command("install")
 def services_install() -> None:
-    """Install redis-server with apt if it is missing and fetch the Kafka jars with Maven."""
-    from shopstream.services import kafka, redis
+    """Install redis-server and prometheus with apt if they are missing and fetch the Kafka
+    jars with Maven."""
+    from shopstream.services import kafka, prometheus, redis
 
     settings = get_settings()
     console.print(f"redis-server: {redis.install()}")
+    console.print(f"prometheus: {prometheus.install()}")
     with console.status(f"resolving Kafka {settings.kafka.version} with mvn ..."):
         console.print(f"kafka jars: {kafka.fetch_jars(settings)}")
 
@@ -72,6 +74,28 @@ def services_down(cluster: ClusterOption = False) -> None:
 
     for name, was_running in services.down(_profile(cluster)).items():
         console.print(f"{name}: " + ("stopped" if was_running else "was not running"))
+
+
+@services_app.command("monitor")
+def services_monitor(
+    ports: Annotated[str, typer.Option(help="Web ports of the workers to scrape, comma-separated "
+                                            "(default: SHOPSTREAM_WEB_PORT and the next three).")] = "",
+    interval: Annotated[float, typer.Option(help="Seconds between scrapes.")] = 15.0,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the local Prometheus instead.")] = False,
+) -> None:
+    """Start Debian's Prometheus on loopback (installed with apt if missing) scraping the
+    local workers, with shopstream's alert rules (ops/prometheus)."""
+    from shopstream.services import prometheus
+
+    settings = get_settings()
+    if stop:
+        console.print("prometheus: " + ("stopped" if prometheus.stop(settings) else "was not running"))
+        return
+    scraped = [int(p) for p in ports.split(",") if p.strip()] or [settings.web_port + i for i in range(4)]
+    with console.status("starting Prometheus ..."):
+        seconds = prometheus.start(settings, scraped, interval_s=interval)
+    console.print(f"prometheus: ready in {seconds:.1f}s at {prometheus.url(settings)} "
+                  f"(alerts: {prometheus.url(settings)}/alerts), scraping ports {', '.join(map(str, scraped))}")
 
 
 @services_app.command("status")

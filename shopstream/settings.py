@@ -482,6 +482,8 @@ class Settings(BaseSettings):
     run in processes of its own, apart from the feature workers it shares the store with."""
     web_port: int = 6066
     """Port of the worker's web server (``/health`` and ``/metrics``)."""
+    prometheus_port: int = 9090
+    """Port of the local Prometheus that ``shopstream services monitor`` starts (loopback)."""
     web_host: str = "127.0.0.1"
     """Address the worker's web server binds: loopback by default; ``0.0.0.0`` in a
     container whose port is published, behind the network's own controls."""

@@ -89,3 +89,21 @@ def test_compose_cluster_profile_has_three_brokers_and_a_redis_cluster():
     cluster = [name for name, service in services.items() if "cluster" in service.get("profiles", [])]
     assert set(cluster) == {"kafka-1", "kafka-2", "kafka-3", *(f"redis-{n}" for n in range(1, 7)),
                             "redis-cluster-init", "cluster-worker"}
+
+
+def test_compose_monitoring_profile_provisions_prometheus_and_grafana():
+    """Prometheus with the tested rules scraping every worker replica, and Grafana with the
+    dashboard, only in the `monitoring` profile and on loopback (issue 19)."""
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        assert all(port.startswith("${BIND_HOST:-127.0.0.1}:") for port in services[name]["ports"])
+        for volume in services[name]["volumes"]:
+            if volume.startswith("./"):
+                assert (ROOT / volume.split(":")[0]).exists(), volume
+    config = [arg for arg in services["prometheus"]["command"] if arg.startswith("--config.file=")][0]
+    scrape = yaml.safe_load((ROOT / "ops" / "prometheus" / config.rsplit("/", 1)[1]).read_text())
+    assert scrape["rule_files"] == ["rules.yml"]
+    assert {"worker", "scorer"} <= set(scrape["scrape_configs"][0]["dns_sd_configs"][0]["names"])
+    assert scrape["scrape_configs"][0]["dns_sd_configs"][0]["port"] == 6066

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,6 +81,27 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # alive, but someone else's
         return True
     return True
+
+
+def apt_install(package: str, binary: str) -> str:
+    """Path of ``binary``, installing Debian's ``package`` with apt-get first if it is
+    missing (as root, or with password-less sudo)."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if shutil.which("apt-get") is None:
+        raise RuntimeError(f"{binary} is missing and apt-get is not available: install {package} yourself")
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]):
+        result = subprocess.run(prefix + command, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"`{' '.join(command)}` failed; install {package} yourself:\n"
+                               f"{result.stderr[-2000:]}")
+    # Debian starts the package's own service; shopstream runs its own, so stop that one.
+    subprocess.run(prefix + ["service", package, "stop"], capture_output=True)
+    return shutil.which(binary) or f"/usr/bin/{binary}"
 
 
 def port_open(host: str, port: int) -> bool:

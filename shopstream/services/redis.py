@@ -10,7 +10,6 @@ server gets its own port and data folder under ``<home>/redis`` and saves to dis
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,23 +22,7 @@ from shopstream.settings import Settings
 
 def install() -> str:
     """Path of ``redis-server``, installed with apt-get first if it is missing."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    if shutil.which("apt-get") is None:
-        raise RuntimeError("redis-server is missing and apt-get is not available: install Redis 7")
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"]):
-        result = subprocess.run(prefix + command, capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            raise RuntimeError(f"`{' '.join(command)}` failed; install redis-server yourself:\n"
-                               f"{result.stderr[-2000:]}")
-    found = shutil.which("redis-server") or "/usr/bin/redis-server"
-    # Debian starts its own instance on port 6379; shopstream runs its own, so stop that one.
-    subprocess.run(prefix + ["service", "redis-server", "stop"], capture_output=True)
-    return found
+    return _process.apt_install("redis-server", "redis-server")
 
 
 def _root(settings: Settings) -> Path:
