@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Iterable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from shopstream.client import DeliveryStats, ShopProducer
 from shopstream.events import Event
+from shopstream.progress import progress_bar
 from shopstream.settings import Settings
 
 
@@ -42,11 +43,11 @@ def send(events: Iterable[Event], settings: Settings, *, rate: float = 0.0, spee
     producer = ShopProducer(settings, config={"linger.ms": 20, "batch.num.messages": 10_000})
     started = time.monotonic()
     first_ts = None
-    progress = Progress(TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]:>9,.0f} events/s"), TimeElapsedColumn(),
-                        console=console or Console(), transient=False)
+    progress = progress_bar(TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]:>9,.0f} events/s"), TimeElapsedColumn(),
+                            console=console or Console(), transient=False)
     with progress:
-        task = progress.add_task("send", total=total, rate=0.0)
+        task = progress.add_task("sending", total=total, rate=0.0)
         for i, event in enumerate(events, start=1):
             if rate > 0:
                 due = i / rate

@@ -357,12 +357,13 @@ def run(output, seeds: int, null_length: int, ert: float, workers: int, console)
     import json
     from pathlib import Path
 
-    from rich.progress import Progress
     from rich.table import Table
+
+    from shopstream.progress import progress_bar
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    with Progress(console=console) as progress:
+    with progress_bar(console=console) as progress:
         task = progress.add_task(f"calibrating and running {seeds} seeds", total=None)
         runs = evaluate(seeds, null_length, ert, workers,
                         progress=lambda done, total: progress.update(task, completed=done, total=total))

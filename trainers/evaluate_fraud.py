@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from scorers.fraud import matrix
 from shopstream import workers
 from shopstream.events import FraudScore, Order
+from shopstream.progress import progress_bar
 from shopstream.replay import read
 from shopstream.send import backlog_over, send
 from shopstream.settings import ScoringSettings, Settings, Topics, to_env
@@ -86,8 +87,8 @@ def wait_processed(settings: Settings, console: Console, what: str, timeout: flo
     """Wait, with a progress bar, until the worker has committed every input record."""
     topics = [*settings.topics.inputs().values(), updates_topic_name(settings)]
     total = sum(end for _, end in workers.offsets(settings, topics).values())
-    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with progress_bar(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
         task = progress.add_task(what, total=total)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

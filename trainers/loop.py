@@ -37,18 +37,21 @@ class Callback:
 
 
 class RichProgress(Callback):
-    """A rich progress bar over every step, with the latest loss and validation metrics."""
+    """A progress bar over every step, with the latest loss and validation metrics (plain
+    lines when stdout is not a terminal: ``shopstream.progress``)."""
 
     def __init__(self, description: str = "training"):
         self.description = description
         self._progress = self._task = None
 
     def on_start(self, total_steps: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                                  TextColumn("{task.fields[status]}"))
+        from shopstream.progress import progress_bar
+
+        self._progress = progress_bar(TextColumn("{task.description}"), BarColumn(),
+                                      TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                                      TextColumn("{task.fields[status]}"))
         self._progress.start()
         self._task = self._progress.add_task(self.description, total=total_steps, status="")
 
