@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import ssl
 import time
@@ -346,59 +345,6 @@ def give_up(sink: str, exc: BaseException) -> None:
                  EXIT_SINK_DOWN)
     logging.shutdown()
     os._exit(EXIT_SINK_DOWN)
-
-
-async def follow_challenger(model: str, registry, current: tuple | None, load: Callable, failed: FailedVersions):
-    """The ``(Challenge, loaded model)`` a scoring agent uses next, from the registry's
-    challenger (``scorers.challenge``): None when there is none; the one ``current`` holds
-    with the registry's mode and weight when its version is the same; else the version
-    loaded by ``load`` (blocking: off the event loop). A challenger that cannot be read
-    keeps ``current``; one that cannot be loaded is skipped as a champion would be."""
-    try:
-        challenge = await asyncio.to_thread(registry.challenge)
-    except Exception as exc:  # noqa: BLE001 - asked again at the next check
-        log.warning("cannot read the challenger of %s (%r); keeping what is loaded", model, exc)
-        return current
-    if challenge is None or failed.skip(challenge.version):
-        if current is not None:
-            log.info("the challenge of %s version %s ended", model, current[0].version)
-        metrics.follow_challenge(model, None)
-        return None
-    if current is not None and current[0].version == challenge.version:
-        if current[0] != challenge:
-            log.info("%s version %s now challenges %s, weight %.3f", model, challenge.version, challenge.mode,
-                     challenge.weight)
-        metrics.follow_challenge(model, challenge)
-        return challenge, current[1]
-    try:
-        loaded = await asyncio.to_thread(load, await asyncio.to_thread(registry.get, challenge.version))
-    except Exception as exc:  # noqa: BLE001 - a broken challenger must not stop the champion
-        metrics.MODEL_RELOADS.labels(model, "challenger-failed").inc()
-        failed.failed(challenge.version)
-        metrics.follow_challenge(model, None)
-        log.warning("cannot load the challenger %s of %s (%r); the champion answers alone", challenge.version,
-                    model, exc)
-        return None
-    metrics.follow_challenge(model, challenge)
-    metrics.MODEL_RELOADS.labels(model, "challenger-loaded").inc()
-    log.info("%s version %s challenges (%s, weight %.3f)", model, challenge.version, challenge.mode, challenge.weight)
-    return challenge, loaded
-
-
-class FailedVersions:
-    """Model versions that failed to load, so that a broken champion is tried again every
-    ``retry_s`` seconds rather than on every registry check (each try downloads it)."""
-
-    def __init__(self, retry_s: float = 300.0):
-        self.retry_s = retry_s
-        self._failed: dict[str, float] = {}
-
-    def skip(self, version: str) -> bool:
-        """Whether ``version`` failed less than ``retry_s`` seconds ago."""
-        return time.monotonic() - self._failed.get(version, -math.inf) < self.retry_s
-
-    def failed(self, version: str) -> None:
-        self._failed[version] = time.monotonic()
 
 
 models: dict[str, dict] = {}

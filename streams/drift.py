@@ -33,7 +33,8 @@ from shopstream.events import OrderLabel
 from shopstream.topics import read_range
 from streams import metrics
 from streams.agents import decode_all, each_batch
-from streams.app import FailedVersions, app, delivered, drift_inputs_topic_name, settings
+from streams.app import app, delivered, drift_inputs_topic_name, settings
+from streams.reload import FailedVersions
 
 log = logging.getLogger(__name__)
 FRAUD, RECS = b"fraud", b"recs"

@@ -25,7 +25,6 @@ share of users (``scorers.challenge``) get its score instead, ``variant``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -41,29 +40,15 @@ from shopstream.offline import SERVED_FRAUD, served_table
 from shopstream.online import OnlineReader
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import (
-    FailedVersions,
-    app,
-    delivered,
-    follow_challenger,
-    offline_log,
-    retrying,
-    settings,
-)
-from streams.app import models as app_models
+from streams.app import app, delivered, offline_log, retrying, settings
+from streams.reload import Follower
 
 log = logging.getLogger(__name__)
-FAILED = FailedVersions()  # champions that failed to load, tried again every 5 minutes
 MODEL = settings.scoring.model_name
 orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=bytes)
 scores_topic = app.topic(settings.topics.fraud_scores, value_type=bytes, key_type=bytes)
 shadow_topic = app.topic(settings.topics.fraud_shadow, value_type=bytes, key_type=bytes)
 _reader: OnlineReader | None = None
-scorer = FraudScorer(review=settings.thresholds.fraud_review, block=settings.thresholds.fraud_block,
-                     top_reasons=settings.scoring.top_reasons, reasons_for=settings.scoring.reasons_for)
-"""The scorer in use; replaced whole (never mutated) when the champion changes."""
-challenger: tuple[Challenge, FraudScorer] | None = None
-"""The challenge and the challenger's scorer, if there is one; replaced whole too."""
 
 
 def reader() -> OnlineReader:
@@ -94,53 +79,22 @@ def _champion(champion):
     return load_champion(settings, champion=champion)
 
 
-_reloading = asyncio.Lock()
-"""The start-up load and the timer's checks never overlap: two loads of one broken
-champion would count, and retry, twice."""
-
-
-async def reload_champion() -> None:
-    """Swap in the registry's champion if it is not the model in use, and follow its
-    challenger."""
-    global challenger
-    async with _reloading:
-        registry = await _reload_champion()
-        if registry is not None:
-            challenger = await follow_challenger(MODEL, registry, challenger, lambda v: _scorer(_champion(v)), FAILED)
-
-
 def _scorer(predictor) -> FraudScorer:
     return FraudScorer(predictor, review=settings.thresholds.fraud_review, block=settings.thresholds.fraud_block,
                        top_reasons=settings.scoring.top_reasons, reasons_for=settings.scoring.reasons_for)
 
 
-async def _reload_champion():
-    """The registry, once asked (None if it could not be)."""
-    global scorer
-    champion = registry = None
-    try:
-        from trainers.registry import Registry
+def _load(champion) -> FraudScorer | None:
+    predictor = _champion(champion)
+    return None if predictor is None else _scorer(predictor)
 
-        registry = await asyncio.to_thread(Registry, settings)
-        champion = await asyncio.to_thread(registry.champion)
-        if champion is None or champion.version == scorer.version or FAILED.skip(champion.version):
-            return registry
-        predictor = await asyncio.to_thread(_champion, champion)
-    except Exception as exc:  # noqa: BLE001 - a broken model must not stop scoring
-        metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
-        if champion is not None:
-            FAILED.failed(champion.version)
-        app_models[MODEL] = {"version": scorer.version, "error": repr(exc)}
-        log.warning("cannot load the champion (%r); still scoring with %s", exc, scorer.version)
-        return registry
-    if predictor is None:
-        return registry
-    scorer = _scorer(predictor)
-    metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
-    app_models[MODEL] = {"version": scorer.version, "error": None}
-    metrics.MODEL_VERSION.labels(MODEL).set(float(predictor.version))
-    log.info("now scoring with %s version %s", MODEL, predictor.version)
-    return registry
+
+follower: Follower[FraudScorer] = Follower(MODEL, _scorer(None), _load, "scoring")
+"""The scorer in use (the rules before a champion) and the challenger's, each replaced whole."""
+
+
+async def reload_champion() -> None:
+    await follower.reload()
 
 
 @app.timer(interval=settings.scoring.reload_s, on_leader=False)
@@ -217,7 +171,7 @@ def challenged(current: FraudScorer, rival: tuple[Challenge, FraudScorer] | None
 async def score_orders(records: list[faust.types.Message]) -> None:
     """Scores for one micro-batch of orders."""
     consumed = time.time()
-    current, rival = scorer, challenger  # one of each for the whole batch, even if a reload lands
+    current, rival = follower.current, follower.challenger  # one of each for the whole batch, even if a reload lands
     orders: list[Order] = []
     messages: list[faust.types.Message] = []
     now = datetime.now(UTC)

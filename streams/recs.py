@@ -40,20 +40,10 @@ from scorers.recommend import Recommender, SessionState
 from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, SessionRecs
 from streams import metrics
 from streams.agents import decode_all, each_batch
-from streams.app import (
-    FailedVersions,
-    app,
-    delivered,
-    follow_challenger,
-    save,
-    session_orders_topic_name,
-    settings,
-    table_expiry,
-)
-from streams.app import models as app_models
+from streams.app import app, delivered, save, session_orders_topic_name, settings, table_expiry
+from streams.reload import Follower
 
 log = logging.getLogger(__name__)
-FAILED = FailedVersions()  # champions that failed to load, tried again every 5 minutes
 MODEL = settings.recs.model_name
 BOUGHT = session_orders_topic_name(settings)
 KIND = {settings.topics.clicks: "click", settings.topics.carts: "cart", BOUGHT: "bought"}
@@ -68,10 +58,6 @@ session_table = app.Table("session-recs-v1", default=None, partitions=settings.t
                           use_partitioner=True, key_type=bytes, value_type=bytes)
 OPTIONS = {"k": settings.recs.k, "exclude_cart": settings.recs.exclude_cart,
            "exclude_bought": settings.recs.exclude_bought, "exclude_viewed": settings.recs.exclude_viewed}
-recommender = Recommender(popular=Popularity(), **OPTIONS)
-"""The recommender in use; replaced whole (never mutated) when the champion changes."""
-challenger: tuple[Challenge, Recommender] | None = None
-"""The challenge and the challenger's recommender, if there is one; replaced whole too."""
 _recent: list[Session] = []  # recent clicks, for popularity before there is a champion
 
 
@@ -120,44 +106,15 @@ def _champion(champion) -> Recommender | None:
     return load_champion(settings, champion=champion, **OPTIONS)
 
 
-_reloading = asyncio.Lock()  # as in streams.fraud: the start-up load and the timer never overlap
+follower: Follower[Recommender] = Follower(MODEL, Recommender(popular=Popularity(), **OPTIONS), _champion,
+                                           "recommending")
+"""The recommender in use (popularity from this worker's clicks before a champion) and the
+challenger's, each replaced whole; the rules' popularity is refitted in place
+(``refresh_popularity``)."""
 
 
 async def reload_champion() -> None:
-    global challenger
-    async with _reloading:
-        registry = await _reload_champion()
-        if registry is not None:
-            challenger = await follow_challenger(MODEL, registry, challenger, _champion, FAILED)
-
-
-async def _reload_champion():
-    """The registry, once asked (None if it could not be)."""
-    global recommender
-    champion = registry = None
-    try:
-        from trainers.registry import Registry
-
-        registry = await asyncio.to_thread(Registry, settings, MODEL)
-        champion = await asyncio.to_thread(registry.champion)
-        if champion is None or champion.version == recommender.version or FAILED.skip(champion.version):
-            return registry
-        loaded = await asyncio.to_thread(_champion, champion)
-    except Exception as exc:  # noqa: BLE001 - a broken bundle must not stop recommendations
-        metrics.MODEL_RELOADS.labels(MODEL, "failed").inc()
-        if champion is not None:
-            FAILED.failed(champion.version)
-        app_models[MODEL] = {"version": recommender.version, "error": repr(exc)}
-        log.warning("cannot load the recommender champion (%r); keeping %s", exc, recommender.version)
-        return registry
-    if loaded is None:
-        return registry
-    recommender = loaded
-    metrics.MODEL_RELOADS.labels(MODEL, "loaded").inc()
-    app_models[MODEL] = {"version": recommender.version, "error": None}
-    metrics.MODEL_VERSION.labels(MODEL).set(float(loaded.version))
-    log.info("now recommending with %s version %s", MODEL, loaded.version)
-    return registry
+    await follower.reload()
 
 
 @app.timer(interval=settings.recs.reload_s, on_leader=False)
@@ -181,6 +138,7 @@ def refresh_popularity() -> None:
     started would otherwise keep answering from its first handful of clicks, and a cart
     holding those few items would get nothing), then every 10 seconds."""
     global _recent, _refitted
+    recommender = follower.current
     if recommender.version != "rules" or not _recent:
         return
     if len(recommender.popular.scores(())) >= 2 * recommender.k and time.monotonic() - _refitted < 10:
@@ -251,7 +209,7 @@ async def answer(records: list[faust.types.Message]) -> None:
     is saved only after its recommendations are sent: a worker killed in between reads
     the events again and answers them again (at-least-once), rather than never."""
     consumed = time.time()
-    current, rival = recommender, challenger  # one of each for the whole batch
+    current, rival = follower.current, follower.challenger  # one of each for the whole batch
     now = datetime.now(UTC)
     started = time.perf_counter()
     states: dict[bytes, SessionState] = {}

@@ -12,7 +12,7 @@ import pytest
 
 import trainers.registry
 from streams import fraud, metrics, recs
-from streams.app import FailedVersions
+from streams.reload import FailedVersions
 
 
 def failed(model: str) -> float:
@@ -32,9 +32,9 @@ def test_a_broken_champion_is_tried_once_when_the_start_and_the_timer_meet(agent
         time.sleep(0.2)
         raise ValueError("a truncated checkpoint")
 
-    monkeypatch.setattr(agent, "_champion", broken)
-    monkeypatch.setattr(agent, "FAILED", FailedVersions())
-    monkeypatch.setattr(agent, "_reloading", asyncio.Lock())
+    monkeypatch.setattr(agent.follower, "load", broken)
+    monkeypatch.setattr(agent.follower, "failed", FailedVersions())
+    monkeypatch.setattr(agent.follower, "_lock", asyncio.Lock())
     before = failed(agent.MODEL)
 
     async def start_and_timer():
