@@ -43,7 +43,7 @@ from shopstream.client import ShopProducer
 from shopstream.events import Click, SessionRecs
 from shopstream.settings import RecsSettings, Settings, to_env
 from shopstream.topics import ensure_topics
-from trainers.recs import save_bundle
+from trainers.promotion import save_bundle
 from trainers.registry import Registry
 
 console = Console()

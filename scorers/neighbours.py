@@ -70,6 +70,20 @@ class Popularity:
     def scores(self, items: Sequence[str]) -> Scores:
         return dict(self._scores)
 
+    def state(self) -> Scores:
+        """The fitted scores, as plain data (``from_state`` restores them).
+
+        >>> Popularity.from_state(Popularity().fit([Session(("a", "b", "a"), 0)]).state()).scores(())
+        {'a': 2.0, 'b': 1.0}
+        """
+        return dict(self._scores)
+
+    @classmethod
+    def from_state(cls, scores: Scores, **params) -> Popularity:
+        model = cls(**params)
+        model._scores = dict(scores)
+        return model
+
 
 class CoVisitation:
     """Items seen near each other in the same sessions.
@@ -225,6 +239,15 @@ class SessionKNN:
             for item in items:
                 self._with_item[item].append(index)
         return self
+
+    def state(self) -> list[tuple[tuple[str, ...], float]]:
+        """The past sessions, as plain data: ``(sorted items, end time)``, oldest first
+        (``from_state`` fits them again)."""
+        return [(tuple(sorted(items)), ts) for items, ts in zip(self._sessions, self._ends, strict=True)]
+
+    @classmethod
+    def from_state(cls, sessions: list[tuple[Sequence[str], float]], **params) -> SessionKNN:
+        return cls(**params).fit([Session(tuple(items), ts) for items, ts in sessions])
 
     def weights(self, items: Sequence[str]) -> dict[str, float]:
         """Each distinct item's weight in the session vector (its newest position counts)."""

@@ -102,9 +102,11 @@ def fraud_monitor(version: str) -> FraudMonitor | None:
     """The rules have no reference to drift from; a model saved without a profile neither."""
     if version == "rules":
         return None
-    from trainers.fraud import load_profile  # torch and MLflow load only where drift is watched
+    from trainers.promotion import (
+        fraud_profile,  # torch and MLflow load only where drift is watched
+    )
 
-    profile = load_profile(settings, version)
+    profile = fraud_profile(settings, version)
     if profile is None:
         return None
     return FraudMonitor(profile, ert=settings.drift.ert_events, window=settings.drift.window,
@@ -117,9 +119,9 @@ def recs_monitor(version: str) -> RecsMonitor:
     items need the champion's profile."""
     profile = None
     if version != "rules":
-        from trainers.recs import load_profile
+        from trainers.promotion import recs_profile
 
-        profile = load_profile(settings, version)
+        profile = recs_profile(settings, version)
     return RecsMonitor(profile, window=settings.drift.window, delta=settings.drift.delta)
 
 

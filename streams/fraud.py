@@ -73,10 +73,12 @@ def _champion(champion):
     """The registered version ``champion``, loaded (blocking: runs in a thread)."""
     import torch
 
-    from trainers.fraud import load_champion  # torch and MLflow load only in workers that score
+    from trainers.promotion import (
+        fraud_champion,  # torch and MLflow load only in workers that score
+    )
 
     torch.set_num_threads(settings.scoring.torch_threads)
-    return load_champion(settings, champion=champion)
+    return fraud_champion(settings, champion=champion)
 
 
 def _scorer(predictor) -> FraudScorer:

@@ -100,10 +100,10 @@ def _champion(champion) -> Recommender | None:
     """The registered bundle ``champion``, loaded (blocking: runs in a thread)."""
     import torch
 
-    from trainers.recs import load_champion
+    from trainers.promotion import recs_champion
 
     torch.set_num_threads(settings.scoring.torch_threads)
-    return load_champion(settings, champion=champion, **OPTIONS)
+    return recs_champion(settings, champion=champion, **OPTIONS)
 
 
 follower: Follower[Recommender] = Follower(MODEL, Recommender(popular=Popularity(), **OPTIONS), _champion,

@@ -34,7 +34,8 @@ from shopstream.settings import RecsSettings, Settings, to_env
 from shopstream.topics import ensure_topics
 from trainers import ranking
 from trainers.evaluate_fraud import isolated, wait_processed
-from trainers.recs import K, RecsTrainConfig, fit_recommender, save_bundle, served_lists
+from trainers.promotion import save_bundle
+from trainers.recs import K, RecsTrainConfig, fit_recommender, served_lists
 from trainers.registry import Registry
 from trainers.sessions import Case, cases, from_events, sessions, split
 

@@ -35,7 +35,7 @@ import torch
 from models.fraud import FRAUD_TYPES, Checkpoint, FraudConfig, FraudNet
 from models.gbm import FraudGBM, GBMConfig
 from scorers.drift import calendar_strata
-from scorers.fraud import FEATURES, SIGNALS, ModelPredictor, matrix
+from scorers.fraud import FEATURES, SIGNALS, matrix
 from scorers.profiles import ModelProfile
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
@@ -49,7 +49,8 @@ from trainers.offline import (
     orders_between,
     raw,
 )
-from trainers.registry import Registry, Version
+from trainers.promotion import TrainResult, fraud_registry, register
+from trainers.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -202,19 +203,6 @@ def unseen_by(checkpoint: Checkpoint, valid: Dataset, split: datetime) -> Datase
     return valid.select((valid.frame["event_timestamp"] >= fit_end).to_numpy())
 
 
-@dataclass
-class TrainResult:
-    version: Version | None
-    promoted: bool
-    metrics: dict[str, float]
-    champion_metrics: dict[str, float] | None
-    plots: list[Path]
-    n_train: int
-    n_valid: int
-    train: Dataset = field(repr=False, default=None)
-    valid: Dataset = field(repr=False, default=None)
-
-
 def train_and_register(settings: Settings, config: FraudTrainConfig | None = None, *,
                        labels_as_of: datetime | None = None, window: tuple[datetime, datetime] | None = None,
                        force: bool = False, output: Path | None = None,
@@ -253,7 +241,7 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     valid_scores = scores_of(model, valid.x)
     result = fraud_metrics.evaluate(evaluation_frame(valid, valid_scores))
 
-    registry = Registry(settings)
+    registry = fraud_registry(settings)
     wins, champion_metrics = beats_champion(registry, model, valid, split)
 
     folder = Path(output or tempfile.mkdtemp(prefix="shopstream-train-"))
@@ -279,7 +267,7 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     # The metrics are the held-out model's: the refit one has seen the validation days.
     metrics = {**{k: v for k, v in result.items() if isinstance(v, float) and not math.isnan(v)},
                "n_train": len(train.x), "n_valid": len(valid.x), "best_epoch": best["best_epoch"]}
-    version = registry.register(path, metrics=metrics, params={
+    version, promoted = register(registry, path, wins=wins, force=force, metrics=metrics, params={
         **{f"model.{k}": v for k, v in asdict(model.config).items()},
         **{f"loop.{k}": v for k, v in asdict(config.loop).items()},
         "days": config.days, "valid_days": config.valid_days, "delay_days": config.delay_days,
@@ -288,14 +276,9 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
               "train_end": end.isoformat(), "labels_as_of": labels_as_of.isoformat(),
               "n_rows": str(len(data.x)), "n_fraud": str(int(data.frame["label"].sum())),
               "served_rows": str(data.served),
-              "labelled_orders": str(labelled_total(settings)), **(tags or {})})
-    for name in plots:
-        registry.client.log_artifact(registry.client.get_model_version(registry.name, version.version).run_id,
-                                     str(name), artifact_path="plots")
-    if wins or force:
-        registry.promote(version.version)
-    return TrainResult(version, wins or force, result, champion_metrics, plots, len(train.x), len(valid.x),
-                       train, valid)
+              "labelled_orders": str(labelled_total(settings)), **(tags or {})},
+        description="shopstream fraud scorer", plots=plots)
+    return TrainResult(version, promoted, result, champion_metrics, len(train.x), len(valid.x), plots, train, valid)
 
 
 def served_inputs(settings: Settings, start: datetime, end: datetime, served: bool = True) -> np.ndarray:
@@ -389,17 +372,6 @@ def beats_champion(registry: Registry, model: FraudNet, valid: Dataset,
     return ours["ap"] > theirs["ap"], {**theirs, "n_valid": len(fresh.x), "new_ap": ours["ap"]}
 
 
-def load_champion(settings: Settings, registry: Registry | None = None, champion=None) -> ModelPredictor | None:
-    """The champion as a predictor, or None when there is none. ``champion``: the
-    registered version to load, when the caller has already asked the registry (it may
-    have promoted another one since)."""
-    registry = registry or Registry(settings)
-    champion = champion or registry.champion()
-    if champion is None:
-        return None
-    return ModelPredictor(Checkpoint.load(registry.download(champion)), champion.version)
-
-
 def labelled_total(settings: Settings) -> int:
     """Orders with a label in the offline store: how much there is to learn from (a
     triggered retrain needs it to have grown since the champion's training)."""
@@ -407,11 +379,3 @@ def labelled_total(settings: Settings) -> int:
         return int(raw(settings, "raw_order_label")["order_id"].nunique())
     except FileNotFoundError:
         return 0
-
-
-def load_profile(settings: Settings, version: str, registry: Registry | None = None) -> ModelProfile | None:
-    """The reference profile saved with ``version`` (``reference_profile``), or None for a
-    model trained before profiles were saved."""
-    registry = registry or Registry(settings)
-    meta = Checkpoint.load(registry.download(registry.get(version))).meta
-    return ModelProfile.from_data(meta["profile"]) if meta.get("profile") else None

@@ -37,7 +37,7 @@ from scorers.retrieval import ItemIndex
 from shopstream.settings import Settings
 from trainers import ranking
 from trainers.loop import Callback, History, LoopConfig, RichProgress, fit, fit_epochs
-from trainers.registry import Registry, Version
+from trainers.promotion import TrainResult, load_bundle, recs_registry, register, save_bundle
 from trainers.sessions import Case, cases, clean, sessions, split
 
 log = logging.getLogger(__name__)
@@ -222,58 +222,7 @@ def fit_recommender(frame: pd.DataFrame, baskets: list[Session], config: RecsTra
     return Fitted(recommender, seq_metrics, blend_metrics, len(train_sessions), len(valid_cases))
 
 
-# --- the bundle -------------------------------------------------------------------------------
-
-
-def save_bundle(recommender: Recommender, path: Path, meta: dict | None = None) -> Path:
-    """Everything the recommender needs in one file (plain tensors, lists and dicts)."""
-    seq = recommender.sequence
-    neighbours = recommender.neighbours
-    torch.save({
-        "sequence": SequenceCheckpoint(seq.model, seq.vocab).to_dict() if seq else None,
-        "index": torch.from_numpy(seq.index.to_bytes()) if seq else None,
-        "covisit": recommender.covisit.state() if recommender.covisit else None,
-        "bought_together": recommender.bought_together.state() if recommender.bought_together else None,
-        "popular": recommender.popular.scores(()) if recommender.popular else None,
-        "neighbours": [(tuple(sorted(items)), ts) for items, ts in
-                       zip(neighbours._sessions, neighbours._ends, strict=True)] if neighbours else None,
-        "blend": asdict(recommender.blend), "meta": meta or {}}, path)
-    return path
-
-
-def load_bundle(path: Path, version: str = "local", **options) -> Recommender:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    sequence = None
-    if saved["sequence"] is not None:
-        checkpoint = SequenceCheckpoint.from_dict(saved["sequence"])
-        index = ItemIndex.from_bytes(saved["index"].numpy(), checkpoint.vocab)
-        sequence = SequenceScorer(checkpoint.model, checkpoint.vocab, index)
-    popular = None
-    if saved["popular"] is not None:
-        popular = Popularity()
-        popular._scores = dict(saved["popular"])
-    neighbours = None
-    if saved["neighbours"] is not None:
-        neighbours = SessionKNN().fit([Session(tuple(items), ts) for items, ts in saved["neighbours"]])
-    return Recommender(
-        sequence=sequence, neighbours=neighbours, popular=popular, blend=Blend(**saved["blend"]),
-        covisit=CoVisitation.from_state(saved["covisit"]) if saved["covisit"] is not None else None,
-        bought_together=(BoughtTogether.from_state(saved["bought_together"])
-                         if saved["bought_together"] is not None else None),
-        version=version, **options)
-
-
 # --- the batch job ------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainResult:
-    version: Version | None
-    promoted: bool
-    metrics: dict[str, float]
-    champion_metrics: dict[str, float] | None
-    n_train: int
-    n_valid: int
 
 
 def offline_log(settings: Settings, days: float, end: datetime | None = None) -> tuple[pd.DataFrame, list[Session]]:
@@ -326,7 +275,7 @@ def train_and_register(settings: Settings, config: RecsTrainConfig | None = None
     catalog = frame["item_id"].nunique()
     result = evaluate_on(fitted.recommender, valid, popularity, catalog)
 
-    registry = Registry(settings, settings.recs.model_name)
+    registry = recs_registry(settings)
     champion = registry.champion()
     champion_metrics = None
     if champion is not None:
@@ -344,35 +293,14 @@ def train_and_register(settings: Settings, config: RecsTrainConfig | None = None
     metrics = {**{k: v for k, v in result.items() if isinstance(v, float)},
                **{f"sequence.{k}": v for k, v in fitted.sequence.items() if isinstance(v, float)},
                "n_train_sessions": fitted.n_train, "n_valid_cases": fitted.n_valid}
-    version = registry.register(path, metrics=metrics, params={
+    version, promoted = register(registry, path, wins=wins, force=force, metrics=metrics, params={
         **{k: v for k, v in asdict(config).items() if k != "loop"},
         **{f"loop.{k}": v for k, v in asdict(config.loop).items()},
         **{f"blend.{k}": v for k, v in asdict(fitted.recommender.blend).items()}},
         tags={"feature_service": "recs_v1", "train_start": window[0], "train_end": window[1],
               "n_views": str(len(frame)), "n_items": str(catalog)},
         description="shopstream session recommender")
-    if wins or force:
-        registry.promote(version.version)
-    return TrainResult(version, wins or force, result, champion_metrics, fitted.n_train, fitted.n_valid)
-
-
-def load_champion(settings: Settings, registry: Registry | None = None, champion=None,
-                  **options) -> Recommender | None:
-    """The champion bundle as a recommender, or None when there is none. ``champion``: the
-    registered version to load, when the caller has already asked the registry."""
-    registry = registry or Registry(settings, settings.recs.model_name)
-    champion = champion or registry.champion()
-    if champion is None:
-        return None
-    return load_bundle(registry.download(champion), champion.version, **options)
-
-
-def load_profile(settings: Settings, version: str, registry: Registry | None = None) -> RecsProfile | None:
-    """The reference profile saved with ``version``, or None for a bundle saved before
-    profiles were."""
-    registry = registry or Registry(settings, settings.recs.model_name)
-    meta = torch.load(registry.download(registry.get(version)), map_location="cpu", weights_only=True)["meta"]
-    return RecsProfile.from_data(meta["profile"]) if meta.get("profile") else None
+    return TrainResult(version, promoted, result, champion_metrics, fitted.n_train, fitted.n_valid)
 
 
 def describe(result: TrainResult) -> str:

@@ -92,7 +92,8 @@ def retrain_on_signals(settings: Settings, train: Callable[[dict[str, str]], obj
     with ``timeout``, after that many seconds."""
     from confluent_kafka import Consumer
 
-    from trainers.fraud import labelled_total, load_profile
+    from trainers.fraud import labelled_total
+    from trainers.promotion import fraud_profile
     from trainers.registry import Registry
 
     registry = Registry(settings)
@@ -115,7 +116,7 @@ def retrain_on_signals(settings: Settings, train: Callable[[dict[str, str]], obj
             if champion is None or not watch.add(signal, champion.version) or not signal.drifted:
                 continue
             if champion.version not in important:
-                profile = load_profile(settings, champion.version, registry)
+                profile = fraud_profile(settings, champion.version, registry)
                 important[champion.version] = profile.important if profile else []
                 log.info("the inputs %s ranks highest: %s", registry.name, important[champion.version][:10])
             last_event, last_wall = last_retrain(registry)

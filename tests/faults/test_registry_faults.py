@@ -80,7 +80,8 @@ def fast_reload(settings):
 
 def test_broken_models_and_registry_never_stop_answers(fast_reload, tmp_path):
     from tests.trainers.test_recs import CONFIG, small_log
-    from trainers.recs import fit_recommender, save_bundle
+    from trainers.promotion import save_bundle
+    from trainers.recs import fit_recommender
 
     settings = fast_reload
     temp_before = set(Path(tempfile.gettempdir()).glob("shopstream-model-*"))

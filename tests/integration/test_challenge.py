@@ -23,7 +23,7 @@ from shopstream.settings import RecsSettings, ScoringSettings, get_settings, to_
 from tests.integration.conftest import read_all, start_worker, wait_until
 from tests.trainers.test_registry import register
 from trainers.judge import judge, promotion
-from trainers.recs import save_bundle
+from trainers.promotion import save_bundle
 from trainers.registry import Registry
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,9 @@ from shopstream.topics import ensure_topics
 from streams.app import drift_inputs_topic_name, updates_topic_name
 from tests.integration.conftest import drained, read_all, start_worker, wait_until
 from tests.integration.test_fraud import history
-from trainers.fraud import FraudTrainConfig, load_profile, train_and_register
+from trainers.fraud import FraudTrainConfig, train_and_register
 from trainers.loop import LoopConfig
+from trainers.promotion import fraud_profile
 from trainers.registry import Registry
 from trainers.triggers import SignalWatch, policy_of, retrain_on_signals
 
@@ -137,7 +138,7 @@ def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_pat
         for signal in fraud:
             watch.add(signal, champion=signal.model_version)
         assert watch.due(rows=10**9, champion_rows=1, last_retrain=None,
-                         important=load_profile(settings, "1", Registry(settings)).important) is None, \
+                         important=fraud_profile(settings, "1", Registry(settings)).important) is None, \
             "the unchanged days call for a retrain"
 
         send(settings, planted, topics)

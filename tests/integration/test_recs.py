@@ -24,7 +24,8 @@ from streams.app import session_orders_topic_name
 from tests.integration.conftest import drained, start_worker, wait_until
 from tests.trainers.test_recs import CONFIG, small_log
 from trainers.evaluate_recs import run
-from trainers.recs import fit_recommender, save_bundle
+from trainers.promotion import save_bundle
+from trainers.recs import fit_recommender
 from trainers.registry import Registry
 
 pytestmark = pytest.mark.integration

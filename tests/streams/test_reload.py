@@ -49,7 +49,7 @@ def test_a_reload_loads_the_version_it_checked(monkeypatch, tmp_path):
     """The registry promoted version 3 while version 2 was being loaded: 2 is loaded (the
     next check picks 3 up); before, the loader asked the registry again and a failure
     was booked against the wrong version."""
-    from trainers.fraud import load_champion
+    from trainers.promotion import fraud_champion as load_champion
 
     downloaded = []
     registry = SimpleNamespace(champion=lambda: SimpleNamespace(version="3"),

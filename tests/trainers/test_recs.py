@@ -7,7 +7,8 @@ import pytest
 
 from scorers.recommend import SessionView
 from trainers.loop import LoopConfig
-from trainers.recs import RecsTrainConfig, fit_recommender, load_bundle, save_bundle
+from trainers.promotion import load_bundle, save_bundle
+from trainers.recs import RecsTrainConfig, fit_recommender
 from trainers.sessions import Case, cases, frame_of, sessions, split
 
 
@@ -68,7 +69,8 @@ def test_train_and_register_from_the_offline_log_with_the_champion_gate(tmp_path
     from shopstream.featurestore import offline_root
     from shopstream.offline import OfflineLog, events_table
     from shopstream.settings import Settings
-    from trainers.recs import load_champion, train_and_register
+    from trainers.promotion import recs_champion as load_champion
+    from trainers.recs import train_and_register
 
     settings = Settings(home=tmp_path / "home")
     frame = small_log(200)

@@ -10,7 +10,7 @@ from models.fraud import Checkpoint, FraudConfig, FraudNet
 from scorers.fraud import FEATURES, SIGNALS
 from shopstream.cli import app
 from shopstream.settings import Settings
-from trainers.fraud import load_champion
+from trainers.promotion import fraud_champion as load_champion
 from trainers.registry import Registry
 
 
@@ -69,8 +69,8 @@ def test_models_commands(settings, tmp_path):
 def test_models_commands_for_the_recommender(settings, tmp_path):
     from scorers.neighbours import Popularity, Session
     from scorers.recommend import Recommender
-    from trainers.recs import load_champion as load_recs
-    from trainers.recs import save_bundle
+    from trainers.promotion import recs_champion as load_recs
+    from trainers.promotion import save_bundle
 
     registry = Registry(settings, settings.recs.model_name)
     bundle = save_bundle(Recommender(popular=Popularity().fit([Session(("a", "b"), 0.0)])), tmp_path / "recs.pt")
