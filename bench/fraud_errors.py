@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainers.evaluate_fraud import metric_frame, without_known_compromised
+from evals.fraud import metric_frame, without_known_compromised
 from trainers.metrics import card_precision_ceiling
 
 WINDOW = pd.Timedelta(days=30)

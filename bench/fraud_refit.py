@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evals.fraud import baselines, metric_frame, without_known_compromised
 from scorers.fraud import matrix
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
-from trainers.evaluate_fraud import baselines, metric_frame, without_known_compromised
 from trainers.fraud import (
     FraudTrainConfig,
     build_dataset,

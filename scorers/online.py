@@ -1,5 +1,5 @@
 """Online judgement of a champion and its challenger, from what they answered and what
-followed. Pure: the rows come from the topics (``trainers.judge``).
+followed. Pure: the rows come from the topics (``evals.judge``).
 
 Fraud: an order's label grades the score it got, days later. Each version is measured on
 its labelled orders (AUC, AP, precision and recall at the review and block thresholds),

@@ -399,7 +399,7 @@ def cell(value) -> str:
 
 def compare(settings: Settings, console: Console) -> None:
     """The end of act three: the champion and the challenger on the labels that came."""
-    from trainers.judge import as_table, judge, promotion
+    from evals.judge import as_table, judge, promotion
 
     try:
         judged = judge(settings, "fraud")

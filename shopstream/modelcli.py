@@ -241,7 +241,7 @@ def models_promote(
 
 def _promote_from_online(model: str, *, metric: str | None, confidence: float, min_graded: int) -> bool:
     """Judge the challenge and promote the challenger if the evidence says so; say why."""
-    from trainers.judge import judge, promotion
+    from evals.judge import judge, promotion
 
     settings = get_settings()
     metric = metric or (settings.challenge.fraud_metric if model == "fraud" else None)
@@ -316,7 +316,7 @@ def models_report(
     challenge began, the difference with its bootstrap interval, and a plot over time."""
     import json
 
-    from trainers.judge import as_table, judge, plot
+    from evals.judge import as_table, judge, plot
 
     try:
         judged = judge(get_settings(), model, confidence=confidence)
@@ -385,7 +385,7 @@ def eval_fraud(
         "eval-fraud"),
 ) -> None:
     """Run the whole system on a labelled log and compare with LR, GBM and published results."""
-    from trainers.evaluate_fraud import EvalWindow, run
+    from evals.fraud import EvalWindow, run
 
     if not transactions.exists():
         raise typer.BadParameter(f"{transactions} does not exist")
@@ -406,7 +406,7 @@ def eval_challenge(
 ) -> None:
     """How many clicks shadow scoring, an A/B split and interleaving each need to a
     verdict on a recommender challenger, after a planted change, and whether it is right."""
-    from trainers.evaluate_challenge import MODES, run, summarise
+    from evals.challenge import MODES, run, summarise
 
     frame = run(output, seeds=seeds, console=console)
     summary = summarise(frame)
@@ -457,7 +457,7 @@ def eval_drift(
     """Planted changes and null runs: each detector's recall, delay and false alarms; or,
     with --transactions, the drift role on a real log replayed through the system."""
     if transactions is not None:
-        from trainers.evaluate_drift import run_real
+        from evals.drift import run_real
 
         if not transactions.exists():
             raise typer.BadParameter(f"{transactions} does not exist")
@@ -468,7 +468,7 @@ def eval_drift(
                  history_days=history_days,
                  console=console)
         return
-    from trainers.evaluate_drift import run
+    from evals.drift import run
 
     run(output, seeds, null_events, ert, workers, console)
 
@@ -492,8 +492,8 @@ def eval_recs(
         "eval-recs"),
 ) -> None:
     """Next-item HR/MRR/NDCG@20 against POP, item-kNN and V-SKNN, and a live parity check."""
+    from evals.recs import FORMATS, run
     from shopstream.replay import parse_mapping
-    from trainers.evaluate_recs import FORMATS, run
 
     if not sessions.exists():
         raise typer.BadParameter(f"{sessions} does not exist")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from evals.judge import judge, promotion
 from scorers.neighbours import Popularity, Session
 from scorers.online import Scored, fraud_metrics
 from scorers.recommend import Recommender
@@ -22,7 +23,6 @@ from shopstream.events import Click, FraudScore, Order, OrderItem, OrderLabel, S
 from shopstream.settings import RecsSettings, ScoringSettings, get_settings, to_env
 from tests.integration.conftest import read_all, start_worker, wait_until
 from tests.trainers.test_registry import register
-from trainers.judge import judge, promotion
 from trainers.promotion import save_bundle
 from trainers.registry import Registry
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from trainers.evaluate_fraud import EvalWindow, known_compromised, run
+from evals.fraud import EvalWindow, known_compromised, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer
 
+from evals.recs import run
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import CartEvent, Click, Order, OrderItem, SessionRecs
@@ -23,7 +24,6 @@ from shopstream.settings import RecsSettings
 from streams.app import session_orders_topic_name
 from tests.integration.conftest import drained, start_worker, wait_until
 from tests.trainers.test_recs import CONFIG, small_log
-from trainers.evaluate_recs import run
 from trainers.promotion import save_bundle
 from trainers.recs import fit_recommender
 from trainers.registry import Registry

@@ -1,4 +1,4 @@
-"""Online judgement (``scorers.online``, ``trainers.judge.promotion``) on hand-made rows:
+"""Online judgement (``scorers.online``, ``evals.judge.promotion``) on hand-made rows:
 the graders agree with the offline metrics on the same rows, and promotion follows the
 evidence."""
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from evals.judge import Judgement, promotion
 from scorers.challenge import Challenge
 from scorers.online import (
     LiveGrades,
@@ -19,7 +20,6 @@ from scorers.online import (
     rank_of,
     recs_metrics,
 )
-from trainers.judge import Judgement, promotion
 
 RNG = np.random.default_rng(3)
 LABELS = RNG.random(3_000) < 0.08

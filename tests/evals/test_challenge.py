@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from trainers.evaluate_challenge import MODES, ChallengeConfig, planted_clicks, run
+from evals.challenge import MODES, ChallengeConfig, planted_clicks, run
 
 
 def test_the_planted_change_moves_the_favourites_of_a_share_of_the_themes():

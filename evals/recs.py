@@ -24,6 +24,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from evals.fraud import isolated, wait_processed
 from scorers.neighbours import ItemKNN, Popularity, SessionKNN, top
 from scorers.recommend import Blend, Recommender
 from shopstream import workers
@@ -33,7 +34,6 @@ from shopstream.send import send
 from shopstream.settings import RecsSettings, Settings, to_env
 from shopstream.topics import ensure_topics
 from trainers import ranking
-from trainers.evaluate_fraud import isolated, wait_processed
 from trainers.promotion import save_bundle
 from trainers.recs import K, RecsTrainConfig, fit_recommender, served_lists
 from trainers.registry import Registry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainers import evaluate_drift as ed
+from evals import drift as ed
 
 
 @pytest.fixture(scope="module")

@@ -469,10 +469,10 @@ def run_real(settings, transactions, reference_end, output, *, test_days: float 
     from datetime import timedelta
     from pathlib import Path
 
+    from evals.fraud import EvalWindow
+    from evals.fraud import run as run_fraud
     from shopstream import workers
     from streams.app import drift_inputs_topic_name
-    from trainers.evaluate_fraud import EvalWindow
-    from trainers.evaluate_fraud import run as run_fraud
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
