@@ -7,8 +7,8 @@ forced. Every change of champion is remembered on the registered model, so a rol
 returns to the one before.
 
 Beside the champion a version can be the ``challenger``, in a mode (shadow, ab,
-interleave) with a weight (``scorers.challenge``), kept as an alias and tags of the
-registered model; workers follow it as they follow the champion.
+interleave) with a weight (``scorers.challenge``), kept as one tag of the registered
+model (and mirrored by an alias); workers follow it as they follow the champion.
 
 Locally the registry is a sqlite file with an artifact folder in ``settings.home``; set
 ``SHOPSTREAM_REGISTRY_URI`` to a tracking server in production.
@@ -16,11 +16,12 @@ Locally the registry is a sqlite file with an artifact folder in ``settings.home
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scorers.challenge import Challenge
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"  # comma-separated versions, oldest first
-CHALLENGE_TAGS = ("challenger.mode", "challenger.weight", "challenger.since_ms")
+CHALLENGE_TAG = "challenge"  # {"version", "mode", "weight", "salt"} as JSON: one write, read whole
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,9 @@ class Registry:
             raise ValueError(f"version {version} is the champion of {self.name}; it cannot challenge itself")
         challenge = Challenge(str(version), mode, weight if mode != "shadow" else 0.0,
                               str(int(time.time() * 1000)))
-        for key, value in zip(CHALLENGE_TAGS, (challenge.mode, repr(challenge.weight), challenge.salt),
-                              strict=True):
-            self.client.set_registered_model_tag(self.name, key, value)
+        # One tag holds the whole challenge, so a worker reading meanwhile sees the old one
+        # or the new one, never a new mode with an old split. The alias mirrors it.
+        self.client.set_registered_model_tag(self.name, CHALLENGE_TAG, json.dumps(asdict(challenge)))
         self.client.set_registered_model_alias(self.name, CHALLENGER, challenge.version)
         return challenge
 
@@ -153,9 +154,8 @@ class Registry:
         challenge = self.challenge()
         if challenge is None:
             return None
+        self.client.delete_registered_model_tag(self.name, CHALLENGE_TAG)
         self.client.delete_registered_model_alias(self.name, CHALLENGER)
-        for key in CHALLENGE_TAGS:
-            self.client.delete_registered_model_tag(self.name, key)
         return challenge.version
 
     def rollback(self) -> str:
@@ -204,11 +204,8 @@ class Registry:
             model = self.client.get_registered_model(self.name)
         except self._mlflow.exceptions.MlflowException:
             return None
-        version = model.aliases.get(CHALLENGER) if isinstance(model.aliases, dict) else None
-        mode, weight, since = (model.tags.get(key) for key in CHALLENGE_TAGS)
-        if version is None or mode is None:
-            return None
-        return Challenge(str(version), mode, float(weight or 0.0), since or "")
+        written = model.tags.get(CHALLENGE_TAG)
+        return None if written is None else Challenge(**json.loads(written))
 
     def download(self, version: Version) -> Path:
         """The checkpoint file of ``version``, checked against the digest recorded when it

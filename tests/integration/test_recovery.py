@@ -39,12 +39,19 @@ def drain(settings, timeout=180):
         print(committed_and_end_offsets(settings, topics))
 
 
+def first_crash(log: str, size: int = 3000) -> str:
+    """The log from its first crash or traceback on (Faust's "Crashed reason=" line), or ""."""
+    starts = [i for i in (log.find("Crashed reason="), log.find("Traceback (most recent")) if i >= 0]
+    return log[min(starts):min(starts) + size] if starts else ""
+
+
 def report(settings, tmp_path) -> None:
     """Why the restarted worker did not drain, most telling part last (CI keeps the tail):
     both logs, the await chains of its tasks that are in shopstream or Faust code, its
-    counters, and its commit bookkeeping for every partition it consumes."""
+    counters, its commit bookkeeping for every partition it consumes, and its first crash."""
     for name, size in (("first.log", 1500), ("second.log", 4000)):
         print(f"--- {name} tail:\n" + (tmp_path / name).read_text()[-size:])
+    crash = first_crash((tmp_path / "second.log").read_text())
     tasks = workers.debug_page(settings.web_port, "tasks").split("\n\n")
     print("--- the restarted worker's tasks in streams/ or faust/:\n" + "\n\n".join(
         block for block in tasks if "/streams/" in block or "/faust/" in block))
@@ -55,12 +62,15 @@ def report(settings, tmp_path) -> None:
         state = json.loads(workers.debug_page(settings.web_port, "consumer"))
     except ValueError:
         print("--- no /debug/consumer")
-        return
-    print(f"--- its consumer: flow_active={state['flow_active']} unacked={state['unacked']} "
-          f"first unacked={state['unacked_first'][:5]}")
+        state = {"partitions": {}}
+    else:
+        print(f"--- its consumer: flow_active={state['flow_active']} unacked={state['unacked']} "
+              f"first unacked={state['unacked_first'][:5]}")
     for tp, row in state["partitions"].items():  # the ones not drained: CI keeps only the tail
         if "changelog" not in tp and "__assignor" not in tp and row["committed"] != row["highwater"]:
             print(f"{tp} {row}")
+    if crash:
+        print(f"--- the restarted worker's first crash:\n{crash}")
 
 
 def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -174,6 +176,29 @@ def test_a_challenger_is_set_read_ended_and_ends_when_promoted(settings, tmp_pat
     registry.promote(second)  # the challenger won: it is the champion, and the challenge is over
     assert registry.champion().version == second and registry.challenge() is None
     assert registry.rollback() == first  # and a rollback is still one step
+
+
+def test_a_worker_reading_while_a_challenge_changes_sees_the_old_one_or_the_new_one(settings, tmp_path):
+    registry, reader = Registry(settings), Registry(settings)  # the reader: a worker's
+    first, second, third = (register(registry, tmp_path, ap) for ap in (0.5, 0.6, 0.7))
+    registry.promote(first)
+    old = registry.challenge_with(second, "shadow")
+    seen = []
+
+    def then_read(write):
+        def written(*args, **kwargs):
+            write(*args, **kwargs)
+            seen.append(reader.challenge())  # a worker's check landing between two writes
+        return written
+
+    for name in ("set_registered_model_tag", "set_registered_model_alias", "delete_registered_model_tag",
+                 "delete_registered_model_alias"):
+        setattr(registry.client, name, then_read(getattr(registry.client, name)))
+    time.sleep(0.002)  # a new salt
+    new = registry.challenge_with(third, "interleave", 0.5)
+    assert new.salt != old.salt and seen and set(seen) <= {old, new}
+    registry.end_challenge()
+    assert seen[-1] is None and set(seen) <= {old, new, None}
 
 
 def test_models_challenge_status_and_end_challenge_commands(settings, tmp_path):
