@@ -34,6 +34,7 @@ from streams.app import (
     owner_partition,
     retrying,
     settings,
+    survives,
     updates_topic,
 )
 from streams.codecs import encode_updates_chunked
@@ -224,6 +225,7 @@ IN_ORDER: list[InOrder] = []
 
 
 @app.timer(interval=1.0)
+@survives
 async def read_skipped_again() -> None:
     """Read again the partitions whose missing record has not come (``InOrder.retry``)."""
     for in_order in IN_ORDER:

@@ -9,6 +9,7 @@ imports them and starts a worker. Settings come from ``shopstream.settings``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
@@ -216,6 +217,24 @@ def create_app(settings: Settings) -> App:
     )
 
 
+def survives(fun: Callable) -> Callable:
+    """A timer or start-up task that logs and counts its exceptions (``shopstream_task_
+    failures_total``) instead of raising them: Faust stops the whole worker when one
+    raises, which for a periodic chore is the wrong trade. It runs again at its next turn.
+    Put it under ``@app.timer`` or ``@app.task``."""
+
+    @functools.wraps(fun)
+    async def surviving(*args, **kwargs):
+        try:
+            return await fun(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - the worker must go on; the log has the traceback
+            metrics.TASK_FAILURES.labels(fun.__name__).inc()
+            log.exception("%s failed; the worker goes on", fun.__name__)
+            return None
+
+    return surviving
+
+
 settings = get_settings()
 app = create_app(settings)
 dlq_topic = app.topic(settings.topics.dlq, value_type=bytes, key_type=bytes)
@@ -226,6 +245,7 @@ offline_log = OfflineLog(offline_root(settings), fsync=settings.features.offline
 
 
 @app.task
+@survives
 async def remove_stale_tmp() -> None:
     """Clear hidden files that a killed writer left in the offline log."""
     if removed := await asyncio.to_thread(offline_log.remove_stale_tmp):
@@ -321,6 +341,7 @@ def refuse_partitions(problems: list[str]) -> None:
 
 
 @app.timer(interval=settings.partition_check_s)
+@survives
 async def check_partitions() -> None:
     """Refuse to go on once a keyed topic has gained partitions (``refuse_partitions``)."""
     from shopstream.topics import partition_problems
@@ -362,12 +383,14 @@ async def remember_log_starts(app, assigned, **kwargs) -> None:
 
 
 @app.timer(interval=settings.commit_check_s)
+@survives
 async def repair_blocked_commits() -> None:
     """``repair_commits`` of this worker, every ``SHOPSTREAM_COMMIT_CHECK_S``."""
     await repair_commits(app.consumer, _gaps)
 
 
 @app.timer(interval=2.0)
+@survives
 async def update_lag() -> None:
     """Refresh the consumer-lag gauge from the highwater marks and committed offsets."""
     consumer = app.consumer

@@ -40,7 +40,7 @@ from shopstream.offline import SERVED_FRAUD, served_table
 from shopstream.online import OnlineReader
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import app, delivered, offline_log, retrying, settings
+from streams.app import app, delivered, offline_log, retrying, settings, survives
 from streams.reload import Follower
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,14 @@ async def reload_champion() -> None:
 
 
 @app.timer(interval=settings.scoring.reload_s, on_leader=False)
+@survives
 async def follow_champion() -> None:
     if settings.scoring.enabled:
         await reload_champion()
 
 
 @app.task
+@survives
 async def load_at_start() -> None:
     if settings.scoring.enabled:
         await reload_champion()

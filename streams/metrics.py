@@ -134,6 +134,9 @@ DRIFT_INPUTS = Counter("shopstream_drift_inputs",
                        "Records the drift role read, by kind (scored, label) and outcome (watched, "
                        "no_profile, unmatched, unreadable).", ["kind", "outcome"])
 
+TASK_FAILURES = Counter("shopstream_task_failures",
+                        "Exceptions raised by a worker's timers and start-up tasks, logged and survived "
+                        "(``streams.app.survives``).", ["task"])
 
 _challenges: dict[str, tuple[str, str, str]] = {}
 

@@ -40,7 +40,15 @@ from scorers.recommend import Recommender, SessionState
 from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, SessionRecs
 from streams import metrics
 from streams.agents import decode_all, each_batch
-from streams.app import app, delivered, save, session_orders_topic_name, settings, table_expiry
+from streams.app import (
+    app,
+    delivered,
+    save,
+    session_orders_topic_name,
+    settings,
+    survives,
+    table_expiry,
+)
 from streams.reload import Follower
 
 log = logging.getLogger(__name__)
@@ -118,12 +126,14 @@ async def reload_champion() -> None:
 
 
 @app.timer(interval=settings.recs.reload_s, on_leader=False)
+@survives
 async def follow_recs_champion() -> None:
     if settings.recs.enabled:
         await reload_champion()
 
 
 @app.task
+@survives
 async def load_recs_at_start() -> None:
     if settings.recs.enabled:
         await reload_champion()
