@@ -379,7 +379,15 @@ _gaps: dict = {}  # streams.commits.repair_commits's notes between checks
 
 @app.on_partitions_assigned.connect
 async def remember_log_starts(app, assigned, **kwargs) -> None:
-    await note_log_starts(app.consumer, set(assigned))
+    """Where the assigned partitions' logs start, for commits of partitions never
+    committed. A broker too slow to say is asked again by the commit check
+    (``repair_commits``): an exception here would stop the worker, as Faust crashes the
+    app when an assignment handler raises."""
+    try:
+        await note_log_starts(app.consumer, set(assigned))
+    except Exception as exc:  # noqa: BLE001 - the commit check asks again
+        log.warning("could not read where %d assigned partitions start (%r); the commit check asks again",
+                    len(assigned), exc)
 
 
 @app.timer(interval=settings.commit_check_s)

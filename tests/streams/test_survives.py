@@ -1,16 +1,18 @@
-"""A worker's timers and start-up tasks survive their own exceptions: Faust stops the
-whole worker when one raises (mode's ``Service._execute_task`` crashes the app)."""
+"""A worker's timers, start-up tasks and assignment handler survive their own exceptions:
+Faust stops the whole worker when one raises (mode's ``Service._execute_task`` and
+Faust's ``_on_partitions_assigned`` crash the app)."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 import logging
+from types import SimpleNamespace
 
 import pytest
 
 from streams import metrics
-from streams.app import app, survives
+from streams.app import app, remember_log_starts, survives
 
 
 def failures(task: str) -> float:
@@ -55,3 +57,13 @@ def test_every_timer_and_task_of_the_worker_survives_its_exceptions():
 def inspect_name(task) -> str:
     *_, innermost = chain(task)
     return f"{innermost.__module__}.{innermost.__qualname__}"
+
+
+def test_an_assignment_survives_a_broker_too_slow_to_say_where_logs_start(caplog):
+    async def earliest_offsets(*tps):
+        raise TimeoutError("the broker took too long")
+
+    consumer = SimpleNamespace(earliest_offsets=earliest_offsets)
+    with caplog.at_level(logging.WARNING, logger="streams.app"):
+        asyncio.run(remember_log_starts(SimpleNamespace(consumer=consumer), {("shop.clicks", 0)}))
+    assert "the commit check asks again" in caplog.text
