@@ -336,16 +336,17 @@ def commit_block(acked: list[int], committed: int | None, in_flight: set[int]) -
 
 
 async def repair_commits(consumer, gaps: dict) -> None:
-    """Repair the partitions of ``consumer`` whose commits a ``commit_block`` holds back;
-    ``gaps`` holds each partition's (committed offset, gap) from the previous check.
-    A partition never committed whose start is not known yet is looked up first.
+    """Repair the partitions of ``consumer`` whose commits a ``commit_block`` holds back,
+    or that have stalled (``stall_mark``); ``gaps`` holds each partition's (committed
+    offset, gap) and stall marks from the previous check. A partition never committed
+    whose start is not known yet is looked up first.
 
     Stale acknowledgements are dropped from Faust's books at once: ``ack`` never lets
     them in, so dropping them only restores what Faust expects. (Seen after a restart:
     every offset acknowledged twice, and the commit moving one offset per commit.) A gap
     that holds the commit at the same offset for a whole check interval, or comes with
     stale acknowledgements, is read again by seeking the partition back to its
-    committed offset.
+    committed offset, as is a partition with the same stall mark at two checks in a row.
 
     Reading again is safe: entity states ignore updates they have applied (see
     ``streams.features``), and every output is at-least-once already. A seek that races
@@ -365,6 +366,14 @@ async def repair_commits(consumer, gaps: dict) -> None:
         acked, committed = consumer._acked.get(tp), committed_or_start(consumer, tp)
         block = commit_block(acked or [], committed, in_flight[tp])
         if block is None:
+            if not acked and not in_flight[tp] and (mark := stall_mark(consumer, tp, committed)) is not None:
+                if gaps.get(("stalled", tp)) != mark:
+                    seen[("stalled", tp)] = mark
+                    continue
+                log.warning("%s:%s has records from %d to %d but none has been read for a whole check; "
+                            "reading it again from %d", tp.topic, tp.partition, committed,
+                            consumer.highwater(tp) - 1, committed)
+                await _reread(consumer, tp, committed, "stalled")
             continue
         if block.stale:
             log.warning("commits of %s:%s at %d: dropping %d stale acknowledgements",
@@ -383,16 +392,34 @@ async def repair_commits(consumer, gaps: dict) -> None:
         log.warning("commits of %s:%s are stuck at %d: offsets %d..%d were read but never "
                     "acknowledged; reading the partition again from %d",
                     tp.topic, tp.partition, committed, *block.gap, committed)
-        if tp not in consumer.assignment():  # revoked while this check ran
-            continue
-        metrics.COMMIT_REPAIRS.labels(tp.topic, "reread").inc()
-        try:
-            await consumer.seek(tp, committed)
-        except Exception as exc:  # noqa: BLE001 - a timer must not die; the next check retries
-            log.warning("could not read %s:%s again from %d (%r)", tp.topic, tp.partition,
-                        committed, exc)
+        await _reread(consumer, tp, committed, "reread")
     gaps.clear()
     gaps.update(seen)
+
+
+def stall_mark(consumer, tp: TP, committed: int | None) -> tuple[int, int | None] | None:
+    """What a partition looks like to the commit check when it may be stalled: records
+    waiting past the committed offset, the partition fetched (not paused, flow on), and
+    nothing of it in hand. The same mark at two checks in a row means nothing was read
+    meanwhile: Faust's fetcher has lost the partition (seen after a restart: one partition
+    never delivered from its committed offset, with nothing later to show a gap). None if
+    the partition is not waiting, is Faust's own, or its end is not known."""
+    highwater = consumer.highwater(tp)
+    if (committed is None or highwater is None or committed >= highwater or not consumer.flow_active
+            or tp in consumer._paused_partitions or tp.topic.endswith("-changelog") or "__assignor" in tp.topic):
+        return None
+    return committed, consumer._read_offset.get(tp)
+
+
+async def _reread(consumer, tp: TP, offset: int, repair: str) -> None:
+    """Read ``tp`` again from ``offset`` (counted as a ``repair`` of its commits)."""
+    if tp not in consumer.assignment():  # revoked while this check ran
+        return
+    metrics.COMMIT_REPAIRS.labels(tp.topic, repair).inc()
+    try:
+        await consumer.seek(tp, offset)
+    except Exception as exc:  # noqa: BLE001 - a timer must not die; the next check retries
+        log.warning("could not read %s:%s again from %d (%r)", tp.topic, tp.partition, offset, exc)
 
 
 def consumer_state(consumer) -> dict:

@@ -143,8 +143,13 @@ def test_no_commit_block_while_the_commit_can_advance_or_the_gap_is_being_proces
 class _Books(SimpleNamespace):
     """Faust's commit books for two partitions, and the seeks asked of the consumer."""
 
+    flow_active, _paused_partitions, _read_offset, highwaters = True, frozenset(), {}, {}
+
     def assignment(self):
         return set(self._committed_offset)
+
+    def highwater(self, tp):
+        return self.highwaters.get(tp)
 
     async def seek(self, tp, offset):
         self.seeks.append((tp, offset))
@@ -236,6 +241,33 @@ def _message(tp: TP, offset: int):
 
 def _offsets(messages) -> list[tuple[int, int]]:
     return [(m.partition, m.offset) for m in messages]
+
+
+def test_repair_rereads_a_partition_with_records_waiting_that_nothing_reads_for_a_whole_check():
+    stalled, busy, done = TP("shop.carts", 0), TP("shop.carts", 1), TP("shop.clicks", 0)
+    consumer = _Books(_acked={}, _acked_index={}, _committed_offset={stalled: 136, busy: 40, done: 77},
+                      _read_offset={stalled: 136, busy: 40}, highwaters={stalled: 415, busy: 383, done: 77},
+                      _unacked_messages=[], seeks=[])
+    gaps: dict = {}
+    asyncio.run(repair_commits(consumer, gaps))
+    assert consumer.seeks == []  # not yet: it may be read meanwhile
+    consumer._read_offset = {stalled: 136, busy: 90}  # one partition was read meanwhile, the other not
+    asyncio.run(repair_commits(consumer, gaps))
+    assert consumer.seeks == [(stalled, 136)]
+
+
+def test_no_stall_while_a_partition_is_paused_in_hand_or_the_flow_is_stopped():
+    tp = TP("shop.carts", 0)
+    for change in ({"_paused_partitions": {tp}}, {"flow_active": False},
+                   {"_unacked_messages": [SimpleNamespace(tp=tp, offset=136)]}):
+        consumer = _Books(_acked={}, _acked_index={}, _committed_offset={tp: 136}, highwaters={tp: 415},
+                          _unacked_messages=[], seeks=[])
+        for name, value in change.items():
+            setattr(consumer, name, value)
+        gaps: dict = {}
+        for _ in range(3):
+            asyncio.run(repair_commits(consumer, gaps))
+        assert consumer.seeks == [], change
 
 
 def test_in_order_keeps_each_partition_in_offset_order_from_its_committed_offset():
