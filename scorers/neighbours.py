@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -83,6 +83,39 @@ class Popularity:
         model = cls(**params)
         model._scores = dict(scores)
         return model
+
+
+class RecentPopularity:
+    """Popularity from the newest ``keep`` sessions a worker saw, for its answers before
+    there is a champion. ``refit(known, now)`` returns a new ``Popularity`` when one is
+    due, else None: at every call while the one in use knows fewer than ``min_items``
+    items (a worker that has just started would otherwise keep answering from its first
+    handful of clicks, and a cart holding those few items would get nothing), then every
+    ``refit_s`` seconds.
+
+    >>> recent = RecentPopularity(keep=2, refit_s=10.0, min_items=5)
+    >>> for item in "aab":
+    ...     recent.add(Session((item,), 0.0))
+    >>> recent.refit(known=0, now=0.0).scores(())  # the oldest "a" is gone
+    {'a': 1.0, 'b': 1.0}
+    >>> recent.refit(known=9, now=5.0) is None, recent.refit(known=3, now=5.0) is None
+    (True, False)
+    """
+
+    def __init__(self, keep: int = 50_000, refit_s: float = 10.0, min_items: int = 40):
+        self.refit_s, self.min_items = refit_s, min_items
+        self._sessions: deque[Session] = deque(maxlen=keep)
+        self._refitted = -math.inf
+
+    def add(self, session: Session) -> None:
+        self._sessions.append(session)
+
+    def refit(self, known: int, now: float) -> Popularity | None:
+        """A fresh ``Popularity`` if one is due (``known``: items the one in use knows)."""
+        if not self._sessions or (known >= self.min_items and now - self._refitted < self.refit_s):
+            return None
+        self._refitted = now
+        return Popularity().fit(list(self._sessions))
 
 
 class CoVisitation:

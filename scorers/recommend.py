@@ -28,6 +28,7 @@ in, because shoppers do come back to them, unless ``exclude_viewed``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,11 +51,11 @@ class SessionView:
 
 
 @dataclass
-class SessionState:
+class RecsSession:
     """A session as the recommendation agent keeps it: a reducer over its clicks and
     cart changes, which ignores a redelivered event (its offset is not newer).
 
-    >>> state = SessionState()
+    >>> state = RecsSession()
     >>> state.update("click", "tent", "shop.clicks:0", 5), state.update("add", "tent", "shop.carts:0", 2)
     (True, True)
     >>> state.update("click", "tent", "shop.clicks:0", 5)  # redelivered after a restart
@@ -101,6 +102,25 @@ class SessionState:
     def view(self, trigger: str) -> SessionView:
         return SessionView(items=tuple(self.items), cart=tuple(sorted(self.cart)), bought=tuple(self.bought),
                            trigger=trigger)
+
+    def to_json(self) -> bytes:
+        """The session as its table keeps it (``max_items`` is the worker's setting, not saved)."""
+        return json.dumps({"items": self.items, "cart": self.cart, "offsets": self.offsets,
+                           "last_ts": self.last_ts, "bought": self.bought}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, max_items: int = 100) -> RecsSession:
+        """The session ``to_json`` wrote; ValueError if ``raw`` is not one.
+
+        >>> RecsSession.from_json(RecsSession(items=["tent"], last_ts=5.0).to_json())
+        RecsSession(items=['tent'], cart={}, offsets={}, max_items=100, last_ts=5.0, bought=[])
+        """
+        try:
+            data = json.loads(raw)
+            return cls(items=list(data["items"]), cart=dict(data["cart"]), offsets=dict(data["offsets"]),
+                       max_items=max_items, last_ts=data.get("last_ts"), bought=list(data.get("bought", [])))
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"not a saved session: {exc!r}") from exc
 
 
 @dataclass(frozen=True)

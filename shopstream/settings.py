@@ -296,6 +296,11 @@ class RecsSettings(BaseModel):
     """How often a worker checks the registry for a new champion."""
     session_items: int = Field(100, ge=1)
     """The newest items of a session that its state keeps."""
+    rules_clicks: int = Field(50_000, ge=1)
+    """Before there is a champion, a worker recommends popular items among this many of
+    its newest clicks (``scorers.neighbours.RecentPopularity``) ..."""
+    rules_refit_s: float = Field(10.0, gt=0)
+    """... refitted this often once it knows ``2 k`` items (at every batch before)."""
     session_ttl_s: float = Field(86_400.0, gt=0)
     """A session's state is deleted this many seconds of event time after its last click
     or cart change."""

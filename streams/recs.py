@@ -3,7 +3,7 @@
 
 It reads ``shop.clicks`` and ``shop.carts`` (both keyed by session, so one session's
 events arrive in order on one partition) beside the input agents, in small micro-batches:
-update each session's state (``scorers.recommend.SessionState``, kept in a
+update each session's state (``scorers.recommend.RecsSession``, kept in a
 changelog-backed table so a restarted worker carries on), ask the recommender for all the
 batch's sessions at once, and send one ``SessionRecs`` per event.
 
@@ -35,8 +35,8 @@ import faust
 
 from scorers.challenge import Challenge
 from scorers.interleave import seeded_coin, team_draft
-from scorers.neighbours import Popularity, Session
-from scorers.recommend import Recommender, SessionState
+from scorers.neighbours import Popularity, RecentPopularity, Session
+from scorers.recommend import Recommender, RecsSession
 from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, SessionRecs
 from streams import metrics
 from streams.agents import decode_all, each_batch
@@ -66,26 +66,18 @@ session_table = app.Table("session-recs-v1", default=None, partitions=settings.t
                           use_partitioner=True, key_type=bytes, value_type=bytes)
 OPTIONS = {"k": settings.recs.k, "exclude_cart": settings.recs.exclude_cart,
            "exclude_bought": settings.recs.exclude_bought, "exclude_viewed": settings.recs.exclude_viewed}
-_recent: list[Session] = []  # recent clicks, for popularity before there is a champion
+recent = RecentPopularity(settings.recs.rules_clicks, settings.recs.rules_refit_s, 2 * settings.recs.k)
+"""This worker's newest clicks, for popularity before there is a champion."""
 
 
-def load_state(key: bytes) -> SessionState:
+def load_state(key: bytes) -> RecsSession:
     saved = session_table.get(key)
-    state = SessionState(max_items=settings.recs.session_items)
     if saved:
         try:
-            data = json.loads(saved)
-            state.items, state.cart, state.offsets = data["items"], data["cart"], data["offsets"]
-            state.last_ts, state.bought = data.get("last_ts"), data.get("bought", [])
-        except (ValueError, TypeError, KeyError) as exc:  # a damaged changelog record
+            return RecsSession.from_json(saved, settings.recs.session_items)
+        except ValueError as exc:  # a damaged changelog record
             log.warning("session %r: unreadable saved state (%r); starting it afresh", key, exc)
-            state = SessionState(max_items=settings.recs.session_items)
-    return state
-
-
-def dump_state(state: SessionState) -> bytes:
-    return json.dumps({"items": state.items, "cart": state.cart, "offsets": state.offsets,
-                       "last_ts": state.last_ts, "bought": state.bought}).encode()
+    return RecsSession(max_items=settings.recs.session_items)
 
 
 def session_expiry(raw: bytes) -> float:
@@ -139,23 +131,14 @@ async def load_recs_at_start() -> None:
         await reload_champion()
 
 
-_refitted = 0.0
-
-
 def refresh_popularity() -> None:
-    """Before there is a champion: popularity from this worker's recent clicks, refitted
-    with every batch while it knows fewer than ``2 k`` items (a worker that has just
-    started would otherwise keep answering from its first handful of clicks, and a cart
-    holding those few items would get nothing), then every 10 seconds."""
-    global _recent, _refitted
+    """Before there is a champion: popularity from this worker's newest clicks, when
+    ``recent`` says one is due. The rules recommender is this module's own, so it is
+    refitted in place."""
     recommender = follower.current
-    if recommender.version != "rules" or not _recent:
-        return
-    if len(recommender.popular.scores(())) >= 2 * recommender.k and time.monotonic() - _refitted < 10:
-        return
-    _recent = _recent[-50_000:]
-    recommender.popular = Popularity().fit(_recent)  # the rules recommender is this module's own
-    _refitted = time.monotonic()
+    if recommender.version == "rules" and (
+            popular := recent.refit(len(recommender.popular.scores(())), time.monotonic())) is not None:
+        recommender.popular = popular
 
 
 def recommend(current: Recommender, views: list) -> list[tuple[list, str]]:
@@ -222,7 +205,7 @@ async def answer(records: list[faust.types.Message]) -> None:
     current, rival = follower.current, follower.challenger  # one of each for the whole batch
     now = datetime.now(UTC)
     started = time.perf_counter()
-    states: dict[bytes, SessionState] = {}
+    states: dict[bytes, RecsSession] = {}
     answers = []  # [(event, SessionView, origin)]
     for message in records:  # what the session's orders bought, before the clicks after them
         if KIND[message.topic] == "bought" and (bought := decode_bought(message)) is not None:
@@ -248,7 +231,7 @@ async def answer(records: list[faust.types.Message]) -> None:
         states[key] = state
         answers.append((event, state.view(kind), f"{message.topic}:{message.partition}:{message.offset}"))
         if kind == "click" and current.version == "rules":
-            _recent.append(Session((event.item_id,), event.ts.timestamp()))
+            recent.add(Session((event.item_id,), event.ts.timestamp()))
     metrics.SCORING_STAGE_SECONDS.labels("recs_state").observe(time.perf_counter() - started)
     if answers:
         refresh_popularity()
@@ -285,7 +268,7 @@ async def answer(records: list[faust.types.Message]) -> None:
                 for (event, view, _), (ranked, strategy, version, variant, _) in zip(answers, lists, strict=False)])
     for key, state in states.items():
         expiry.saved(key, state.last_ts, state.last_ts + settings.recs.session_ttl_s)
-    await save(session_table, {key: dump_state(state) for key, state in states.items()})
+    await save(session_table, {key: state.to_json() for key, state in states.items()})
     await expiry.sweep()
 
 

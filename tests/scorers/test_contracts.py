@@ -13,6 +13,7 @@ from dataclasses import fields
 import pytest
 
 from scorers.neighbours import BoughtTogether, CoVisitation, Popularity, Session, SessionKNN
+from scorers.recommend import RecsSession
 from scorers.routing import order_updates, route, route_all
 from scorers.states import STATES, apply, count, new_state, state_from_data
 from scorers.windows import LastN, WindowedDistinct, WindowedStats
@@ -129,3 +130,19 @@ def test_a_recommender_fit_returns_it_round_trips_and_scores_change_nothing(cls)
     before = copy.deepcopy(model.state())
     model.scores(["a", "b"])
     assert model.state() == before
+
+
+def test_the_recs_session_updates_round_trips_ignores_redeliveries_and_reads_change_nothing():
+    events = [(op, f"i{n % 7}", f"shop.{'clicks' if op == 'click' else 'carts'}:0", n)
+              for n, op in enumerate(["click", "add", "click", "remove", "add", "click"] * 10)]
+    session = RecsSession(max_items=20)
+    assert all(session.update(*event) for event in events)
+    assert session.buy(["i1"], "orders:0", 3)
+    saved = session.to_json()
+    assert RecsSession.from_json(saved, max_items=20) == session
+    assert not any(session.update(*event) for event in events[-20:]) and not session.buy(["i2"], "orders:0", 3)
+    assert session.to_json() == saved  # redelivered: nothing changed
+    session.view("click"), session.view("cart")
+    assert session.to_json() == saved
+    with pytest.raises(ValueError, match="not a saved session"):
+        RecsSession.from_json(b'{"items": 3}')
