@@ -20,7 +20,7 @@ import torch
 
 from models.fraud import Checkpoint, FraudConfig, FraudNet
 from scorers.fraud import FEATURES, SIGNALS, FraudScorer, ModelPredictor, matrix
-from shopstream.simulator import Shop, SimConfig, default_start
+from tools.simulator import Shop, SimConfig, default_start
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -31,8 +31,8 @@ from shopstream.events import INPUTS, parse_events
 from shopstream.offline import events_table
 from shopstream.online import feature_table, latest_per_entity
 from shopstream.settings import Settings
-from shopstream.simulator import Shop, SimConfig, default_start
 from streams.codecs import decode_updates, encode_states, encode_updates_chunked
+from tools.simulator import Shop, SimConfig, default_start
 
 KIND = {"Click": "click", "CartEvent": "cart", "Order": "order", "OrderLabel": "order_label"}
 UPDATES = "app-entity-updates"

@@ -44,9 +44,9 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.services.kafka import KafkaPaths, nodes
 from shopstream.settings import Settings, get_settings, to_env
-from shopstream.simulator import Shop, SimConfig, default_start
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
+from tools.simulator import Shop, SimConfig, default_start
 
 RESULTS = Path(__file__).parent / "results"
 console = Console()

@@ -46,9 +46,9 @@ from shopstream.client import ShopProducer
 from shopstream.events import Click, Event, parse_event
 from shopstream.featurestore import feature_store
 from shopstream.settings import Settings, Topics, group_id, to_env
-from shopstream.simulator import Shop, SimConfig, default_start
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
+from tools.simulator import Shop, SimConfig, default_start
 
 RESULTS = Path(__file__).parent / "results"
 console = Console()

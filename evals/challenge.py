@@ -1,7 +1,7 @@
 """``shopstream eval challenge``: how much traffic each way of judging a challenger needs
 to reach a verdict, and whether the verdict is right.
 
-The simulator's shop (``shopstream.simulator``) runs with a planted change at a known
+The simulator's shop (``tools.simulator``) runs with a planted change at a known
 time: from then on, the favourite items of a share ``changed`` of the themes change
 (their items move ``shift`` places down the theme's popularity ranks). The champion is fitted on the sessions
 before the change; the **better** challenger on the first ``train_hours`` after it; the
@@ -43,7 +43,7 @@ from scorers.neighbours import CoVisitation, Popularity, Session
 from scorers.online import compare_credits, compare_hits, rank_of
 from scorers.recommend import Recommender, SessionView
 from shopstream.events import Click
-from shopstream.simulator import Shop, SimConfig
+from tools.simulator import Shop, SimConfig
 
 MODES = ("shadow", "ab", "interleave")
 

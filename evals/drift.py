@@ -102,7 +102,7 @@ def _simulated_month() -> tuple[np.ndarray, np.ndarray]:
     """log(1 + amount) and event times of ``SIMULATED_ORDERS`` orders of the shop
     simulator, made once per process (the simulator is the slow part)."""
     from shopstream.events import Order
-    from shopstream.simulator import Shop, SimConfig
+    from tools.simulator import Shop, SimConfig
 
     config = SimConfig(seed=2026, users=2_000, items=500, sessions_per_hour=400)
     orders = []

@@ -37,11 +37,11 @@ from scorers.fraud import matrix
 from shopstream import workers
 from shopstream.events import FraudScore, Order
 from shopstream.progress import progress_bar
-from shopstream.replay import read
-from shopstream.send import backlog_over, send
 from shopstream.settings import ScoringSettings, Settings, Topics, to_env
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
+from tools.replay import read
+from tools.send import backlog_over, send
 from trainers import metrics as fraud_metrics
 from trainers.fraud import FraudTrainConfig, train_and_register
 from trainers.loop import LoopConfig

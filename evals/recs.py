@@ -29,10 +29,10 @@ from scorers.neighbours import ItemKNN, Popularity, SessionKNN, top
 from scorers.recommend import Blend, Recommender
 from shopstream import workers
 from shopstream.events import Click, SessionRecs
-from shopstream.replay import read
-from shopstream.send import send
 from shopstream.settings import RecsSettings, Settings, to_env
 from shopstream.topics import ensure_topics
+from tools.replay import read
+from tools.send import send
 from trainers import ranking
 from trainers.promotion import save_bundle
 from trainers.recs import K, RecsTrainConfig, fit_recommender, served_lists

@@ -192,7 +192,7 @@ def demo(
     model: Annotated[bool, typer.Option(help="Replay history and train a fraud model first.")] = True,
 ) -> None:
     """Stream a simulated shop through a worker, show it live, read features back."""
-    from shopstream import demo as demo_module
+    from tools import demo as demo_module
 
     demo_module.run(get_settings(), events=events, rate=rate, seed=seed, console=console,
                     with_model=model)
@@ -211,8 +211,8 @@ def simulate(
 
     Event times end about now: the simulation starts as far in the past as its events span.
     """
-    from shopstream.send import send
-    from shopstream.simulator import Shop, SimConfig, default_start
+    from tools.send import send
+    from tools.simulator import Shop, SimConfig, default_start
 
     config = SimConfig(seed=seed, users=users, items=items, sessions_per_hour=sessions_per_hour)
     stream = Shop(config).events(start=default_start(events, config), n=events)
@@ -239,8 +239,8 @@ def replay(
     """Replay a real log (session clicks, shop events, card transactions) in event-time order."""
     import itertools
 
-    from shopstream.replay import parse_mapping, read
-    from shopstream.send import backlog_over, send
+    from tools.replay import parse_mapping, read
+    from tools.send import backlog_over, send
 
     try:
         events = read(file, format, parse_mapping(map or []), label_delay_days=label_delay_days)

@@ -493,7 +493,7 @@ def eval_recs(
 ) -> None:
     """Next-item HR/MRR/NDCG@20 against POP, item-kNN and V-SKNN, and a live parity check."""
     from evals.recs import FORMATS, run
-    from shopstream.replay import parse_mapping
+    from tools.replay import parse_mapping
 
     if not sessions.exists():
         raise typer.BadParameter(f"{sessions} does not exist")

@@ -24,10 +24,10 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Order
 from shopstream.settings import KafkaSettings, RedisSettings, Settings, Topics
-from shopstream.simulator import Shop, SimConfig, default_start
 from streams.app import updates_topic_name
 from tests.conftest import ROOT, bindable, free_port
 from tests.integration.conftest import drained, settled, start_worker, wait_until
+from tools.simulator import Shop, SimConfig, default_start
 
 HERE = Path(__file__).parent
 N, RATE = 4_000, 100  # events per test, sent at about RATE a second: 40 s of traffic

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 import pytest
 
 from shopstream import workers
-from shopstream.burst import burst
 from shopstream.client import ShopProducer
 from shopstream.events import DeadLetter
 from shopstream.featurestore import offline_root
@@ -30,6 +29,7 @@ from tests.integration.conftest import (
     read_all,
     wait_until,
 )
+from tools.burst import burst
 
 pytestmark = pytest.mark.integration
 GOOD = 2000

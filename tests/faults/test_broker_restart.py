@@ -15,10 +15,10 @@ from shopstream.events import Order
 from shopstream.featurestore import offline_root
 from shopstream.offline import OfflineLog
 from shopstream.services import kafka
-from shopstream.simulator import Shop, SimConfig, default_start
 from streams.app import updates_topic_name
 from tests.conftest import free_port
 from tests.integration.conftest import drained, read_all, start_worker, wait_until
+from tools.simulator import Shop, SimConfig, default_start
 
 N, RATE, CYCLES, DOWN_S = 6_000, 50, 3, 20
 

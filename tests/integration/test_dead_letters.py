@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from shopstream import workers
-from shopstream.burst import BAD_KINDS, burst
 from shopstream.client import ShopProducer
 from shopstream.events import DeadLetter
 from tests.integration.conftest import committed_and_end_offsets, read_all, wait_until
+from tools.burst import BAD_KINDS, burst
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import DriftSignal, Order
 from shopstream.settings import DriftSettings, ScoringSettings
-from shopstream.simulator import SimConfig
 from shopstream.topics import ensure_topics
 from streams.app import drift_inputs_topic_name, updates_topic_name
 from tests.integration.conftest import drained, read_all, start_worker, wait_until
 from tests.integration.test_fraud import history
+from tools.simulator import SimConfig
 from trainers.fraud import FraudTrainConfig, train_and_register
 from trainers.loop import LoopConfig
 from trainers.promotion import fraud_profile

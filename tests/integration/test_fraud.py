@@ -20,10 +20,10 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import FraudScore, Order, OrderItem
 from shopstream.settings import ScoringSettings
-from shopstream.simulator import DAY, Shop, SimConfig
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
 from tests.integration.conftest import drained, start_worker, wait_until
+from tools.simulator import DAY, Shop, SimConfig
 from trainers.fraud import REFERENCE_ORDERS, FraudTrainConfig, train_and_register
 from trainers.loop import LoopConfig
 from trainers.offline import orders_between, served_features

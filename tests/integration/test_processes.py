@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from shopstream import workers
-from shopstream.burst import burst
 from shopstream.client import ShopProducer
 from shopstream.settings import to_env
 from shopstream.topics import ensure_topics
 from tests.conftest import bindable, free_port
 from tests.integration.conftest import wait_until
+from tools.burst import burst
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ from scorers.states import STATE_VERSION
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.settings import Topics
-from shopstream.simulator import Shop, SimConfig, default_start
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
 from tests.conftest import free_port
@@ -26,6 +25,7 @@ from tests.integration.conftest import (
     start_worker,
     wait_until,
 )
+from tools.simulator import Shop, SimConfig, default_start
 
 pytestmark = pytest.mark.integration
 N = 8_000

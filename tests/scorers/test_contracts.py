@@ -18,7 +18,7 @@ from scorers.routing import order_updates, route, route_all
 from scorers.states import STATES, apply, count, new_state, state_from_data
 from scorers.windows import LastN, WindowedDistinct, WindowedStats
 from shopstream.events import Order
-from shopstream.simulator import Shop, SimConfig
+from tools.simulator import Shop, SimConfig
 
 START = 1_700_000_400.0
 

@@ -20,7 +20,7 @@ import pytest
 
 from scorers.routing import route_all
 from scorers.states import Batch, new_state
-from shopstream.simulator import Shop, SimConfig, default_start
+from tools.simulator import Shop, SimConfig, default_start
 
 TRANSACTIONS = "fraud-transactions-2018q2.parquet"
 
@@ -88,7 +88,7 @@ def test_rows_do_not_depend_on_the_batch_sizes(sizes):
 
 
 def test_the_card_transactions_give_the_golden_rows(data_dir):
-    from shopstream.replay import read
+    from tools.replay import read
 
     events = list(itertools.islice(read(data_dir / TRANSACTIONS, "transactions"), 30_000))
     assert digest(events) == GOLDEN["transactions"]

@@ -10,7 +10,7 @@ import pytest
 
 from shopstream.offline import OfflineLog, events_table
 from shopstream.online import feature_table, latest_per_entity
-from shopstream.simulator import Shop, SimConfig
+from tools.simulator import Shop, SimConfig
 
 
 def batch(start: int, n: int = 100) -> pa.Table:

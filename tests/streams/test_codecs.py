@@ -12,7 +12,6 @@ import pytest
 
 from scorers.routing import order_updates, route
 from scorers.states import apply, new_state
-from shopstream.simulator import Shop, SimConfig, default_start
 from streams.codecs import (
     UPDATES_FORMAT,
     decode_state,
@@ -22,6 +21,7 @@ from streams.codecs import (
     encode_updates_chunked,
     state_expiry,
 )
+from tools.simulator import Shop, SimConfig, default_start
 
 TOPIC = {"Click": "shop.clicks:0", "CartEvent": "shop.carts:0", "Order": "shop.orders:0",
          "OrderLabel": "shop.order_labels:0"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from shopstream.events import CartEvent, Click, Order, OrderLabel
-from shopstream.simulator import Shop, SimConfig
+from tools.simulator import Shop, SimConfig
 
 DAY = 86_400
 CONFIG = SimConfig(seed=3, users=300, items=2_000, sessions_per_hour=40, card_testing_per_day=6,

@@ -41,13 +41,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from shopstream import workers
-from shopstream.burst import SMALL_BAD_KINDS, bad_record
 from shopstream.client import OutputConsumer, ShopProducer
 from shopstream.events import Click, DriftSignal, FraudScore, Order, SessionRecs
 from shopstream.featurestore import feature_store
 from shopstream.settings import Settings
-from shopstream.simulator import DAY, Shop, SimConfig
 from shopstream.topics import ensure_topics
+from tools.burst import SMALL_BAD_KINDS, bad_record
+from tools.simulator import DAY, Shop, SimConfig
 
 BROKEN_EVERY = 400  # one broken record in this many, to show the dead-letter path
 HISTORY_DAYS = 21  # the past the first model trains on, with the labels that had arrived

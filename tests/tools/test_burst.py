@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shopstream.burst import BAD_KINDS, bad_record, burst
 from shopstream.events import INPUTS, InvalidEvent, parse_event
+from tools.burst import BAD_KINDS, bad_record, burst
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 EXPECTED_REASON = {"invalid_json": "invalid_json", "schema": "schema", "wrong_type": "schema",

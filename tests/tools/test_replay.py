@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from shopstream.events import CartEvent, Click, Order, OrderLabel
-from shopstream.replay import parse_mapping, read
+from tools.replay import parse_mapping, read
 
 
 def in_time_order(events):
