@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.fraud import Checkpoint, FraudConfig, FraudNet
+from models.configs import FraudConfig
+from models.fraud import Checkpoint, FraudNet
 from scorers.fraud import FEATURES, SIGNALS, FraudScorer, ModelPredictor, matrix
 from tools.simulator import Shop, SimConfig, default_start
 

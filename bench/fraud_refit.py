@@ -32,14 +32,13 @@ from evals.fraud import baselines, metric_frame, without_known_compromised
 from scorers.fraud import matrix
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
+from trainers.configs import FraudTrainConfig, LoopConfig
 from trainers.fraud import (
-    FraudTrainConfig,
     build_dataset,
     refit_model,
     scores_of,
     train_model,
 )
-from trainers.loop import LoopConfig
 from trainers.offline import historical_features, order_events, raw
 
 

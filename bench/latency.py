@@ -35,7 +35,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.throughput import isolated
-from models.fraud import Checkpoint, FraudConfig, FraudNet
+from models.configs import FraudConfig
+from models.fraud import Checkpoint, FraudNet
 from scorers.fraud import FEATURES, SIGNALS
 from shopstream import workers
 from shopstream.client import ShopProducer

@@ -34,7 +34,8 @@ from rich.table import Table
 
 from bench.latency import RESULTS, echo, measure, stage_times
 from bench.throughput import isolated
-from models.sequence import SequenceConfig, SequenceRecommender
+from models.configs import SequenceConfig
+from models.sequence import SequenceRecommender
 from scorers.neighbours import CoVisitation, Popularity, Session, SessionKNN
 from scorers.recommend import Recommender, SequenceScorer
 from scorers.retrieval import ItemIndex

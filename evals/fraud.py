@@ -43,8 +43,8 @@ from streams.app import updates_topic_name
 from tools.replay import read
 from tools.send import backlog_over, send
 from trainers import metrics as fraud_metrics
-from trainers.fraud import FraudTrainConfig, train_and_register
-from trainers.loop import LoopConfig
+from trainers.configs import FraudTrainConfig, LoopConfig
+from trainers.fraud import train_and_register
 from trainers.offline import features_as_served, order_events, raw
 
 HISTORY_BACKLOG = 5_000

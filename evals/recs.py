@@ -34,8 +34,9 @@ from shopstream.topics import ensure_topics
 from tools.replay import read
 from tools.send import send
 from trainers import ranking
+from trainers.configs import RecsTrainConfig
 from trainers.promotion import save_bundle
-from trainers.recs import K, RecsTrainConfig, fit_recommender, served_lists
+from trainers.recs import K, fit_recommender, served_lists
 from trainers.registry import Registry
 from trainers.sessions import Case, cases, from_events, sessions, split
 
@@ -125,7 +126,7 @@ def run(settings: Settings, sessions_file: Path, fmt: str, test_days: float, out
         epochs: int = 40, check_parity: bool = True, rate: float = 500.0, redis_db: int = 14,
         console: Console | None = None) -> dict:
     """The whole evaluation; returns what ``metrics.json`` holds."""
-    from trainers.loop import LoopConfig
+    from trainers.configs import LoopConfig
 
     console = console or Console()
     if fmt not in FORMATS:

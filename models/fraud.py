@@ -29,22 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.configs import FraudConfig
 from models.layers import SignalEncoder, Standardize, self_attention
-
-FRAUD_TYPES = ("unknown", "card_testing", "account_takeover", "compromised_terminal",
-               "compromised_card", "large_amount")
-"""Fraud-type classes; a label without a known type is "unknown" and trains no type head."""
-
-
-@dataclass
-class FraudConfig:
-    signals: tuple[tuple[str, int], ...] = ()  # (signal name, number of features), in input order
-    d_model: int = 32
-    n_heads: int = 4
-    dropout: float = 0.1
-    n_types: int = len(FRAUD_TYPES)
-    pos_weight: float = 1.0  # weight of a fraud row in the loss: class imbalance
-    type_weight: float = 0.2  # the fraud-type loss is an auxiliary task
 
 
 class FraudNet(nn.Module):

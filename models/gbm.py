@@ -21,35 +21,12 @@ True
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class GBMConfig:
-    """LightGBM's knobs; the defaults suit tens of thousands of orders with few frauds."""
-
-    rounds: int = 600
-    """Most boosting rounds (early stopping on validation AP usually stops sooner)."""
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 40
-    feature_fraction: float = 0.9
-    bagging_fraction: float = 0.8
-    pos_weight: float = 1.0
-    """Weight of a fraud relative to a genuine order."""
-    early_stopping: int = 50
-    """Rounds without a better validation AP before training stops."""
-    seed: int = 0
-
-    def params(self) -> dict:
-        return {"objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-                "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": self.feature_fraction,
-                "bagging_fraction": self.bagging_fraction, "bagging_freq": 1, "scale_pos_weight": self.pos_weight,
-                "metric": "average_precision", "seed": self.seed, "deterministic": True, "num_threads": 1,
-                "verbosity": -1}
+from models.configs import GBMConfig
 
 
 class FraudGBM:

@@ -23,28 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class SequenceConfig:
-    n_items: int  # catalog size, without the padding index 0
-    max_len: int = 50  # the newest items of a session that the model sees
-    dim: int = 64
-    heads: int = 2
-    layers: int = 2
-    dropout: float = 0.2  # sessions are short and catalogs sparse: regularise hard
-    sampled: int = 0  # negatives per batch for sampled softmax; 0 means full softmax
+from models.configs import SequenceConfig
 
 
 class SequenceRecommender(nn.Module):
     def __init__(self, config: SequenceConfig):
         super().__init__()
         self.config = config
-        self.items = nn.Embedding(config.n_items + 1, config.dim, padding_idx=0)
-        self.positions = nn.Embedding(config.max_len, config.dim)
-        layer = nn.TransformerEncoderLayer(config.dim, config.heads, dim_feedforward=config.dim * 2,
+        self.items = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
+        self.positions = nn.Embedding(config.max_len, config.d_model)
+        layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, dim_feedforward=config.d_model * 2,
                                            dropout=config.dropout, batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(config.dim)
+        self.blocks = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
         causal = torch.triu(torch.ones(config.max_len, config.max_len, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal", causal, persistent=False)
@@ -56,7 +47,7 @@ class SequenceRecommender(nn.Module):
         """The state after every position (B, T, C) of left-padded item indices (B, T)."""
         T = seq.shape[1]
         positions = torch.arange(T, device=seq.device)
-        x = self.items(seq) * self.config.dim ** 0.5 + self.positions(positions)  # (B, T, C)
+        x = self.items(seq) * self.config.d_model ** 0.5 + self.positions(positions)  # (B, T, C)
         # As in SASRec, padding is zeroed rather than masked out of attention: with left
         # padding and a causal mask, a key-padding mask leaves padded queries nothing to
         # attend to, and their NaNs would spread through the next block.
@@ -126,7 +117,7 @@ class SequenceCheckpoint:
 
     @classmethod
     def from_dict(cls, saved: dict) -> SequenceCheckpoint:
-        model = SequenceRecommender(SequenceConfig(**saved["config"]))
+        model = SequenceRecommender(SequenceConfig.from_saved(saved["config"]))
         model.load_state_dict(saved["state"])
         model.eval()
         return cls(model, list(saved["vocab"]), dict(saved["meta"]))

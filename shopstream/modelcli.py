@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,12 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from shopstream.settings import get_settings
+from trainers.configs import FraudTrainConfig, RecsTrainConfig
 
 console = Console()
 train_app = typer.Typer(help="Train models from the offline store (batch jobs).", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate the whole system on a labelled log.", no_args_is_help=True)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+FRAUD, RECS = FraudTrainConfig(), RecsTrainConfig()  # the options' defaults
 
 
 def seconds(duration: str) -> float:
@@ -58,21 +61,22 @@ HistoryRate = Annotated[float | None, typer.Option(
 
 @train_app.command("fraud")
 def train_fraud(
-    days: Annotated[float, typer.Option(help="Training window in days, validation included.")] = 28.0,
-    valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = 4.0,
+    days: Annotated[float, typer.Option(help="Training window in days, validation included.")] = FRAUD.days,
+    valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = FRAUD.valid_days,
     delay_days: Annotated[float, typer.Option(help="Label delay: the window ends this long before "
-                                                   "the newest label.")] = 7.0,
+                                                   "the newest label.")] = FRAUD.delay_days,
     labels_as_of: Annotated[str | None, typer.Option(help="Use labels known at this time "
                                                           "(default: the newest).")] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 20,
-    negatives: Negatives = 1.0,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = FRAUD.loop.epochs,
+    negatives: Negatives = FRAUD.negatives,
     kind: Annotated[str, typer.Option(help="net: the attention-fusion net; gbm: gradient-boosted trees "
-                                           "(LightGBM, reasons from SHAP values) on the same rows.")] = "net",
+                                           "(LightGBM, reasons from SHAP values) on the same rows.")] = FRAUD.kind,
     refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
-                                             "included, for the chosen epochs.")] = True,
+                                             "included, for the chosen epochs.")] = FRAUD.refit,
     served: Annotated[bool, typer.Option("--served/--point-in-time",
                                          help="Learn from the feature rows workers served (the point-in-time "
-                                              "join for orders none scored), or from the join alone.")] = True,
+                                              "join for orders none scored), or from the join alone.")] = (
+        FRAUD.served),
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 24h.")] = None,
     on_signal: Annotated[bool, typer.Option(help="Keep reading signals.drift and retrain when they call "
@@ -80,13 +84,13 @@ def train_fraud(
     output: Annotated[Path | None, typer.Option(help="Folder for the checkpoint and plots.")] = None,
 ) -> None:
     """Train the fraud model, register it, and promote it if it beats the champion."""
-    from trainers.fraud import KINDS, FraudTrainConfig, train_and_register
-    from trainers.loop import LoopConfig
+    from trainers.configs import KINDS
+    from trainers.fraud import train_and_register
 
     if kind not in KINDS:
         raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
-    config = FraudTrainConfig(days=days, valid_days=valid_days, delay_days=delay_days, negatives=negatives,
-                              refit=refit, served=served, loop=LoopConfig(epochs=epochs), kind=kind)
+    config = replace(FRAUD, days=days, valid_days=valid_days, delay_days=delay_days, negatives=negatives,
+                     refit=refit, served=served, loop=replace(FRAUD.loop, epochs=epochs), kind=kind)
     if on_signal:
         from trainers.triggers import retrain_on_signals
 
@@ -106,19 +110,18 @@ def train_fraud(
 
 @train_app.command("recs")
 def train_recs(
-    days: Annotated[float, typer.Option(help="Training window in days, ending at the newest click.")] = 28.0,
-    valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = 1.0,
-    min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = 1,
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 40,
+    days: Annotated[float, typer.Option(help="Training window in days, ending at the newest click.")] = RECS.days,
+    valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = RECS.valid_days,
+    min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = RECS.min_support,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = RECS.loop.epochs,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 7d.")] = None,
 ) -> None:
     """Train the session recommender, register it, and promote it if it beats the champion."""
-    from trainers.loop import LoopConfig
-    from trainers.recs import RecsTrainConfig, describe, train_and_register
+    from trainers.recs import describe, train_and_register
 
-    config = RecsTrainConfig(days=days, valid_days=valid_days, min_support=min_support,
-                             loop=LoopConfig(epochs=epochs, batch_size=128, lr=2e-3, weight_decay=0.1, patience=8))
+    config = replace(RECS, days=days, valid_days=valid_days, min_support=min_support,
+                     loop=replace(RECS.loop, epochs=epochs))
     _repeat(lambda: console.print(describe(train_and_register(get_settings(), config, force=force))), every)
 
 
@@ -378,8 +381,8 @@ def eval_fraud(
     train_days: Annotated[float, typer.Option(help="Training window length in days.")] = 21.0,
     rate: Annotated[float, typer.Option(help="Events/s at which the test window is replayed.")] = 500.0,
     history_rate: HistoryRate = None,
-    epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 20,
-    negatives: Negatives = 1.0,
+    epochs: Annotated[int, typer.Option(help="Most training epochs.")] = FRAUD.loop.epochs,
+    negatives: Negatives = FRAUD.negatives,
     redis_db: Annotated[int, typer.Option(help="Redis database for this run (emptied first).")] = 15,
     output: Annotated[Path, typer.Option(help="Folder for metrics.json, scores.parquet, plots.")] = Path(
         "eval-fraud"),
@@ -481,8 +484,8 @@ def eval_recs(
     test_days: Annotated[float, typer.Option(help="The last days are the test set.")] = 7.0,
     valid_days: Annotated[float | None, typer.Option(help="Validation days before the test "
                                                           "(default: as many as test days).")] = None,
-    min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = 1,
-    epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 40,
+    min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = RECS.min_support,
+    epochs: Annotated[int, typer.Option(help="Most training epochs.")] = RECS.loop.epochs,
     parity: Annotated[bool, typer.Option(help="Also replay the test sessions through a live worker.")] = True,
     rate: Annotated[float, typer.Option(help="Clicks/s for the parity replay.")] = 500.0,
     map_: Annotated[list[str] | None, typer.Option("--map", help="CONTRACT=COLUMN, e.g. "

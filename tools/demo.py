@@ -160,8 +160,8 @@ class Retrains:
 def retrain_on_drift(settings: Settings, retrains: Retrains) -> None:
     """The trainer job of act three (a daemon thread): reads ``signals.drift`` and
     retrains once when the policy calls for it (``trainers.triggers``)."""
-    from trainers.fraud import FraudTrainConfig, train_and_register
-    from trainers.loop import LoopConfig
+    from trainers.configs import FraudTrainConfig, LoopConfig
+    from trainers.fraud import train_and_register
     from trainers.triggers import retrain_on_signals
 
     config = FraudTrainConfig(days=12, valid_days=3, refit=False, loop=LoopConfig(epochs=8, batch_size=256))
@@ -338,8 +338,8 @@ def stream(settings: Settings, title: str, total: int, sender: threading.Thread,
 
 def train(settings: Settings, console: Console) -> str | None:
     """Act two: train on the history, register, promote; wait for the worker to switch."""
-    from trainers.fraud import FraudTrainConfig, train_and_register
-    from trainers.loop import LoopConfig
+    from trainers.configs import FraudTrainConfig, LoopConfig
+    from trainers.fraud import train_and_register
 
     console.rule("act 2: training the fraud model from the offline store")
     # A quick model: fewer epochs and no refit on the validation days (``train fraud`` does both).
@@ -363,7 +363,8 @@ def train(settings: Settings, console: Console) -> str | None:
 
 def challenge(settings: Settings, console: Console) -> str | None:
     """Act two, part three: boosted trees on the same rows challenge the net in shadow."""
-    from trainers.fraud import FraudTrainConfig, train_and_register
+    from trainers.configs import FraudTrainConfig
+    from trainers.fraud import train_and_register
     from trainers.registry import Registry
 
     console.rule("act 2: a challenger, gradient-boosted trees, scoring in shadow")
@@ -423,8 +424,8 @@ def compare(settings: Settings, console: Console) -> None:
 
 def train_recs(settings: Settings, console: Console) -> str | None:
     """Act two, part two: the session recommender from the offline click log."""
-    from trainers.loop import LoopConfig
-    from trainers.recs import RecsTrainConfig, train_and_register
+    from trainers.configs import LoopConfig, RecsTrainConfig
+    from trainers.recs import train_and_register
 
     console.rule("act 2: training the session recommender from the offline click log")
     # A quick model: fewer epochs and no refit on the validation days (``train recs`` does both).

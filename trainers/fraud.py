@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -32,14 +32,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.fraud import FRAUD_TYPES, Checkpoint, FraudConfig, FraudNet
-from models.gbm import FraudGBM, GBMConfig
+from models.configs import FRAUD_TYPES, FraudConfig, GBMConfig
+from models.fraud import Checkpoint, FraudNet
+from models.gbm import FraudGBM
 from scorers.drift import calendar_strata
 from scorers.fraud import FEATURES, SIGNALS, matrix
 from scorers.profiles import ModelProfile
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
-from trainers.loop import Callback, History, LoopConfig, RichProgress, fit, fit_epochs
+from trainers.configs import KINDS, FraudTrainConfig
+from trainers.loop import Callback, History, RichProgress, fit, fit_epochs
 from trainers.offline import (
     compact,
     features_as_served,
@@ -53,23 +55,6 @@ from trainers.promotion import TrainResult, fraud_registry, register
 from trainers.registry import Registry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FraudTrainConfig:
-    days: float = 28.0  # length of the training window, validation included
-    valid_days: float = 4.0  # the window's last days validate and decide promotion
-    delay_days: float = 7.0  # labels are complete only for orders older than this
-    negatives: float = 1.0  # share of genuine orders kept (weighted back), to train on more days
-    refit: bool = True  # train again on the whole window for the epochs validation chose
-    served: bool = True  # the rows workers served where they exist, else the point-in-time join
-    model: FraudConfig = field(default_factory=FraudConfig)
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    kind: str = "net"  # net: the attention-fusion net; gbm: gradient-boosted trees (models.gbm)
-    gbm: GBMConfig = field(default_factory=GBMConfig)
-
-
-KINDS = ("net", "gbm")
 
 
 @dataclass

@@ -10,21 +10,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-
-@dataclass
-class LoopConfig:
-    epochs: int = 20
-    batch_size: int = 512
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    patience: int = 3  # epochs without a better validation metric before stopping
-    grad_clip: float = 1.0
-    seed: int = 0
+from trainers.configs import LoopConfig
 
 
 class Callback:

@@ -22,46 +22,28 @@ import itertools
 import logging
 import random
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from models.sequence import SequenceCheckpoint, SequenceConfig, SequenceRecommender, left_pad
+from models.configs import SequenceConfig
+from models.sequence import SequenceCheckpoint, SequenceRecommender, left_pad
 from scorers.neighbours import BoughtTogether, CoVisitation, Popularity, Session, SessionKNN
 from scorers.profiles import RecsProfile
 from scorers.recommend import Blend, Recommender, SequenceScorer, SessionView
 from scorers.retrieval import ItemIndex
 from shopstream.settings import Settings
 from trainers import ranking
-from trainers.loop import Callback, History, LoopConfig, RichProgress, fit, fit_epochs
+from trainers.configs import RecsTrainConfig
+from trainers.loop import Callback, History, RichProgress, fit, fit_epochs
 from trainers.promotion import TrainResult, load_bundle, recs_registry, register, save_bundle
 from trainers.sessions import Case, cases, clean, sessions, split
 
 log = logging.getLogger(__name__)
 K = 20
-
-
-@dataclass
-class RecsTrainConfig:
-    days: float = 28.0  # the training window, ending at the newest view logged
-    valid_days: float = 1.0  # its last days validate the model and pick the blend
-    min_support: int = 1  # items seen fewer times are dropped (Ludewig et al. use 5 on full data)
-    max_len: int = 50
-    dim: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.3
-    full_softmax_below: int = 200_000  # larger catalogs train with sampled softmax
-    neighbour_sessions: int = 200_000  # the most recent sessions that V-SKNN keeps
-    blend_step: float = 0.25  # grid step of the blend weights
-    refit: bool = True  # retrain on the validation days too, for the epochs validation chose
-    max_valid_cases: int = 5000  # a fixed random sample of the validation cases, when there are more
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=40, batch_size=128, lr=2e-3,
-                                                                 weight_decay=0.1, patience=8))
-    # patience: the one-cycle schedule warms up for the first 30 % of the epochs
 
 
 # --- the sequence model ------------------------------------------------------------------
@@ -100,8 +82,8 @@ def new_model(train: list[Session], config: RecsTrainConfig) -> tuple[list[str],
     position = {item: i + 1 for i, item in enumerate(vocab)}
     torch.manual_seed(config.loop.seed)  # the initial weights too, so a run can be repeated
     model = SequenceRecommender(SequenceConfig(
-        n_items=len(vocab), max_len=config.max_len, dim=config.dim, heads=config.heads,
-        layers=config.layers, dropout=config.dropout,
+        n_items=len(vocab), max_len=config.max_len, d_model=config.d_model, n_heads=config.n_heads,
+        n_layers=config.n_layers, dropout=config.dropout,
         sampled=0 if len(vocab) < config.full_softmax_below else 8192))
     return vocab, position, model
 

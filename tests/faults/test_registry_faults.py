@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 import pytest
 import torch
 
-from models.fraud import Checkpoint, FraudConfig, FraudNet
+from models.configs import FraudConfig
+from models.fraud import Checkpoint, FraudNet
 from scorers.fraud import FEATURES, SIGNALS
 from shopstream import workers
 from shopstream.client import ShopProducer

@@ -24,8 +24,8 @@ from streams.app import drift_inputs_topic_name, updates_topic_name
 from tests.integration.conftest import drained, read_all, start_worker, wait_until
 from tests.integration.test_fraud import history
 from tools.simulator import SimConfig
-from trainers.fraud import FraudTrainConfig, train_and_register
-from trainers.loop import LoopConfig
+from trainers.configs import FraudTrainConfig, LoopConfig
+from trainers.fraud import train_and_register
 from trainers.promotion import fraud_profile
 from trainers.registry import Registry
 from trainers.triggers import SignalWatch, policy_of, retrain_on_signals

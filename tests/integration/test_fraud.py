@@ -24,8 +24,8 @@ from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
 from tests.integration.conftest import drained, start_worker, wait_until
 from tools.simulator import DAY, Shop, SimConfig
-from trainers.fraud import REFERENCE_ORDERS, FraudTrainConfig, train_and_register
-from trainers.loop import LoopConfig
+from trainers.configs import FraudTrainConfig, LoopConfig
+from trainers.fraud import REFERENCE_ORDERS, train_and_register
 from trainers.offline import orders_between, served_features
 from trainers.registry import Registry
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.fraud import Checkpoint, FraudConfig, FraudNet
+from models.configs import FraudConfig
+from models.fraud import Checkpoint, FraudNet
 from scorers.fraud import (
     FEATURES,
     SIGNALS,
@@ -174,7 +175,8 @@ def test_a_checkpoint_for_other_features_is_refused():
 
 
 def test_boosted_trees_round_trip_and_give_their_reasons(tmp_path):
-    from models.gbm import FraudGBM, GBMConfig
+    from models.configs import GBMConfig
+    from models.gbm import FraudGBM
 
     rng = np.random.default_rng(0)
     big = np.array([1.0 if i % 7 == 0 else 0.0 for i in range(3_000)])

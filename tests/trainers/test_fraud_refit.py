@@ -13,15 +13,15 @@ import torch
 from models.fraud import Checkpoint
 from scorers.fraud import FEATURES
 from shopstream.settings import Settings
+from trainers.configs import FraudTrainConfig, LoopConfig
 from trainers.fraud import (
     Dataset,
-    FraudTrainConfig,
     beats_champion,
     new_model,
     refit_model,
     unseen_by,
 )
-from trainers.loop import History, LoopConfig
+from trainers.loop import History
 from trainers.registry import Registry
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

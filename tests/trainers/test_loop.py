@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.loop import Callback, History, LoopConfig, fit
+from trainers.configs import LoopConfig
+from trainers.loop import Callback, History, fit
 from trainers.metrics import card_precision_at_k, card_precision_ceiling, evaluate, plot
 
 

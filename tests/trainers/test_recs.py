@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from scorers.recommend import SessionView
-from trainers.loop import LoopConfig
+from trainers.configs import LoopConfig, RecsTrainConfig
 from trainers.promotion import load_bundle, save_bundle
-from trainers.recs import RecsTrainConfig, fit_recommender
+from trainers.recs import fit_recommender
 from trainers.sessions import Case, cases, frame_of, sessions, split
 
 
@@ -25,7 +25,7 @@ def small_log(n_sessions: int = 300, seed: int = 0) -> pd.DataFrame:
     return frame_of(rows)
 
 
-CONFIG = RecsTrainConfig(valid_days=2, dim=16, layers=1, max_len=8, dropout=0.0,
+CONFIG = RecsTrainConfig(valid_days=2, d_model=16, n_layers=1, max_len=8, dropout=0.0,
                          loop=LoopConfig(epochs=8, batch_size=32, lr=1e-2, patience=8))
 
 
@@ -78,7 +78,7 @@ def test_train_and_register_from_the_offline_log_with_the_champion_gate(tmp_path
               for s, i, t in frame.itertuples(index=False)]
     OfflineLog(offline_root(settings)).append(
         "raw_click", events_table(clicks, [("shop.clicks", 0, n) for n in range(len(clicks))]))
-    config = RecsTrainConfig(valid_days=2, dim=16, layers=1, max_len=8, dropout=0.0, blend_step=0.5,
+    config = RecsTrainConfig(valid_days=2, d_model=16, n_layers=1, max_len=8, dropout=0.0, blend_step=0.5,
                              loop=LoopConfig(epochs=3, batch_size=32, lr=1e-2, patience=3))
     first = train_and_register(settings, config, progress=False)
     assert first.promoted and first.version.version == "1"

@@ -8,7 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from models.fraud import Checkpoint, FraudConfig, FraudNet
+from models.configs import FraudConfig
+from models.fraud import Checkpoint, FraudNet
 from scorers.fraud import FEATURES, SIGNALS
 from shopstream.cli import app
 from shopstream.settings import Settings
