@@ -40,7 +40,7 @@ from shopstream.offline import SERVED_FRAUD, served_table
 from shopstream.online import OnlineReader
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import app, delivered, offline_log, retrying, settings, survives
+from streams.app import app, delivered, offline_log, retrying, settings
 from streams.reload import Follower
 
 log = logging.getLogger(__name__)
@@ -91,26 +91,9 @@ def _load(champion) -> FraudScorer | None:
     return None if predictor is None else _scorer(predictor)
 
 
-follower: Follower[FraudScorer] = Follower(MODEL, _scorer(None), _load, "scoring")
+follower: Follower[FraudScorer] = Follower(MODEL, _scorer(None), _load, "scoring", settings.scoring.reload_s,
+                                           lambda: settings.scoring.enabled)
 """The scorer in use (the rules before a champion) and the challenger's, each replaced whole."""
-
-
-async def reload_champion() -> None:
-    await follower.reload()
-
-
-@app.timer(interval=settings.scoring.reload_s, on_leader=False)
-@survives
-async def follow_champion() -> None:
-    if settings.scoring.enabled:
-        await reload_champion()
-
-
-@app.task
-@survives
-async def load_at_start() -> None:
-    if settings.scoring.enabled:
-        await reload_champion()
 
 
 READ_FIRST.enabled = lambda: settings.scoring.enabled

@@ -46,7 +46,6 @@ from streams.app import (
     save,
     session_orders_topic_name,
     settings,
-    survives,
     table_expiry,
 )
 from streams.reload import Follower
@@ -107,28 +106,10 @@ def _champion(champion) -> Recommender | None:
 
 
 follower: Follower[Recommender] = Follower(MODEL, Recommender(popular=Popularity(), **OPTIONS), _champion,
-                                           "recommending")
+                                           "recommending", settings.recs.reload_s, lambda: settings.recs.enabled)
 """The recommender in use (popularity from this worker's clicks before a champion) and the
 challenger's, each replaced whole; the rules' popularity is refitted in place
 (``refresh_popularity``)."""
-
-
-async def reload_champion() -> None:
-    await follower.reload()
-
-
-@app.timer(interval=settings.recs.reload_s, on_leader=False)
-@survives
-async def follow_recs_champion() -> None:
-    if settings.recs.enabled:
-        await reload_champion()
-
-
-@app.task
-@survives
-async def load_recs_at_start() -> None:
-    if settings.recs.enabled:
-        await reload_champion()
 
 
 def refresh_popularity() -> None:

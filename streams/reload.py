@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from streams import metrics
-from streams.app import models, settings
+from streams.app import app, models, settings, survives
 
 log = logging.getLogger(__name__)
 Model = TypeVar("Model")
@@ -47,14 +47,24 @@ class Follower(Generic[Model]):
 
     ``load(registered version)`` loads one (blocking: it runs in a thread); None means
     there is nothing to swap in. ``what`` names the agent's work in its log lines
-    ("scoring", "recommending").
+    ("scoring", "recommending"). The follower asks the registry at the worker's start and
+    every ``interval_s`` seconds after, while ``enabled()``.
     """
 
-    def __init__(self, model: str, current: Model, load: Callable[[object], Model | None], what: str):
+    def __init__(self, model: str, current: Model, load: Callable[[object], Model | None], what: str,
+                 interval_s: float, enabled: Callable[[], bool]):
         self.model, self.current, self.load, self.what = model, current, load, what
         self.challenger: tuple[object, Model] | None = None
         self.failed = FailedVersions()
         self._lock = asyncio.Lock()
+
+        async def follow() -> None:
+            if enabled():
+                await self.reload()
+
+        follow.__name__ = follow.__qualname__ = f"follow_{what}_model"  # Faust names timers by function
+        app.task(survives(follow))
+        app.timer(interval=interval_s, on_leader=False)(survives(follow))
 
     async def reload(self) -> None:
         """Swap in the registry's champion if it is not the model in use, and follow its

@@ -348,14 +348,9 @@ def train(settings: Settings, console: Console) -> str | None:
     m = result.metrics
     console.print(f"version {result.version.version}: validation AUC {m['auc']:.3f}, AP {m['ap']:.3f} "
                   f"on {result.n_valid:,} orders (trained on {result.n_train:,}); promoted to champion")
-    with console.status("waiting for the worker to pick up the new champion ..."):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            scraped = workers.scrape(settings.web_port)
-            if scraped and scraped.model_versions.get(settings.scoring.model_name) == float(result.version.version):
-                console.print(f"the worker switched to version {result.version.version} without a restart")
-                return result.version.version
-            time.sleep(0.5)
+    if picked_up(settings, console, settings.scoring.model_name, result.version.version, "champion"):
+        console.print(f"the worker switched to version {result.version.version} without a restart")
+        return result.version.version
     console.print("[yellow]the worker has not switched yet; it checks every "
                   f"{settings.scoring.reload_s:.0f}s[/]")
     return result.version.version
@@ -436,15 +431,22 @@ def train_recs(settings: Settings, console: Console) -> str | None:
     console.print(f"version {result.version.version}: validation HR@20 {m['hr@20']:.3f}, MRR@20 "
                   f"{m['mrr@20']:.3f} on {result.n_valid:,} next-item cases (trained on {result.n_train:,} "
                   "sessions); promoted to champion")
-    with console.status("waiting for the worker to pick up the new recommender ..."):
-        deadline = time.monotonic() + 60
+    if picked_up(settings, console, settings.recs.model_name, result.version.version, "recommender"):
+        console.print(f"the worker switched to recommender version {result.version.version}")
+    return result.version.version
+
+
+def picked_up(settings: Settings, console: Console, model_name: str, version: str, what: str,
+              timeout_s: float = 60.0) -> bool:
+    """Whether the demo's worker serves ``version`` of ``model_name`` within ``timeout_s``."""
+    with console.status(f"waiting for the worker to pick up the new {what} ..."):
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             scraped = workers.scrape(settings.web_port)
-            if scraped and scraped.model_versions.get(settings.recs.model_name) == float(result.version.version):
-                console.print(f"the worker switched to recommender version {result.version.version}")
-                return result.version.version
+            if scraped and scraped.model_versions.get(model_name) == float(version):
+                return True
             time.sleep(0.5)
-    return result.version.version
+    return False
 
 
 def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: int = 7,

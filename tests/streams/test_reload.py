@@ -38,7 +38,7 @@ def test_a_broken_champion_is_tried_once_when_the_start_and_the_timer_meet(agent
     before = failed(agent.MODEL)
 
     async def start_and_timer():
-        await asyncio.gather(agent.reload_champion(), agent.reload_champion())
+        await asyncio.gather(agent.follower.reload(), agent.follower.reload())
 
     asyncio.run(start_and_timer())
     assert asked == ["2"]  # the second waited, then skipped the version that had just failed

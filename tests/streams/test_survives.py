@@ -50,8 +50,8 @@ def test_every_timer_and_task_of_the_worker_survives_its_exceptions():
     for role in ("agents", "features", "fraud", "recs", "drift"):
         importlib.import_module(f"streams.{role}")  # each registers its timers and tasks
     surviving = survives(lambda: None).__code__
-    tasks = {inspect_name(task): any(f.__code__ is surviving for f in chain(task)) for task in app._app_tasks}
-    assert len(tasks) >= 9 and all(tasks.values()), [name for name, ok in tasks.items() if not ok]
+    tasks = [(inspect_name(task), any(f.__code__ is surviving for f in chain(task))) for task in app._app_tasks]
+    assert len(tasks) >= 9 and all(ok for _, ok in tasks), [name for name, ok in tasks if not ok]
 
 
 def inspect_name(task) -> str:
