@@ -510,4 +510,23 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
         stop.set()
         if worker is not None:
             workers.stop(worker)
+    where_next(settings, console, kept=worker is None)
     return m
+
+
+def where_next(settings: Settings, console: Console, kept: bool) -> None:
+    """Where to look after the demo: a worker's metrics, Prometheus, the MLflow UI."""
+    from shopstream.services import prometheus
+    from shopstream.settings import registry_uri
+
+    metrics = f"http://{settings.web_host}:{settings.web_port}/metrics"
+    console.rule("where to look next")
+    console.print(f"worker metrics: {metrics}" + ("" if kept else " (the demo's worker has stopped: "
+                                                                     "`shopstream worker` starts one)"))
+    if prometheus.ready(settings):
+        console.print(f"Prometheus: {prometheus.url(settings)}/alerts")
+    else:
+        console.print("Prometheus: `make monitor` starts it with the alert rules, scraping local workers")
+    if settings.registry_uri is None:  # a server's URI may hold credentials: not printed
+        console.print(f"models: `.venv/bin/mlflow ui --backend-store-uri {registry_uri(settings)}`, "
+                      "then http://127.0.0.1:5000")

@@ -21,6 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from scorers.challenge import Challenge
 from shopstream.settings import Settings, registry_uri
 
 log = logging.getLogger(__name__)
+# MLflow's sqlite store trips SQLAlchemy's deprecation of ``noload`` at every start, and
+# announces the tables it creates: neither means anything to whoever runs shopstream.
+warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy is deprecated", category=DeprecationWarning)
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"  # comma-separated versions, oldest first
