@@ -284,7 +284,7 @@ def calibrate_ks(reference: Sequence[float], window: int, every: int, ert: float
     Bootstrap null streams are tested as the detector tests a live stream. They must
     carry how far the reference sample is from the distribution it came from: streams drawn
     from the reference alone would miss it, and alarm about twice as often as asked on a
-    live stream (measured: 1,111 values between alarms for an ``ert`` of 2,000). So either
+    live stream (docs/drift.md, "How the KS threshold is calibrated"). So either
     the streams are drawn from ``pool``, training values held out of the reference, or,
     without one, each stream is tested against a reference drawn again from the reference
     (the two-sample bootstrap: both samples from the one empirical distribution, as both
@@ -293,8 +293,7 @@ def calibrate_ks(reference: Sequence[float], window: int, every: int, ert: float
     With ``block`` > 1 the reference is in time order and is drawn in runs of ``block``
     neighbours (a moving-block bootstrap): live windows hold runs of related values, a
     burst of one card's orders, and a window of independent draws varies less than they
-    do (measured in the integration test: windows of 200 unchanged orders reached a KS of
-    0.25 where independent draws put the threshold at 0.13).
+    do (docs/drift.md has the figures).
     For a threshold ``h`` each stream's run length is
     the first test at which the statistic passes ``h``. The expected run time is estimated
     from run lengths censored at the stream's ``length`` (the exponential MLE: time

@@ -522,8 +522,8 @@ class Settings(BaseSettings):
     """Allocations between two young-generation collections of Python's cycle collector in
     a worker (Python's default is 700). A worker holds hundreds of thousands of long-lived
     entity states, and with the default every few hundred new objects trigger a
-    collection that, as they pile up, scans more and more of them: it was 60 % of the
-    pure core's time (``bench/profile_core.py --gc``). 0 keeps Python's default."""
+    collection that, as they pile up, scans more and more of them (docs/benchmarks.md,
+    ``bench/profile_core.py --gc``). 0 keeps Python's default."""
 
 
 def registry_uri(settings: Settings) -> str:

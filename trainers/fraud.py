@@ -301,10 +301,9 @@ def reference_profile(served: np.ndarray, model: FraudNet, valid: Dataset, valid
 
     The scores must be the served model's own, on orders it has not trained on. Its scores
     on the validation days are in-sample once it is refit on them, more certain than any
-    it gives live (measured: the calibrated KS test alarmed on unchanged traffic, 0.149 to
-    0.226 against a threshold of 0.135); the held-out model's are another model's (0.66 to
-    0.74: two small nets trained one epoch each score on different scales). The orders
-    after the training window are neither."""
+    it gives live (the calibrated KS test alarmed on unchanged traffic); the held-out
+    model's are another model's, on another scale (docs/drift.md has the figures). The
+    orders after the training window are neither."""
     if len(served) < 50:  # too few to profile: the labelled orders are better than nothing
         served = valid.x
     errors = (valid_scores >= review) != (valid.frame["label"].to_numpy() == 1)
