@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -30,9 +31,11 @@ from shopstream.settings import Settings, registry_uri
 
 log = logging.getLogger(__name__)
 # MLflow's sqlite store trips SQLAlchemy's deprecation of ``noload`` at every start, and
-# announces the tables it creates: neither means anything to whoever runs shopstream.
+# announces the tables it creates; downloads draw a progress bar: none of it means
+# anything to whoever runs shopstream.
 warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy is deprecated", category=DeprecationWarning)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download of a few MB
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"  # comma-separated versions, oldest first
