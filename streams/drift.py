@@ -102,9 +102,8 @@ def fraud_monitor(version: str) -> FraudMonitor | None:
     """The rules have no reference to drift from; a model saved without a profile neither."""
     if version == "rules":
         return None
-    from trainers.promotion import (
-        fraud_profile,  # torch and MLflow load only where drift is watched
-    )
+    # torch and MLflow load only where drift is watched
+    from trainers.promotion import fraud_profile
 
     profile = fraud_profile(settings, version)
     if profile is None:

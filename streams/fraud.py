@@ -73,9 +73,8 @@ def _champion(champion):
     """The registered version ``champion``, loaded (blocking: runs in a thread)."""
     import torch
 
-    from trainers.promotion import (
-        fraud_champion,  # torch and MLflow load only in workers that score
-    )
+    # torch and MLflow load only in workers that score
+    from trainers.promotion import fraud_champion
 
     torch.set_num_threads(settings.scoring.torch_threads)
     return fraud_champion(settings, champion=champion)
