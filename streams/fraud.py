@@ -199,7 +199,7 @@ async def score_orders(records: list[faust.types.Message]) -> None:
         rows = matrix(orders, features)
         await send_watched(FRAUD, [  # the drift of the champion (docs/drift.md); every version graded
             scored_record(s.model_version, s.order_id, o.ts.timestamp(), row, s.score, s.decision, s.variant)
-            for answers in (scores, shadow) for s, o, row in zip(answers, orders, rows, strict=False)])
+            for answers in (scores, shadow) if answers for s, o, row in zip(answers, orders, rows, strict=True)])
     # The decision goes to the order's state too: its label grades it later (/metrics).
     await send_updates([scored_update(s.order_id, s.decision != "allow", o.ts.timestamp(),
                                       f"{m.topic}:{m.partition}", m.offset)

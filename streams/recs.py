@@ -30,6 +30,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import faust
 
@@ -140,8 +141,14 @@ def recommend(current: Recommender, views: list) -> list[tuple[list, str]]:
         return [([], "fallback") for _ in views]
 
 
-Answered = tuple[list, str, str, str, list | None]
-"""One list: ``(ranked [(item, score)], strategy, model version, variant, teams)``."""
+class Answered(NamedTuple):
+    """One list sent for one view."""
+
+    ranked: list  # [(item, score)], best first
+    strategy: str
+    version: str  # the model version, "a+b" for an interleaved list
+    variant: str  # champion, challenger, shadow or interleaved
+    teams: list | None  # an interleaved list's team of each item
 
 
 def challenged(current: Recommender, rival: tuple[Challenge, Recommender] | None, views: list,
@@ -151,7 +158,7 @@ def challenged(current: Recommender, rival: tuple[Challenge, Recommender] | None
     redelivered event gets the same list."""
     def mine(recommender: Recommender, picked: list[int], variant: str) -> dict[int, Answered]:
         got = recommend(recommender, [views[i] for i in picked]) if picked else []
-        return {i: (ranked, strategy, recommender.version, variant, None)
+        return {i: Answered(ranked, strategy, recommender.version, variant, None)
                 for i, (ranked, strategy) in zip(picked, got, strict=True)}
 
     everyone = list(range(len(views)))
@@ -170,11 +177,11 @@ def challenged(current: Recommender, rival: tuple[Challenge, Recommender] | None
     else:  # interleave: both lists, drafted into one
         ours, theirs = mine(current, split, "champion"), mine(other, split, "challenger")
         for i in split:
-            scores = {**dict(theirs[i][0]), **dict(ours[i][0])}
-            merged, teams = team_draft([item for item, _ in ours[i][0]], [item for item, _ in theirs[i][0]],
+            scores = {**dict(theirs[i].ranked), **dict(ours[i].ranked)}
+            merged, teams = team_draft([item for item, _ in ours[i].ranked], [item for item, _ in theirs[i].ranked],
                                        current.k, coin=seeded_coin(origins[i]))
-            answers[i] = ([(item, scores[item]) for item in merged], "interleave",
-                          f"{current.version}+{other.version}", "interleaved", teams)
+            answers[i] = Answered([(item, scores[item]) for item in merged], "interleave",
+                                  f"{current.version}+{other.version}", "interleaved", teams)
     return [answers[i] for i in everyone], []
 
 
@@ -245,8 +252,8 @@ async def answer(records: list[faust.types.Message]) -> None:
             await send_watched(RECS, [answered_record(  # the drift of the champion; every version graded
                 version, event.session_id, event.item_id if view.trigger == "click" else None,
                 [i for i, _ in ranked], strategy, event.ts.timestamp(), variant)
-                for lists in (results, shadow)
-                for (event, view, _), (ranked, strategy, version, variant, _) in zip(answers, lists, strict=False)])
+                for lists in (results, shadow) if lists
+                for (event, view, _), (ranked, strategy, version, variant, _) in zip(answers, lists, strict=True)])
     for key, state in states.items():
         expiry.saved(key, state.last_ts, state.last_ts + settings.recs.session_ttl_s)
     await save(session_table, {key: state.to_json() for key, state in states.items()})
