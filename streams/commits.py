@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.consumer import ThreadDelegateConsumer
 from faust.types import TP
 from faust.types.tuples import ack_lock
 from intervaltree import IntervalTree
@@ -115,8 +116,25 @@ def note_seeks(consumer_class: type = FaustConsumer) -> None:
     consumer_class.perform_seek = perform_seek
 
 
+def seek_in_the_consumer_thread(consumer_class: type = ThreadDelegateConsumer) -> None:
+    """Run a seek in the thread where aiokafka fetches. Faust's ``seek`` calls aiokafka's
+    from the worker's own thread, and aiokafka's ``seek_to`` deletes the partition's
+    buffered records while its fetcher, in the consumer thread, may be reading them:
+    CI saw ``KeyError`` in ``Fetcher.fetched_records`` for the partition just sought,
+    which crashed Faust's fetcher and with it the worker (2026-12-03, the restart test,
+    which reads partitions again right after a restart). Idempotent."""
+    original = getattr(consumer_class._seek, "__wrapped__", consumer_class._seek)
+
+    async def _seek(self, partition, offset):
+        await self._thread.call_thread(self._thread.seek, partition, offset)
+
+    _seek.__wrapped__ = original
+    consumer_class._seek = _seek
+
+
 gaps_only_when_confirmed()
 note_seeks()
+seek_in_the_consumer_thread()
 
 
 def broker_lacks(settings):

@@ -436,3 +436,27 @@ def test_a_partition_whose_missing_record_never_comes_is_read_again_in_time():
     assert in_order.overdue(time.monotonic() + 3.0) == {}  # noted as read again just now
     in_order.sort([_message(a, 174)], True, {}.get, time.monotonic())
     assert in_order.overdue(time.monotonic() + 10.0) == {}  # it came: nothing is missing
+
+
+def test_a_seek_runs_in_the_consumer_thread_where_aiokafka_fetches():
+    """aiokafka's seek deletes the partition's buffered records; run from the worker's
+    thread it raced the fetcher in the consumer thread (KeyError, the worker crashed)."""
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    class Thread:
+        inside, seeks = False, []
+
+        async def call_thread(self, fun, *args):
+            self.inside = True
+            try:
+                return fun(*args)
+            finally:
+                self.inside = False
+
+        def seek(self, tp, offset):
+            self.seeks.append((tp, offset, "consumer thread" if self.inside else "worker thread"))
+
+    consumer = SimpleNamespace(_thread=Thread())
+    tp = TP("shop.carts", 0)
+    asyncio.run(ThreadDelegateConsumer._seek(consumer, tp, 136))  # what Faust's seek calls
+    assert consumer._thread.seeks == [(tp, 136, "consumer thread")]
