@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evals.fraud import baselines, metric_frame, without_known_compromised
+from evals.fraud import metric_frame, without_known_compromised
 from scorers.fraud import matrix
 from shopstream.settings import Settings
 from trainers import metrics as fraud_metrics
 from trainers.configs import FraudTrainConfig, LoopConfig
+from trainers.fraud import baseline_scores as baselines
 from trainers.fraud import (
     build_dataset,
     refit_model,

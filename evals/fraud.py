@@ -23,6 +23,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,7 +45,7 @@ from tools.replay import read
 from tools.send import backlog_over, send
 from trainers import metrics as fraud_metrics
 from trainers.configs import FraudTrainConfig, LoopConfig
-from trainers.fraud import train_and_register
+from trainers.fraud import baseline_scores, train_and_register
 from trainers.offline import features_as_served, order_events, raw
 
 HISTORY_BACKLOG = 5_000
@@ -126,22 +127,34 @@ def collect_scores(settings: Settings, order_ids: set[str], timeout: float) -> d
     return found
 
 
+@contextmanager
+def running_worker(settings: Settings, output: Path):
+    """A worker of ``settings`` (all roles), logging to ``output/worker.log``, up and ready."""
+    log_file = output / "worker.log"
+    process = workers.start(to_env(settings), log_file)
+    try:
+        workers.wait_ready(process, settings.web_port, log_file, timeout=180)
+        yield process
+    finally:
+        workers.stop(process)
+
+
+def replay(events: list, settings: Settings, rate: float, console: Console, what: str) -> None:
+    """Send ``events`` at ``rate`` events/s (0: as fast as the worker goes) and wait until
+    the worker has processed them all. Never more than ``HISTORY_BACKLOG`` records ahead of
+    the worker: a label topic weeks of event time behind the orders would apply its labels
+    outside their risk windows."""
+    console.print(f"replaying {len(events):,} events at {f'{rate:,.0f}/s' if rate else 'full speed'}")
+    send(events, settings, rate=rate, total=len(events), console=console,
+         hold=backlog_over(settings, HISTORY_BACKLOG, [*settings.topics.inputs().values(),
+                                                       updates_topic_name(settings)]))
+    wait_processed(settings, console, what)
+
+
 def known_compromised(transactions: pd.DataFrame, day: pd.Timestamp, delay_days: float) -> set:
     """Cards with a fraud whose label had arrived before ``day`` began."""
     arrived = transactions["TX_DATETIME"] + pd.Timedelta(days=delay_days) < day
     return set(transactions.loc[arrived & (transactions["TX_FRAUD"] == 1), "CUSTOMER_ID"].astype(str))
-
-
-def baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> dict[str, np.ndarray]:
-    """Logistic regression and gradient boosting on the same rows; their test scores."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(train_x, train_y)
-    gbm = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=0).fit(train_x, train_y)
-    return {"logreg": logreg.predict_proba(test_x)[:, 1], "gbm": gbm.predict_proba(test_x)[:, 1]}
 
 
 def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path, *, rate: float = 500.0,
@@ -175,18 +188,9 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
                   f"{len(test_orders):,} orders")
 
     ensure_topics(settings)
-    log_file = output / "worker.log"
-    process = workers.start(to_env(settings), log_file)
-    try:
-        workers.wait_ready(process, settings.web_port, log_file, timeout=180)
-        # Never more than a backlog ahead of the worker: a label topic weeks of event time
-        # behind the orders would apply its labels outside their risk windows.
-        history_rate = rate if history_rate is None else history_rate
-        console.print(f"replaying the history at {f'{history_rate:,.0f}/s' if history_rate else 'full speed'}")
-        send(history, settings, rate=history_rate, total=len(history), console=console,
-             hold=backlog_over(settings, HISTORY_BACKLOG, [*settings.topics.inputs().values(),
-                                                           updates_topic_name(settings)]))
-        wait_processed(settings, console, "features of the history")
+    history_rate = rate if history_rate is None else history_rate
+    with running_worker(settings, output):
+        replay(history, settings, history_rate, console, "features of the history")
         train_start = max(window.history_start + timedelta(days=7),
                           window.train_end - timedelta(days=window.train_days))
         config = FraudTrainConfig(delay_days=window.delay_days, valid_days=min(4.0, window.train_days / 4),
@@ -208,8 +212,6 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
         scores = collect_scores(settings, {o.order_id for o in test_orders}, timeout=300)
         if on_scored is not None:
             on_scored(settings, test)
-    finally:
-        workers.stop(process)
 
     # Feature rows of the test orders for the baselines: those the worker served the net,
     # as their training rows are (trainers.offline.features_as_served).
@@ -218,7 +220,7 @@ def run(settings: Settings, transactions: Path, window: EvalWindow, output: Path
     test_x = matrix(order_events(orders), features_as_served(settings, orders)[0])
     train_x = np.concatenate([result.train.x, result.valid.x])
     train_y = np.concatenate([result.train.frame["label"], result.valid.frame["label"]])
-    others = baselines(train_x, train_y, test_x)
+    others = baseline_scores(train_x, train_y, test_x)
 
     truth = frame.assign(order_id=frame["TRANSACTION_ID"].astype(str)).set_index("order_id")
     table = pd.DataFrame({

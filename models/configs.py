@@ -20,6 +20,7 @@ class FraudConfig:
     n_types: int = len(FRAUD_TYPES)
     pos_weight: float = 1.0  # weight of a fraud row in the loss: class imbalance
     type_weight: float = 0.2  # the fraud-type loss is an auxiliary task
+    focal_gamma: float = 0.0  # > 0: focal loss (Lin et al.), which weighs easy orders down
 
 
 @dataclass
@@ -55,6 +56,8 @@ class GBMConfig:
     """Weight of a fraud relative to a genuine order."""
     early_stopping: int = 50
     """Rounds without a better validation AP before training stops."""
+    min_rounds: int = 100
+    """The fewest rounds early stopping may choose."""
     seed: int = 0
 
     def params(self) -> dict:

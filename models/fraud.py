@@ -74,20 +74,28 @@ class FraudNet(nn.Module):
         if targets is None:
             return logits, None
         weight = torch.where(targets > 0, self.config.pos_weight, 1.0)
-        loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
+        loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="none")
+        if self.config.focal_gamma > 0:  # focal loss: easy orders (most genuine ones) weigh less
+            agree = torch.exp(-F.binary_cross_entropy_with_logits(logits, targets, reduction="none"))
+            loss = loss * (1 - agree) ** self.config.focal_gamma
+        loss = loss.mean()
         if types is not None and bool((types > 0).any()):
             type_logits = self.type_head(hidden)  # (B, T)
             loss = loss + self.config.type_weight * F.cross_entropy(type_logits, types, ignore_index=0)
         return logits, loss
 
     @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Fraud logits (B,) of raw features (B, F)."""
+        self.eval()
+        return self(x)[0]
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Fraud probabilities (B,) of raw features (B, F)."""
-        self.eval()
-        return torch.sigmoid(self(x)[0])
+        return torch.sigmoid(self.logits(x))
 
-    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Probabilities (B,) and each feature's push on the logit (B, F).
+    def explain_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,) and each feature's push on the logit (B, F).
 
         The push is gradient times input in standardised units (the input's distance
         from an average order), so positive values are what raised the score.
@@ -97,38 +105,72 @@ class FraudNet(nn.Module):
         with torch.enable_grad():
             logits = (self.fraud_head(self.hidden(z)) + self.wide(z)).squeeze(-1)
             logits.sum().backward()  # rows are independent: one pass gives every row's gradient
-        return torch.sigmoid(logits.detach()), (z.grad * z).detach()
+        return logits.detach(), (z.grad * z).detach()
+
+    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities (B,) and each feature's push on the logit (B, F)."""
+        logits, pushes = self.explain_logits(x)
+        return torch.sigmoid(logits), pushes
 
 
 @dataclass
 class Checkpoint:
-    """Everything needed to score: the model (a ``FraudNet``, or a ``models.gbm.FraudGBM``,
-    its kind saved with it), the feature names and what it was trained on."""
+    """Everything needed to score: the model (a ``FraudNet`` or a ``models.gbm.FraudGBM``,
+    either reading some inputs (``models.inputs.Selected``) and calibrated
+    (``models.calibration.Calibrated``), or a ``models.ensemble.FraudEnsemble`` of them; its
+    kind saved with it), the feature names and what it was trained on."""
 
     model: FraudNet
     features: list[str]
     meta: dict = field(default_factory=dict)
 
     def save(self, path: Path) -> Path:
-        if getattr(self.model, "kind", "net") == "gbm":
-            torch.save({"kind": "gbm", "booster": self.model.to_string(), "config": self.model.config_dict(),
-                        "features": self.features, "meta": self.meta}, path)
-            return path
-        torch.save({"kind": "net", "config": asdict(self.model.config), "state": self.model.state_dict(),
-                    "features": self.features, "meta": self.meta}, path)
+        torch.save({**to_saved(self.model), "features": self.features, "meta": self.meta}, path)
         return path
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("kind") == "gbm":
-            from models.gbm import FraudGBM
+        return cls(from_saved(saved), list(saved["features"]), dict(saved["meta"]))
 
-            return cls(FraudGBM.from_string(saved["booster"], saved["config"]), list(saved["features"]),
-                       dict(saved["meta"]))
+
+def to_saved(model) -> dict:
+    """A fraud model of any kind as plain tensors, lists and dicts (``weights_only`` loads it)."""
+    from models.calibration import Calibrated
+    from models.ensemble import FraudEnsemble
+    from models.inputs import Selected
+
+    if isinstance(model, Calibrated):
+        return {**to_saved(model.model), "calibration": model.platt.to_data()}
+    if isinstance(model, Selected):
+        return {**to_saved(model.model), "columns": model.columns, "width": model.width}
+    if isinstance(model, FraudEnsemble):
+        return {"kind": "ensemble", "members": [to_saved(m) for m in model.members], "weights": model.weights}
+    if getattr(model, "kind", "net") == "gbm":
+        return {"kind": "gbm", "booster": model.to_string(), "config": model.config_dict()}
+    return {"kind": "net", "config": asdict(model.config), "state": model.state_dict()}
+
+
+def from_saved(saved: dict):
+    """The model that ``to_saved`` wrote."""
+    from models.calibration import Calibrated, Platt
+
+    if saved.get("kind") == "ensemble":
+        from models.ensemble import FraudEnsemble
+
+        model = FraudEnsemble([from_saved(m) for m in saved["members"]], saved["weights"])
+    elif saved.get("kind") == "gbm":
+        from models.gbm import FraudGBM
+
+        model = FraudGBM.from_string(saved["booster"], saved["config"])
+    else:
         config = saved["config"]
         config["signals"] = tuple(tuple(s) for s in config["signals"])
         model = FraudNet(FraudConfig(**config))
         model.load_state_dict(saved["state"])
         model.eval()
-        return cls(model, list(saved["features"]), dict(saved["meta"]))
+    if saved.get("columns") is not None:
+        from models.inputs import Selected
+
+        model = Selected(model, saved["columns"], saved["width"])
+    return Calibrated(model, Platt(*saved["calibration"])) if saved.get("calibration") else model

@@ -70,13 +70,17 @@ def train_fraud(
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = FRAUD.loop.epochs,
     negatives: Negatives = FRAUD.negatives,
     kind: Annotated[str, typer.Option(help="net: the attention-fusion net; gbm: gradient-boosted trees "
-                                           "(LightGBM, reasons from SHAP values) on the same rows.")] = FRAUD.kind,
+                                           "(LightGBM, reasons from SHAP values) on the same rows; ensemble: "
+                                           "both, their calibrated logits weighed on validation.")] = FRAUD.kind,
     refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
                                              "included, for the chosen epochs.")] = FRAUD.refit,
     served: Annotated[bool, typer.Option("--served/--point-in-time",
                                          help="Learn from the feature rows workers served (the point-in-time "
                                               "join for orders none scored), or from the join alone.")] = (
         FRAUD.served),
+    gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
+                                                      "regression and gradient boosting trained on the same "
+                                                      "days, on the validation days.")] = FRAUD.gate_baselines,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 24h.")] = None,
     on_signal: Annotated[bool, typer.Option(help="Keep reading signals.drift and retrain when they call "
@@ -90,7 +94,8 @@ def train_fraud(
     if kind not in KINDS:
         raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     config = replace(FRAUD, days=days, valid_days=valid_days, delay_days=delay_days, negatives=negatives,
-                     refit=refit, served=served, loop=replace(FRAUD.loop, epochs=epochs), kind=kind)
+                     refit=refit, served=served, loop=replace(FRAUD.loop, epochs=epochs), kind=kind,
+                     gate_baselines=gate_baselines)
     if on_signal:
         from trainers.triggers import retrain_on_signals
 
@@ -114,6 +119,9 @@ def train_recs(
     valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = RECS.valid_days,
     min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = RECS.min_support,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = RECS.loop.epochs,
+    gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
+                                                      "regression and gradient boosting trained on the same "
+                                                      "days, on the validation days.")] = FRAUD.gate_baselines,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 7d.")] = None,
 ) -> None:
@@ -152,6 +160,7 @@ def _print_result(result) -> None:
     if champion:
         rows.append((f"champion, on the {champion.get('n_valid', result.n_valid):,} orders it has not trained on",
                      champion))
+    rows += [(f"{name}, same rows (the gate's baseline)", m) for name, m in result.baselines.items()]
     for name, m in rows:
         table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in ("auc", "ap", "cp100", "ece")))
     console.print(table)
@@ -159,13 +168,15 @@ def _print_result(result) -> None:
         console.print(f"the new model's AP on those orders: {champion['new_ap']:.4f}")
     console.print(f"trained on {result.n_train:,} orders, validated on {result.n_valid:,}; "
                   f"plots: {', '.join(str(p) for p in result.plots)}")
+    lost_to = ", ".join({"logreg": "logistic regression", "gbm": "gradient boosting"}.get(name, f"the {name}")
+                        for name in result.lost_to)
     if result.promoted:
-        console.print("[green]promoted to champion[/]")
-    elif champion and math.isnan(champion.get("ap", 0.0)):
+        console.print("[green]promoted to champion[/]" + (f" (forced: it lost to {lost_to})" if lost_to else ""))
+    elif champion and math.isnan(champion.get("ap", 0.0)) and result.lost_to == ["champion"]:
         console.print("[yellow]kept the current champion: it has trained on every validation order with "
                       "a fraud, so there is no fair comparison (--force promotes)[/]")
     else:
-        console.print("[yellow]kept the current champion: the new version did not beat it[/]")
+        console.print(f"[yellow]not promoted: on the validation days its AP did not beat {lost_to}[/]")
 
 
 MODELS = ("fraud", "recs")
@@ -374,9 +385,19 @@ def eval_fraud(
                                                     "TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, "
                                                     "TERMINAL_ID, TX_AMOUNT, TX_FRAUD.")],
     history_start: Annotated[str, typer.Option(help="First day replayed.")],
-    train_end: Annotated[str, typer.Option(help="End of the training window.")],
-    test_start: Annotated[str, typer.Option(help="First day scored.")],
-    test_end: Annotated[str, typer.Option(help="End of the test window (exclusive).")],
+    test_start: Annotated[str, typer.Option(help="First day scored (with --weeks, of the first week).")],
+    train_end: Annotated[str | None, typer.Option(help="End of the training window (one test window).")] = None,
+    test_end: Annotated[str | None, typer.Option(help="End of the test window, exclusive (one test "
+                                                      "window).")] = None,
+    weeks: Annotated[int | None, typer.Option(min=1, help="Rolling-origin evaluation: this many consecutive test "
+                                                          "weeks, each model retrained weekly on the days before "
+                                                          "(docs/evaluation.md).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="With --weeks: seeds of the trained models.")] = 3,
+    kind: Annotated[str, typer.Option(help="With --weeks: the kind evaluated as shopstream.")] = "ensemble",
+    variant: Annotated[list[str] | None, typer.Option(
+        help="With --weeks: another model to train beside it, NAME=SETTINGS with SETTINGS as "
+             "'kind=net,model.focal_gamma=2,loop.lr=0.001' (repeat the option for more).")] = None,
+    resamples: Annotated[int, typer.Option(min=10, help="With --weeks: bootstrap resamples.")] = 200,
     delay_days: Annotated[float, typer.Option(help="Label delay in days.")] = 7.0,
     train_days: Annotated[float, typer.Option(help="Training window length in days.")] = 21.0,
     rate: Annotated[float, typer.Option(help="Events/s at which the test window is replayed.")] = 500.0,
@@ -388,17 +409,41 @@ def eval_fraud(
         "eval-fraud"),
 ) -> None:
     """Run the whole system on a labelled log and compare with LR, GBM and published results."""
-    from evals.fraud import EvalWindow, run
-
     if not transactions.exists():
         raise typer.BadParameter(f"{transactions} does not exist")
+    if weeks is not None:
+        from evals.weeks import overridden, run_weeks
+        from trainers.configs import KINDS
+
+        if kind not in KINDS:
+            raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+        config = replace(FRAUD, kind=kind, days=train_days, valid_days=min(4.0, train_days / 4),
+                         delay_days=delay_days, negatives=negatives, loop=replace(FRAUD.loop, epochs=epochs))
+        variants = {}
+        for item in variant or []:
+            name, _, settings_text = item.partition("=")
+            try:
+                overridden(config, settings_text)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise typer.BadParameter(f"--variant {item!r}: {exc}") from exc
+            variants[name.strip()] = settings_text
+        try:
+            run_weeks(get_settings(), transactions, _date(history_start), _date(test_start), weeks, output,
+                      config=config, seeds=seeds, variants=variants, history_rate=history_rate or 0.0,
+                      redis_db=redis_db, resamples=resamples, console=console)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        return
+    from evals.fraud import EvalWindow, run
+
+    if train_end is None or test_end is None:
+        raise typer.BadParameter("give --train-end and --test-end (one test window), or --weeks N")
     window = EvalWindow(_date(history_start), _date(train_end), _date(test_start), _date(test_end),
                         delay_days=delay_days, train_days=train_days)
     if not window.history_start < window.train_end < window.test_start < window.test_end:
         raise typer.BadParameter("expected history start < train end < test start < test end")
     run(get_settings(), transactions, window, output, rate=rate, history_rate=history_rate, epochs=epochs,
-        negatives=negatives,
-        redis_db=redis_db, console=console)
+        negatives=negatives, redis_db=redis_db, console=console)
 
 
 @eval_app.command("challenge")

@@ -29,11 +29,13 @@ class FraudTrainConfig:
     served: bool = True  # the rows workers served where they exist, else the point-in-time join
     model: FraudConfig = field(default_factory=FraudConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
-    kind: str = "net"  # net: the attention-fusion net; gbm: gradient-boosted trees (models.gbm)
+    kind: str = "net"  # net: the attention-fusion net; gbm: gradient-boosted trees; ensemble: both
     gbm: GBMConfig = field(default_factory=GBMConfig)
+    net_features: int = 0  # the net reads only this many inputs, those boosted trees rank highest; 0: all
+    gate_baselines: bool = True  # promote only a model that beats LR and GBM on the validation days too
 
 
-KINDS = ("net", "gbm")
+KINDS = ("net", "gbm", "ensemble")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -32,9 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.calibration import Calibrated, Platt
 from models.configs import FRAUD_TYPES, FraudConfig, GBMConfig
+from models.ensemble import FraudEnsemble
 from models.fraud import Checkpoint, FraudNet
 from models.gbm import FraudGBM
+from models.inputs import Selected
 from scorers.drift import calendar_strata
 from scorers.fraud import FEATURES, SIGNALS, matrix
 from scorers.profiles import ModelProfile
@@ -121,8 +124,22 @@ def evaluation_frame(data: Dataset, scores: np.ndarray) -> pd.DataFrame:
                          "score": scores, "label": data.frame["label"].to_numpy()})
 
 
-def new_model(train: Dataset, config: FraudTrainConfig) -> tuple[FraudNet, list[torch.Tensor]]:
-    """An untrained ``FraudNet`` fitted to ``train``'s statistics, and its training tensors."""
+def signals_of(columns: list[int]) -> tuple[tuple[str, int], ...]:
+    """The net's signals (name, inputs) when it reads the ``columns`` of ``FEATURES``, in order.
+
+    >>> signals_of([0, 1, len(FEATURES) - 1])
+    (('transaction', 2), ('network', 1))
+    """
+    group = [name for name, names in SIGNALS.items() for _ in names]
+    counts = {name: sum(group[c] == name for c in columns) for name in SIGNALS}
+    return tuple((name, n) for name, n in counts.items() if n)
+
+
+def new_model(train: Dataset, config: FraudTrainConfig,
+              columns: list[int] | None = None) -> tuple[FraudNet, list[torch.Tensor]]:
+    """An untrained ``FraudNet`` fitted to ``train``'s statistics, and its training tensors;
+    it reads the ``columns`` of ``FEATURES`` (sorted), or all of them."""
+    columns = sorted(columns) if columns is not None else list(range(len(FEATURES)))
     rng = np.random.default_rng(config.loop.seed)
     n_fraud = max(int(train.frame["label"].sum()), 1)
     # Balance the classes' total weight, but not fully: calibrated-ish probabilities. The
@@ -133,21 +150,23 @@ def new_model(train: Dataset, config: FraudTrainConfig) -> tuple[FraudNet, list[
     train = train.select(keep)
     labels = train.frame["label"].to_numpy().astype(np.float32)
     model_config = FraudConfig(**{**asdict(config.model), "pos_weight": pos_weight,
-                                  "signals": tuple((name, len(names)) for name, names in SIGNALS.items())})
+                                  "signals": signals_of(columns)})
     torch.manual_seed(config.loop.seed)  # the same data and config give the same model
     model = FraudNet(model_config)
-    x = torch.from_numpy(train.x)
+    x = torch.from_numpy(np.ascontiguousarray(train.x[:, columns]))
     model.standardize.fit(x)
     return model, [x, torch.from_numpy(labels), torch.from_numpy(_types(train.frame))]
 
 
-def train_model(train: Dataset, valid: Dataset, config: FraudTrainConfig,
-                callbacks: list[Callback] = ()) -> tuple[FraudNet, dict[str, float]]:
-    """Fit a ``FraudNet`` on ``train``; keep the epoch with the best validation AP."""
-    model, tensors = new_model(train, config)
+def train_model(train: Dataset, valid: Dataset, config: FraudTrainConfig, callbacks: list[Callback] = (),
+                columns: list[int] | None = None) -> tuple[FraudNet, dict[str, float]]:
+    """Fit a ``FraudNet`` on ``train`` (its ``columns``, sorted, or all); keep the epoch with
+    the best validation AP."""
+    model, tensors = new_model(train, config, columns)
+    valid_x = np.ascontiguousarray(valid.x[:, sorted(columns)]) if columns is not None else valid.x
 
     def validate(m: FraudNet) -> dict[str, float]:
-        result = fraud_metrics.evaluate(evaluation_frame(valid, scores_of(m, valid.x)))
+        result = fraud_metrics.evaluate(evaluation_frame(valid, scores_of(m, valid_x)))
         return {"val_ap": result["ap"] if not math.isnan(result["ap"]) else 0.0,
                 "val_auc": result["auc"] if not math.isnan(result["auc"]) else 0.0}
 
@@ -155,10 +174,10 @@ def train_model(train: Dataset, valid: Dataset, config: FraudTrainConfig,
     return model, best
 
 
-def refit_model(data: Dataset, epochs: int, config: FraudTrainConfig,
-                callbacks: list[Callback] = ()) -> FraudNet:
+def refit_model(data: Dataset, epochs: int, config: FraudTrainConfig, callbacks: list[Callback] = (),
+                columns: list[int] | None = None) -> FraudNet:
     """A ``FraudNet`` trained on all of ``data`` for ``epochs`` epochs (chosen on held-out days)."""
-    model, tensors = new_model(data, config)
+    model, tensors = new_model(data, config, columns)
     fit_epochs(model, tensors, config.loop, epochs, callbacks)
     model.eval()
     return model
@@ -177,6 +196,105 @@ def train_gbm(train: Dataset, valid: Dataset, config: FraudTrainConfig) -> tuple
                          valid=(valid.x, valid.frame["label"].to_numpy()))
     result = fraud_metrics.evaluate(evaluation_frame(valid, scores_of(model, valid.x)))
     return model, {"best_epoch": model.best_rounds, "val_ap": result["ap"], "val_auc": result["auc"]}
+
+
+@dataclass
+class Fitted:
+    """A trained fraud model of one kind, calibrated on the validation days."""
+
+    model: object  # what is served: refit on every day of the window when the config says so
+    held_out: object  # trained before the validation days: what validation and promotion measure
+    best: dict  # best_epoch (epochs or rounds), and the ensemble's weight of the net
+    valid_scores: np.ndarray  # the held-out model's (calibrated) scores on the validation days
+
+
+def fit_kind(data: Dataset, train: Dataset, valid: Dataset, config: FraudTrainConfig,
+             callbacks: list[Callback] = (), progress: bool = False) -> Fitted:
+    """Train ``config.kind`` on ``train``, choosing epochs (rounds) on ``valid``; calibrate it
+    there (Platt scaling, ``models.calibration``); then, with ``config.refit``, train it again
+    on all of ``data`` for as long, with the same calibration. An ensemble trains both kinds
+    and weighs their calibrated logits by validation AP."""
+    if config.kind not in KINDS:
+        raise ValueError(f"unknown model kind {config.kind!r}; choose from {', '.join(KINDS)}")
+    labels = valid.frame["label"].to_numpy()
+    members = {}
+    if config.kind in ("gbm", "ensemble"):
+        trees, best = train_gbm(train, valid, config)
+        platt = Platt.fit(trees.logits(valid.x).numpy(), labels)
+        refit = FraudGBM.fit(data.x, data.frame["label"].to_numpy(), gbm_config(data, config),
+                             rounds=int(best["best_epoch"])) if config.refit else trees
+        held = Calibrated(trees, platt)
+        members["gbm"] = (held, Calibrated(refit, platt) if config.refit else held, best)
+    if config.kind in ("net", "ensemble"):
+        columns = None
+        if 0 < config.net_features < len(FEATURES):
+            ranker = trees if config.kind == "ensemble" else FraudGBM.fit(
+                train.x, train.frame["label"].to_numpy(), replace(gbm_config(train, config), rounds=100))
+            columns = sorted(ranker.ranking()[:config.net_features])
+        net, best = train_model(train, valid, config, callbacks, columns)
+        refit = refit_model(data, int(best["best_epoch"]), config,
+                            [RichProgress("refitting on every day")] if progress else [],
+                            columns) if config.refit else net
+        if columns is not None:
+            net, refit = (Selected(m, columns, len(FEATURES)) for m in (net, refit))
+            best["inputs"] = len(columns)
+        platt = Platt.fit(net.logits(torch.from_numpy(valid.x)).numpy(), labels)
+        held = Calibrated(net, platt)
+        members["net"] = (held, Calibrated(refit, platt) if config.refit else held, best)
+    if config.kind != "ensemble":
+        held_out, model, best = members[config.kind]
+        return Fitted(model, held_out, best, scores_of(held_out, valid.x))
+    weight, held_out = max(((w, FraudEnsemble([members["net"][0], members["gbm"][0]], [w, 1 - w]))
+                            for w in ENSEMBLE_WEIGHTS),
+                           key=lambda wm: _ap(labels, scores_of(wm[1], valid.x)))
+    model = FraudEnsemble([members["net"][1], members["gbm"][1]], [weight, 1 - weight]) if config.refit else held_out
+    best = {"best_epoch": members["net"][2]["best_epoch"], "rounds": members["gbm"][2]["best_epoch"],
+            "weight_net": weight}
+    return Fitted(model, held_out, best, scores_of(held_out, valid.x))
+
+
+ENSEMBLE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""The net's weights an ensemble chooses from on validation (the trees get the rest)."""
+
+
+def _ap(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(labels, scores)) if labels.min() != labels.max() else 0.0
+
+
+def baseline_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> dict[str, np.ndarray]:
+    """What a shop would try first, trained on the same rows: logistic regression on
+    standardised inputs, and scikit-learn's gradient boosting; their scores on ``test_x``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(train_x, train_y)
+    gbm = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=0).fit(train_x, train_y)
+    return {"logreg": logreg.predict_proba(test_x)[:, 1], "gbm": gbm.predict_proba(test_x)[:, 1]}
+
+
+def baselines_on(train: Dataset, valid: Dataset) -> dict[str, dict[str, float]]:
+    """The baselines' validation metrics, trained on what the new model trained on before
+    the validation days: the bar a new model must clear to be promoted."""
+    labels = train.frame["label"].to_numpy()
+    if labels.min() == labels.max():
+        return {}
+    scores = baseline_scores(train.x, labels, valid.x)
+    return {name: fraud_metrics.evaluate(evaluation_frame(valid, values)) for name, values in scores.items()}
+
+
+def lost_to(beats_the_champion: bool, ap: float, baselines: dict[str, dict[str, float]]) -> list[str]:
+    """What a new model did not beat on the validation days: ``champion`` and the baselines
+    whose AP was at least its own (``baselines_on``). It is promoted only if none.
+
+    >>> lost_to(True, 0.6, {"logreg": {"ap": 0.65}, "gbm": {"ap": 0.55}})
+    ['logreg']
+    """
+    return ([] if beats_the_champion else ["champion"]) + [
+        name for name, theirs in baselines.items() if not ap > theirs["ap"]]
 
 
 def unseen_by(checkpoint: Checkpoint, valid: Dataset, split: datetime) -> Dataset:
@@ -215,34 +333,20 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     log.info("training on %d orders (%d fraud), validating on %d; %d of them with the features "
              "a worker served, the rest point in time", len(train.x), int(train.frame["label"].sum()),
              len(valid.x), data.served)
-    history = History()
-    callbacks = [history] + ([RichProgress("training fraud model")] if progress else [])
-    if config.kind not in KINDS:
-        raise ValueError(f"unknown model kind {config.kind!r}; choose from {', '.join(KINDS)}")
-    if config.kind == "gbm":
-        model, best = train_gbm(train, valid, config)
-    else:
-        model, best = train_model(train, valid, config, callbacks)
-    valid_scores = scores_of(model, valid.x)
+    callbacks = [History()] + ([RichProgress("training fraud model")] if progress else [])
+    fitted = fit_kind(data, train, valid, config, callbacks, progress)
+    model, valid_scores, best = fitted.model, fitted.valid_scores, fitted.best
     result = fraud_metrics.evaluate(evaluation_frame(valid, valid_scores))
 
     registry = fraud_registry(settings)
-    wins, champion_metrics = beats_champion(registry, model, valid, split)
+    wins, champion_metrics = beats_champion(registry, fitted.held_out, valid, split)
+    baseline_metrics = baselines_on(train, valid) if config.gate_baselines else {}
+    lost = lost_to(wins, result["ap"], baseline_metrics)
 
     folder = Path(output or tempfile.mkdtemp(prefix="shopstream-train-"))
     folder.mkdir(parents=True, exist_ok=True)
     plots = fraud_metrics.plot({"new": evaluation_frame(valid, valid_scores)}, folder, "validation")
-    fit_end = split
-    if config.refit and config.kind == "gbm":
-        log.info("refitting on all %d orders for %d rounds", len(data.x), best["best_epoch"])
-        model = FraudGBM.fit(data.x, data.frame["label"].to_numpy(), gbm_config(data, config),
-                             rounds=int(best["best_epoch"]))
-        fit_end = end
-    elif config.refit:
-        log.info("refitting on all %d orders for %d epochs", len(data.x), best["best_epoch"])
-        model = refit_model(data, int(best["best_epoch"]), config,
-                            [RichProgress("refitting on every day")] if progress else [])
-        fit_end = end
+    fit_end = end if config.refit else split
     checkpoint = Checkpoint(model, list(FEATURES), {
         "train_start": start.isoformat(), "train_end": end.isoformat(), "fit_end": fit_end.isoformat(),
         "labels_as_of": labels_as_of.isoformat(), "n_train": len(train.x), "refit": config.refit,
@@ -251,10 +355,14 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     path = checkpoint.save(folder / "fraud.pt")
     # The metrics are the held-out model's: the refit one has seen the validation days.
     metrics = {**{k: v for k, v in result.items() if isinstance(v, float) and not math.isnan(v)},
-               "n_train": len(train.x), "n_valid": len(valid.x), "best_epoch": best["best_epoch"]}
-    version, promoted = register(registry, path, wins=wins, force=force, metrics=metrics, params={
-        **{f"model.{k}": v for k, v in asdict(model.config).items()},
+               "n_train": len(train.x), "n_valid": len(valid.x), "best_epoch": best["best_epoch"],
+               **{f"{name}_{k}": v for name, theirs in baseline_metrics.items() for k, v in theirs.items()
+                  if k in ("ap", "auc")}}
+    version, promoted = register(registry, path, wins=not lost, force=force, metrics=metrics, params={
+        **({f"model.{k}": v for k, v in asdict(config.model).items()} if config.kind != "gbm" else {}),
+        **({f"gbm.{k}": v for k, v in asdict(config.gbm).items()} if config.kind != "net" else {}),
         **{f"loop.{k}": v for k, v in asdict(config.loop).items()},
+        **{f"best.{k}": v for k, v in best.items()},
         "days": config.days, "valid_days": config.valid_days, "delay_days": config.delay_days,
         "negatives": config.negatives, "refit": config.refit, "served": config.served, "kind": config.kind},
         tags={"feature_service": "fraud_v1", "kind": config.kind, "train_start": start.isoformat(),
@@ -263,7 +371,8 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
               "served_rows": str(data.served),
               "labelled_orders": str(labelled_total(settings)), **(tags or {})},
         description="shopstream fraud scorer", plots=plots)
-    return TrainResult(version, promoted, result, champion_metrics, len(train.x), len(valid.x), plots, train, valid)
+    return TrainResult(version, promoted, result, champion_metrics, len(train.x), len(valid.x), plots, train, valid,
+                       lost_to=lost, baselines=baseline_metrics)
 
 
 def served_inputs(settings: Settings, start: datetime, end: datetime, served: bool = True) -> np.ndarray:

@@ -45,6 +45,8 @@ class TrainResult:
     plots: list[Path] = field(default_factory=list)
     train: object = field(repr=False, default=None)  # the fraud trainer's datasets, for evaluations
     valid: object = field(repr=False, default=None)
+    lost_to: list[str] = field(default_factory=list)  # what it did not beat: champion, logreg, gbm
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # their validation metrics
 
 
 def register(registry: Registry, path: Path, *, wins: bool, force: bool, metrics: dict[str, float],

@@ -43,3 +43,38 @@ def test_eval_fraud_on_a_slice(settings, data_dir, tmp_path):
                               pd.Timestamp("2018-04-22", tz="UTC"), 7)
     assert written["n_test"] == len(test) - test.CUSTOMER_ID.astype(str).isin(known).sum()
     assert all((tmp_path / "out" / f"{name}.png").exists() for name in ("roc", "pr", "calibration"))
+
+
+def test_eval_fraud_weeks_on_a_slice_replays_once_and_retrains_weekly(settings, data_dir, tmp_path):
+    """Two test weeks from one replay: every model is trained per week and scored on that
+    week's orders; a second run in the same folder reuses the replay."""
+    from evals.weeks import Replayed, run_weeks
+    from trainers.configs import FraudTrainConfig, LoopConfig
+
+    frame = pd.read_parquet(data_dir / "fraud-transactions-2018q2.parquet")
+    part = frame[(frame.CUSTOMER_ID < 300) & (frame.TX_DATETIME < "2018-04-29")]
+    part.to_parquet(tmp_path / "slice.parquet")
+    config = FraudTrainConfig(kind="ensemble", days=6, valid_days=2, loop=LoopConfig(epochs=2))
+    result = run_weeks(settings, tmp_path / "slice.parquet", day("2018-04-01"), day("2018-04-15"), 2,
+                       tmp_path / "out", config=config, seeds=2, variants={"trees": "kind=gbm"}, redis_db=14,
+                       resamples=20)
+
+    per_week = pd.read_csv(tmp_path / "out" / "weeks.csv")
+    assert list(dict.fromkeys(per_week["week"])) == ["2018-04-15", "2018-04-22"]
+    models = {"shopstream", "net alone", "lightgbm alone", "trees", "logistic regression", "gradient boosting"}
+    assert set(per_week["model"]) == models
+    assert per_week.groupby("model")["seed"].nunique().to_dict() == {
+        m: 1 if m in ("logistic regression", "gradient boosting") else 2 for m in models}
+    week = pd.read_parquet(tmp_path / "out" / "scores-20180415.parquet")
+    test = part[(part.TX_DATETIME >= "2018-04-15") & (part.TX_DATETIME < "2018-04-22")]
+    assert sorted(week["order_id"]) == sorted(test["TRANSACTION_ID"].astype(str))  # every order of the week
+    assert week.filter(like="|").notna().all().all()
+    for against in result["intervals"].values():
+        for interval in against.values():
+            assert interval["auc"][0] <= interval["auc"][1] and interval["ap"][0] <= interval["ap"][1]
+    assert (tmp_path / "out" / "weeks.png").exists()
+
+    replayed = Replayed.from_json((tmp_path / "out" / "replay.json").read_text())
+    again = run_weeks(settings, tmp_path / "slice.parquet", day("2018-04-01"), day("2018-04-15"), 1,
+                      tmp_path / "out", config=config, seeds=1, redis_db=14, resamples=10)
+    assert again["replay"]["seconds"] == replayed.seconds  # the same replay, not a new one

@@ -92,8 +92,10 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
         graded = workers.scrape(settings.web_port).labelled
         assert sum(graded.values()) > 0 and set(graded) <= {"tp", "fp", "fn", "tn"}
 
-        # Train on the replayed history, from the offline store.
-        config = FraudTrainConfig(days=10, valid_days=3, loop=LoopConfig(epochs=3, batch_size=128))
+        # Train on the replayed history, from the offline store. This test is about the
+        # champion gate; the baselines' part of it is the trees' below.
+        config = FraudTrainConfig(days=10, valid_days=3, gate_baselines=False,
+                                  loop=LoopConfig(epochs=3, batch_size=128))
         result = train_and_register(settings, config, output=tmp_path / "v1", progress=False)
         assert result.version.version == "1" and result.promoted
         assert 0 <= result.metrics["auc"] <= 1 and result.n_train > 0 and result.n_valid > 0
@@ -158,8 +160,12 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
         assert registry.champion().version == "1"
 
         # The second kind: boosted trees on the same rows, served with reasons (SHAP values).
-        trees = train_and_register(settings, replace(config, kind="gbm"), force=True, output=tmp_path / "v3",
-                                   progress=False)
+        trees = train_and_register(settings, replace(config, kind="gbm", gate_baselines=True), force=True,
+                                   output=tmp_path / "v3", progress=False)
+        # Judged against logistic regression and gradient boosting on the same days too.
+        assert set(trees.baselines) == {"logreg", "gbm"}
+        assert [b for b in ("logreg", "gbm") if b in trees.lost_to] == [
+            b for b in ("logreg", "gbm") if not trees.metrics["ap"] > trees.baselines[b]["ap"]]
         assert trees.version.version == "3" and trees.promoted and registry.get("3").tags["kind"] == "gbm"
         assert 0 <= trees.metrics["auc"] <= 1
         wait_until(lambda: workers.scrape(settings.web_port).model_versions.get(settings.scoring.model_name) == 3.0,
