@@ -343,7 +343,7 @@ def plot_weeks(per_week: pd.DataFrame, path: Path) -> Path:
     for ax, metric, label in zip(axes, ("auc", "ap"), ("AUC ROC", "average precision"), strict=True):
         for model, rows in per_week.groupby("model", sort=False):
             stats = rows.groupby("week")[metric].agg(["mean", "min", "max"])
-            line, = ax.plot(stats.index, stats["mean"], "o-", label=model,
+            line, = ax.plot(stats.index, stats["mean"], marker="o", label=model,
                             linestyle=":" if model in BASELINES else "-")
             if (stats["max"] > stats["min"]).any():
                 ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15, color=line.get_color())

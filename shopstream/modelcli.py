@@ -54,6 +54,8 @@ def _date(value: str | None) -> datetime | None:
 Negatives = Annotated[float, typer.Option(min=0.01, max=1.0,
                                           help="Share of genuine orders the deep model trains on "
                                                "(weighted back).")]
+NetFeatures = Annotated[int, typer.Option(min=0, help="The net reads only this many inputs, those gradient "
+                                                     "boosting ranks highest on the training days (0: all).")]
 HistoryRate = Annotated[float | None, typer.Option(
     help="Events/s at which the history is replayed (default: --rate, so that the model trains on "
          "feature rows served as the test's are; 0: as fast as the worker goes, its rows staler).")]
@@ -78,6 +80,7 @@ def train_fraud(
                                          help="Learn from the feature rows workers served (the point-in-time "
                                               "join for orders none scored), or from the join alone.")] = (
         FRAUD.served),
+    net_features: NetFeatures = FRAUD.net_features,
     gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
                                                       "regression and gradient boosting trained on the same "
                                                       "days, on the validation days.")] = FRAUD.gate_baselines,
@@ -95,7 +98,7 @@ def train_fraud(
         raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     config = replace(FRAUD, days=days, valid_days=valid_days, delay_days=delay_days, negatives=negatives,
                      refit=refit, served=served, loop=replace(FRAUD.loop, epochs=epochs), kind=kind,
-                     gate_baselines=gate_baselines)
+                     gate_baselines=gate_baselines, net_features=net_features)
     if on_signal:
         from trainers.triggers import retrain_on_signals
 
@@ -119,6 +122,7 @@ def train_recs(
     valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = RECS.valid_days,
     min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = RECS.min_support,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = RECS.loop.epochs,
+    net_features: NetFeatures = FRAUD.net_features,
     gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
                                                       "regression and gradient boosting trained on the same "
                                                       "days, on the validation days.")] = FRAUD.gate_baselines,
@@ -404,6 +408,7 @@ def eval_fraud(
     history_rate: HistoryRate = None,
     epochs: Annotated[int, typer.Option(help="Most training epochs.")] = FRAUD.loop.epochs,
     negatives: Negatives = FRAUD.negatives,
+    net_features: NetFeatures = FRAUD.net_features,
     redis_db: Annotated[int, typer.Option(help="Redis database for this run (emptied first).")] = 15,
     output: Annotated[Path, typer.Option(help="Folder for metrics.json, scores.parquet, plots.")] = Path(
         "eval-fraud"),
@@ -418,7 +423,8 @@ def eval_fraud(
         if kind not in KINDS:
             raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
         config = replace(FRAUD, kind=kind, days=train_days, valid_days=min(4.0, train_days / 4),
-                         delay_days=delay_days, negatives=negatives, loop=replace(FRAUD.loop, epochs=epochs))
+                         delay_days=delay_days, negatives=negatives, net_features=net_features,
+                         loop=replace(FRAUD.loop, epochs=epochs))
         variants = {}
         for item in variant or []:
             name, _, settings_text = item.partition("=")
