@@ -339,16 +339,18 @@ def plot_weeks(per_week: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    weeks = list(dict.fromkeys(per_week["week"]))
+    at = {week: i for i, week in enumerate(weeks)}  # positions: date strings as x make matplotlib log per call
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, metric, label in zip(axes, ("auc", "ap"), ("AUC ROC", "average precision"), strict=True):
         for model, rows in per_week.groupby("model", sort=False):
             stats = rows.groupby("week")[metric].agg(["mean", "min", "max"])
-            line, = ax.plot(stats.index, stats["mean"], marker="o", label=model,
-                            linestyle=":" if model in BASELINES else "-")
+            x = [at[week] for week in stats.index]
+            line, = ax.plot(x, stats["mean"], marker="o", label=model, linestyle=":" if model in BASELINES else "-")
             if (stats["max"] > stats["min"]).any():
-                ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15, color=line.get_color())
+                ax.fill_between(x, stats["min"], stats["max"], alpha=0.15, color=line.get_color())
         ax.set(title=f"{label} per test week", xlabel="test week starting", ylabel=label)
-        ax.tick_params(axis="x", rotation=20)
+        ax.set_xticks(range(len(weeks)), weeks, rotation=20)
     axes[1].legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

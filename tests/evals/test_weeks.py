@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.weeks import Replayed, overridden, paired_bootstrap, summarise, week_metrics
+from evals.weeks import Replayed, overridden, paired_bootstrap, plot_weeks, summarise, week_metrics
 from trainers.configs import FraudTrainConfig
 
 
@@ -74,3 +74,12 @@ def test_week_metrics_read_the_kept_rows_only():
     scores = {("ours", 0): test["label"].to_numpy().astype(float)}
     got = week_metrics(kept, scores)
     assert got.loc[0, "auc"] == 1.0 and got.loc[0, "ap"] == 1.0
+
+
+def test_the_plot_draws_every_model_on_the_weeks_in_order(tmp_path, caplog):
+    rows = pd.DataFrame([{"model": m, "seed": s, "week": w, "auc": 0.8 + s / 100, "ap": 0.6, "cp100": 0.2}
+                         for m in ("ours", "logistic regression") for s in (0, 1) for w in ("2018-06-09", "2018-06-02")])
+    with caplog.at_level("INFO"):
+        path = plot_weeks(rows, tmp_path / "weeks.png")
+    assert path.stat().st_size > 10_000
+    assert not [r for r in caplog.records if r.name.startswith("matplotlib")]
