@@ -155,6 +155,10 @@ def _repeat(job, every: str | None) -> None:
         time.sleep(wait)
 
 
+BASELINES = {"logreg": "logistic regression", "gbm": "gradient boosting"}
+"""The fraud gate's baselines (``trainers.fraud.baselines_on``), as the report names them."""
+
+
 def _print_result(result) -> None:
     table = Table(title=f"fraud model version {result.version.version}")
     for column in ("", "AUC", "AP", "card precision@100", "calibration error"):
@@ -164,7 +168,7 @@ def _print_result(result) -> None:
     if champion:
         rows.append((f"champion, on the {champion.get('n_valid', result.n_valid):,} orders it has not trained on",
                      champion))
-    rows += [(f"{name}, same rows (the gate's baseline)", m) for name, m in result.baselines.items()]
+    rows += [(f"{BASELINES.get(name, name)} on the same days (the gate)", m) for name, m in result.baselines.items()]
     for name, m in rows:
         table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in ("auc", "ap", "cp100", "ece")))
     console.print(table)
@@ -172,8 +176,7 @@ def _print_result(result) -> None:
         console.print(f"the new model's AP on those orders: {champion['new_ap']:.4f}")
     console.print(f"trained on {result.n_train:,} orders, validated on {result.n_valid:,}; "
                   f"plots: {', '.join(str(p) for p in result.plots)}")
-    lost_to = ", ".join({"logreg": "logistic regression", "gbm": "gradient boosting"}.get(name, f"the {name}")
-                        for name in result.lost_to)
+    lost_to = ", ".join(BASELINES.get(name, f"the {name}") for name in result.lost_to)
     if result.promoted:
         console.print("[green]promoted to champion[/]" + (f" (forced: it lost to {lost_to})" if lost_to else ""))
     elif champion and math.isnan(champion.get("ap", 0.0)) and result.lost_to == ["champion"]:
