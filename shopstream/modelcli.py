@@ -81,6 +81,8 @@ def train_fraud(
                                               "join for orders none scored), or from the join alone.")] = (
         FRAUD.served),
     net_features: NetFeatures = FRAUD.net_features,
+    calibrate: Annotated[bool, typer.Option(help="Serve a net or trees with the Platt scaling fitted on the "
+                                                 "validation days (an ensemble always is).")] = FRAUD.calibrate,
     gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
                                                       "regression and gradient boosting trained on the same "
                                                       "days, on the validation days.")] = FRAUD.gate_baselines,
@@ -98,7 +100,7 @@ def train_fraud(
         raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     config = replace(FRAUD, days=days, valid_days=valid_days, delay_days=delay_days, negatives=negatives,
                      refit=refit, served=served, loop=replace(FRAUD.loop, epochs=epochs), kind=kind,
-                     gate_baselines=gate_baselines, net_features=net_features)
+                     gate_baselines=gate_baselines, net_features=net_features, calibrate=calibrate)
     if on_signal:
         from trainers.triggers import retrain_on_signals
 
@@ -123,6 +125,8 @@ def train_recs(
     min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = RECS.min_support,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = RECS.loop.epochs,
     net_features: NetFeatures = FRAUD.net_features,
+    calibrate: Annotated[bool, typer.Option(help="Serve a net or trees with the Platt scaling fitted on the "
+                                                 "validation days (an ensemble always is).")] = FRAUD.calibrate,
     gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
                                                       "regression and gradient boosting trained on the same "
                                                       "days, on the validation days.")] = FRAUD.gate_baselines,

@@ -31,6 +31,7 @@ class FraudTrainConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     kind: str = "net"  # net: the attention-fusion net; gbm: gradient-boosted trees; ensemble: both
     gbm: GBMConfig = field(default_factory=GBMConfig)
+    calibrate: bool = False  # serve a net or trees calibrated (an ensemble's members always are)
     net_features: int = 0  # the net reads only this many inputs, those boosted trees rank highest; 0: all
     gate_baselines: bool = True  # promote only a model that beats LR and GBM on the validation days too
 

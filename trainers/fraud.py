@@ -211,7 +211,8 @@ class Fitted:
 def fit_kind(data: Dataset, train: Dataset, valid: Dataset, config: FraudTrainConfig,
              callbacks: list[Callback] = (), progress: bool = False) -> Fitted:
     """Train ``config.kind`` on ``train``, choosing epochs (rounds) on ``valid``; calibrate it
-    there (Platt scaling, ``models.calibration``); then, with ``config.refit``, train it again
+    there (Platt scaling, ``models.calibration``: applied when ``config.calibrate`` and to an
+    ensemble's members, else only recorded in ``best``); then, with ``config.refit``, train it again
     on all of ``data`` for as long, with the same calibration. An ensemble trains both kinds
     and weighs their calibrated logits by validation AP."""
     if config.kind not in KINDS:
@@ -243,6 +244,9 @@ def fit_kind(data: Dataset, train: Dataset, valid: Dataset, config: FraudTrainCo
         members["net"] = (held, Calibrated(refit, platt) if config.refit else held, best)
     if config.kind != "ensemble":
         held_out, model, best = members[config.kind]
+        if not config.calibrate:  # served on its own scale; the scaling is recorded, not applied
+            best["calibration"] = held_out.platt.to_data()
+            held_out, model = held_out.model, model.model
         return Fitted(model, held_out, best, scores_of(held_out, valid.x))
     weight, held_out = max(((w, FraudEnsemble([members["net"][0], members["gbm"][0]], [w, 1 - w]))
                             for w in ENSEMBLE_WEIGHTS),
@@ -350,6 +354,7 @@ def train_and_register(settings: Settings, config: FraudTrainConfig | None = Non
     checkpoint = Checkpoint(model, list(FEATURES), {
         "train_start": start.isoformat(), "train_end": end.isoformat(), "fit_end": fit_end.isoformat(),
         "labels_as_of": labels_as_of.isoformat(), "n_train": len(train.x), "refit": config.refit,
+        "calibration": best.get("calibration"),
         "profile": reference_profile(reference_inputs(settings, split, end, labels_as_of, config.served), model,
                                      valid, valid_scores, settings.thresholds.fraud_review).to_data()})
     path = checkpoint.save(folder / "fraud.pt")

@@ -98,3 +98,12 @@ def test_the_net_reads_the_inputs_the_trees_rank_highest_and_saves_which(tmp_pat
     assert torch.count_nonzero(pushes[:, outside]) == 0
     saved = Checkpoint.load(Checkpoint(result.model, list(FEATURES)).save(tmp_path / "m.pt"))
     assert np.allclose(scores_of(saved.model, valid.x), scores_of(result.model, valid.x), atol=1e-6)
+
+
+def test_a_single_kind_serves_its_own_scale_unless_told_to_calibrate(fitted):
+    train, valid, _ = fitted
+    raw = fit_kind(train, train, valid, replace(CONFIG, kind="gbm"))
+    assert not isinstance(raw.model, Calibrated) and len(raw.best["calibration"]) == 2
+    calibrated = fit_kind(train, train, valid, replace(CONFIG, kind="gbm", calibrate=True))
+    assert isinstance(calibrated.model, Calibrated) and "calibration" not in calibrated.best
+    assert calibrated.model.platt.to_data() == raw.best["calibration"]
