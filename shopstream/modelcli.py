@@ -124,12 +124,6 @@ def train_recs(
     valid_days: Annotated[float, typer.Option(help="Last days of the window that validate.")] = RECS.valid_days,
     min_support: Annotated[int, typer.Option(help="Drop items seen fewer times.")] = RECS.min_support,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = RECS.loop.epochs,
-    net_features: NetFeatures = FRAUD.net_features,
-    calibrate: Annotated[bool, typer.Option(help="Serve a net or trees with the Platt scaling fitted on the "
-                                                 "validation days (an ensemble always is).")] = FRAUD.calibrate,
-    gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
-                                                      "regression and gradient boosting trained on the same "
-                                                      "days, on the validation days.")] = FRAUD.gate_baselines,
     force: Annotated[bool, typer.Option(help="Promote to champion even if it does not win.")] = False,
     every: Annotated[str | None, typer.Option(help="Retrain on this schedule, e.g. 7d.")] = None,
 ) -> None:
