@@ -148,12 +148,13 @@ def week_data(settings: Settings, truth: pd.DataFrame, start: datetime, end: dat
 
 
 def overridden(config, overrides: str):
-    """``config`` (a dataclass) with ``overrides`` applied: ``"loop.lr=1e-3,model.focal_gamma=2"``.
+    """``config`` (a dataclass) with ``overrides`` applied: ``"loop.lr=1e-3,model.focal_gamma=2"``;
+    a tuple's items are separated by ``/``.
 
     >>> from trainers.configs import FraudTrainConfig
-    >>> c = overridden(FraudTrainConfig(), "kind=net,loop.lr=1e-3,model.focal_gamma=2")
-    >>> c.kind, c.loop.lr, c.model.focal_gamma, c.loop.epochs
-    ('net', 0.001, 2.0, 20)
+    >>> c = overridden(FraudTrainConfig(), "kind=net,loop.lr=1e-3,model.focal_gamma=2,lrs=1e-3/4e-3")
+    >>> c.kind, c.loop.lr, c.model.focal_gamma, c.loop.epochs, c.lrs
+    ('net', 0.001, 2.0, 20, (0.001, 0.004))
     """
     from dataclasses import fields, replace
 
@@ -167,7 +168,12 @@ def overridden(config, overrides: str):
         if path[-1] not in kinds:
             raise ValueError(f"{type(chain[-1]).__name__} has no setting {path[-1]!r} (in {item!r})")
         old = getattr(chain[-1], path[-1])
-        new = value.strip().lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(value.strip())
+        if isinstance(old, bool):
+            new = value.strip().lower() in ("1", "true", "yes")
+        elif isinstance(old, tuple):  # "lrs=0.001/0.002"
+            new = tuple(float(v) for v in value.split("/") if v.strip())
+        else:
+            new = type(old)(value.strip())
         for parent, name in zip(reversed(chain), reversed(path), strict=True):
             new = replace(parent, **{name: new})
         config = new
@@ -201,8 +207,8 @@ def score_week(week: WeekData, config, seeds: list[int], variants: dict[str, str
                 folder / f"{week.start:%Y%m%d}-{name.replace(' ', '_')}-{seed}.pt")
             scores[(name, seed)] = ModelPredictor(Checkpoint.load(path), name).predict(week.test_x)
             if name == "shopstream" and run.kind == "ensemble":
-                for member, model in zip(("net", "lightgbm"), fitted.model.members, strict=True):
-                    scores[(f"{member} alone", seed)] = scores_of(model, week.test_x)
+                for model in fitted.model.members:
+                    scores[(MEMBERS[model.kind], seed)] = scores_of(model, week.test_x)
             console.print(f"  {week.start:%Y-%m-%d} {name} seed {seed}: {fitted.best} "
                           f"({time.monotonic() - began:.0f}s)")
     labels = data.frame["label"].to_numpy()
@@ -212,6 +218,8 @@ def score_week(week: WeekData, config, seeds: list[int], variants: dict[str, str
 
 
 BASELINES = ("logistic regression", "gradient boosting")
+MEMBERS = {"net": "net alone", "gbm": "lightgbm alone", "linear": "linear alone"}
+"""What an ensemble's members are called when each is scored alone."""
 
 
 def week_metrics(test: pd.DataFrame, scores: dict) -> pd.DataFrame:

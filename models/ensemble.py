@@ -1,11 +1,14 @@
-"""The net and boosted trees together: a weighted sum of their calibrated logits.
+"""Several fraud models together: a weighted sum of their calibrated logits.
 
-The attention-fusion net and gradient-boosted trees rank different frauds first (on the
-Q2 transactions the trees led on AUC and the net on average precision, docs/evaluation.md),
-so their blend ranks better than either. Each member is ``models.calibration.Calibrated``
-first, so that the logits are on one scale; the weights are chosen on the trainer's
-validation days. Reasons are the weighted sums of the members' pushes on the logit (the
-net's gradient times input, the trees' SHAP values), so they still add up to the logit.
+The attention-fusion net, gradient-boosted trees and logistic regression rank different
+frauds first: on the rolling-origin evaluation of the Q2 transactions (docs/evaluation.md)
+logistic regression led on AUC (the whole week's ranking) and the net and the trees on
+average precision (its top), so their blend ranks better than any of them. Each member
+is ``models.calibration.Calibrated`` first, so that the logits are on one scale; the
+weights are chosen on the trainer's validation days (``trainers.fraud.fit_kind``).
+Reasons are the weighted sums of the members' pushes on the logit (the net's gradient
+times input, the trees' SHAP values, the linear model's weight times input), so they
+still add up to the logit.
 
 >>> import torch
 >>> class Constant:

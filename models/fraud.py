@@ -148,6 +148,8 @@ def to_saved(model) -> dict:
         return {"kind": "ensemble", "members": [to_saved(m) for m in model.members], "weights": model.weights}
     if getattr(model, "kind", "net") == "gbm":
         return {"kind": "gbm", "booster": model.to_string(), "config": model.config_dict()}
+    if getattr(model, "kind", "net") == "linear":
+        return {"kind": "linear", "width": len(model.weight), "state": model.state_dict()}
     return {"kind": "net", "config": asdict(model.config), "state": model.state_dict()}
 
 
@@ -163,6 +165,12 @@ def from_saved(saved: dict):
         from models.gbm import FraudGBM
 
         model = FraudGBM.from_string(saved["booster"], saved["config"])
+    elif saved.get("kind") == "linear":
+        from models.linear import FraudLinear
+
+        model = FraudLinear(saved["width"])
+        model.load_state_dict(saved["state"])
+        model.eval()
     else:
         config = saved["config"]
         config["signals"] = tuple(tuple(s) for s in config["signals"])

@@ -56,6 +56,9 @@ Negatives = Annotated[float, typer.Option(min=0.01, max=1.0,
                                                "(weighted back).")]
 NetFeatures = Annotated[int, typer.Option(min=0, help="The net reads only this many inputs, those gradient "
                                                      "boosting ranks highest on the training days (0: all).")]
+LearningRates = Annotated[str, typer.Option(
+    "--lrs", help="The net's learning rates to choose from by validation AP, e.g. 0.001,0.002,0.004 "
+                  "(each trains once; default: the configured one).")]
 HistoryRate = Annotated[float | None, typer.Option(
     help="Events/s at which the history is replayed (default: --rate, so that the model trains on "
          "feature rows served as the test's are; 0: as fast as the worker goes, its rows staler).")]
@@ -72,8 +75,9 @@ def train_fraud(
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = FRAUD.loop.epochs,
     negatives: Negatives = FRAUD.negatives,
     kind: Annotated[str, typer.Option(help="net: the attention-fusion net; gbm: gradient-boosted trees "
-                                           "(LightGBM, reasons from SHAP values) on the same rows; ensemble: "
-                                           "both, their calibrated logits weighed on validation.")] = FRAUD.kind,
+                                           "(LightGBM, reasons from SHAP values) on the same rows; linear: logistic "
+                                           "regression on standardised inputs; ensemble: the three, their "
+                                           "calibrated logits weighed on validation.")] = FRAUD.kind,
     refit: Annotated[bool, typer.Option(help="Train again on the whole window, validation days "
                                              "included, for the chosen epochs.")] = FRAUD.refit,
     served: Annotated[bool, typer.Option("--served/--point-in-time",
@@ -81,6 +85,7 @@ def train_fraud(
                                               "join for orders none scored), or from the join alone.")] = (
         FRAUD.served),
     net_features: NetFeatures = FRAUD.net_features,
+    lrs: LearningRates = "",
     calibrate: Annotated[bool, typer.Option(help="Serve a net or trees with the Platt scaling fitted on the "
                                                  "validation days (an ensemble always is).")] = FRAUD.calibrate,
     gate_baselines: Annotated[bool, typer.Option(help="Promote only a model that also beats logistic "
@@ -100,7 +105,8 @@ def train_fraud(
         raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     config = replace(FRAUD, days=days, valid_days=valid_days, delay_days=delay_days, negatives=negatives,
                      refit=refit, served=served, loop=replace(FRAUD.loop, epochs=epochs), kind=kind,
-                     gate_baselines=gate_baselines, net_features=net_features, calibrate=calibrate)
+                     gate_baselines=gate_baselines, net_features=net_features, calibrate=calibrate,
+                     lrs=learning_rates(lrs))
     if on_signal:
         from trainers.triggers import retrain_on_signals
 
@@ -151,6 +157,17 @@ def _repeat(job, every: str | None) -> None:
         wait = max(interval - (time.monotonic() - started), 0)
         console.print(f"next training in {wait / 3600:.1f} h")
         time.sleep(wait)
+
+
+def learning_rates(text: str) -> tuple[float, ...]:
+    """``--lrs``: "0.001,0.002" as a tuple of positive floats."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--lrs takes numbers separated by commas, not {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise typer.BadParameter(f"learning rates must be positive: {text!r}")
+    return values
 
 
 BASELINES = {"logreg": "logistic regression", "gbm": "gradient boosting"}
@@ -410,6 +427,7 @@ def eval_fraud(
     epochs: Annotated[int, typer.Option(help="Most training epochs.")] = FRAUD.loop.epochs,
     negatives: Negatives = FRAUD.negatives,
     net_features: NetFeatures = FRAUD.net_features,
+    lrs: LearningRates = "",
     redis_db: Annotated[int, typer.Option(help="Redis database for this run (emptied first).")] = 15,
     output: Annotated[Path, typer.Option(help="Folder for metrics.json, scores.parquet, plots.")] = Path(
         "eval-fraud"),
@@ -425,7 +443,7 @@ def eval_fraud(
             raise typer.BadParameter(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
         config = replace(FRAUD, kind=kind, days=train_days, valid_days=min(4.0, train_days / 4),
                          delay_days=delay_days, negatives=negatives, net_features=net_features,
-                         loop=replace(FRAUD.loop, epochs=epochs))
+                         lrs=learning_rates(lrs), loop=replace(FRAUD.loop, epochs=epochs))
         variants = {}
         for item in variant or []:
             name, _, settings_text = item.partition("=")

@@ -29,14 +29,16 @@ class FraudTrainConfig:
     served: bool = True  # the rows workers served where they exist, else the point-in-time join
     model: FraudConfig = field(default_factory=FraudConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
-    kind: str = "net"  # net: the attention-fusion net; gbm: gradient-boosted trees; ensemble: both
+    kind: str = "net"  # net: the attention-fusion net; gbm: gradient-boosted trees; linear: logistic
+    # regression; ensemble: the three, weighed on validation
     gbm: GBMConfig = field(default_factory=GBMConfig)
     calibrate: bool = False  # serve a net or trees calibrated (an ensemble's members always are)
     net_features: int = 0  # the net reads only this many inputs, those boosted trees rank highest; 0: all
+    lrs: tuple[float, ...] = ()  # learning rates the net chooses from by validation AP; (): loop.lr
     gate_baselines: bool = True  # promote only a model that beats LR and GBM on the validation days too
 
 
-KINDS = ("net", "gbm", "ensemble")
+KINDS = ("net", "gbm", "linear", "ensemble")
 
 
 @dataclass

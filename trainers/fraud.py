@@ -38,6 +38,7 @@ from models.ensemble import FraudEnsemble
 from models.fraud import Checkpoint, FraudNet
 from models.gbm import FraudGBM
 from models.inputs import Selected
+from models.linear import FraudLinear
 from scorers.drift import calendar_strata
 from scorers.fraud import FEATURES, SIGNALS, matrix
 from scorers.profiles import ModelProfile
@@ -111,9 +112,10 @@ def _types(frame: pd.DataFrame) -> np.ndarray:
                      for t, label in zip(frame["fraud_type"].fillna(""), frame["label"], strict=True)])
 
 
-def scores_of(model: FraudNet, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Fraud probabilities of an (N, F) matrix."""
-    return np.concatenate([model.predict(torch.from_numpy(x[i:i + batch])).numpy()
+def scores_of(model: FraudNet, x: np.ndarray, batch: int = 8192, logits: bool = False) -> np.ndarray:
+    """Fraud probabilities (or, with ``logits``, log-odds) of an (N, F) matrix."""
+    score = model.logits if logits else model.predict
+    return np.concatenate([score(torch.from_numpy(x[i:i + batch])).numpy()
                            for i in range(0, len(x), batch)]) if len(x) else np.zeros(0)
 
 
@@ -174,6 +176,21 @@ def train_model(train: Dataset, valid: Dataset, config: FraudTrainConfig, callba
     return model, best
 
 
+def train_net(train: Dataset, valid: Dataset, config: FraudTrainConfig, callbacks: list[Callback] = (),
+              columns: list[int] | None = None) -> tuple[FraudNet, dict[str, float], FraudTrainConfig]:
+    """``train_model`` with each of ``config.lrs`` (or ``config.loop.lr``): the net with the best
+    validation AP, its metrics (with ``lr`` when there was a choice) and the config it trained with."""
+    tried = []
+    for lr in config.lrs or (config.loop.lr,):
+        run = replace(config, loop=replace(config.loop, lr=lr))
+        net, best = train_model(train, valid, run, callbacks, columns)
+        tried.append((best.get("val_ap", 0.0), -len(tried), net, best, run))
+    _, _, net, best, run = max(tried, key=lambda t: t[:2])  # the first of equals
+    if len(tried) > 1:
+        best["lr"] = run.loop.lr
+    return net, best, run
+
+
 def refit_model(data: Dataset, epochs: int, config: FraudTrainConfig, callbacks: list[Callback] = (),
                 columns: list[int] | None = None) -> FraudNet:
     """A ``FraudNet`` trained on all of ``data`` for ``epochs`` epochs (chosen on held-out days)."""
@@ -213,52 +230,71 @@ def fit_kind(data: Dataset, train: Dataset, valid: Dataset, config: FraudTrainCo
     """Train ``config.kind`` on ``train``, choosing epochs (rounds) on ``valid``; calibrate it
     there (Platt scaling, ``models.calibration``: applied when ``config.calibrate`` and to an
     ensemble's members, else only recorded in ``best``); then, with ``config.refit``, train it again
-    on all of ``data`` for as long, with the same calibration. An ensemble trains both kinds
-    and weighs their calibrated logits by validation AP."""
+    on all of ``data`` for as long, with the same calibration. An ensemble trains the net, the
+    trees and logistic regression, and weighs their calibrated logits by validation AUC + AP
+    (``ENSEMBLE_WEIGHTS``)."""
     if config.kind not in KINDS:
         raise ValueError(f"unknown model kind {config.kind!r}; choose from {', '.join(KINDS)}")
     labels = valid.frame["label"].to_numpy()
     members = {}
+
+    def calibrated(name: str, held, refit, best: dict) -> None:
+        platt = Platt.fit(held.logits(torch.from_numpy(valid.x)).numpy(), labels)
+        members[name] = (Calibrated(held, platt), Calibrated(refit, platt) if config.refit else Calibrated(held, platt),
+                         best)
+
     if config.kind in ("gbm", "ensemble"):
         trees, best = train_gbm(train, valid, config)
-        platt = Platt.fit(trees.logits(valid.x).numpy(), labels)
-        refit = FraudGBM.fit(data.x, data.frame["label"].to_numpy(), gbm_config(data, config),
-                             rounds=int(best["best_epoch"])) if config.refit else trees
-        held = Calibrated(trees, platt)
-        members["gbm"] = (held, Calibrated(refit, platt) if config.refit else held, best)
+        calibrated("gbm", trees, FraudGBM.fit(data.x, data.frame["label"].to_numpy(), gbm_config(data, config),
+                                              rounds=int(best["best_epoch"])) if config.refit else trees, best)
+    if config.kind in ("linear", "ensemble"):
+        line = FraudLinear.fit(train.x, train.frame["label"].to_numpy())
+        calibrated("linear", line, FraudLinear.fit(data.x, data.frame["label"].to_numpy()) if config.refit else line,
+                   {"best_epoch": 0})
     if config.kind in ("net", "ensemble"):
         columns = None
         if 0 < config.net_features < len(FEATURES):
             ranker = trees if config.kind == "ensemble" else FraudGBM.fit(
                 train.x, train.frame["label"].to_numpy(), replace(gbm_config(train, config), rounds=100))
             columns = sorted(ranker.ranking()[:config.net_features])
-        net, best = train_model(train, valid, config, callbacks, columns)
+        net, best, config = train_net(train, valid, config, callbacks, columns)
         refit = refit_model(data, int(best["best_epoch"]), config,
                             [RichProgress("refitting on every day")] if progress else [],
                             columns) if config.refit else net
         if columns is not None:
             net, refit = (Selected(m, columns, len(FEATURES)) for m in (net, refit))
             best["inputs"] = len(columns)
-        platt = Platt.fit(net.logits(torch.from_numpy(valid.x)).numpy(), labels)
-        held = Calibrated(net, platt)
-        members["net"] = (held, Calibrated(refit, platt) if config.refit else held, best)
+        calibrated("net", net, refit, best)
     if config.kind != "ensemble":
         held_out, model, best = members[config.kind]
         if not config.calibrate:  # served on its own scale; the scaling is recorded, not applied
             best["calibration"] = held_out.platt.to_data()
             held_out, model = held_out.model, model.model
         return Fitted(model, held_out, best, scores_of(held_out, valid.x))
-    weight, held_out = max(((w, FraudEnsemble([members["net"][0], members["gbm"][0]], [w, 1 - w]))
-                            for w in ENSEMBLE_WEIGHTS),
-                           key=lambda wm: _ap(labels, scores_of(wm[1], valid.x)))
-    model = FraudEnsemble([members["net"][1], members["gbm"][1]], [weight, 1 - weight]) if config.refit else held_out
+    names = list(members)
+    valid_logits = {name: scores_of(members[name][0], valid.x, logits=True) for name in names}
+
+    def merit(weights: tuple[float, ...]) -> float:
+        blend = sum(w * valid_logits[name] for name, w in zip(names, weights, strict=True))
+        return _auc(labels, blend) + _ap(labels, blend)
+
+    weights = max(ENSEMBLE_WEIGHTS, key=merit)
+    held_out = FraudEnsemble([members[n][0] for n in names], weights)
+    model = FraudEnsemble([members[n][1] for n in names], weights) if config.refit else held_out
     best = {"best_epoch": members["net"][2]["best_epoch"], "rounds": members["gbm"][2]["best_epoch"],
-            "weight_net": weight}
+            "weights": dict(zip(names, weights, strict=True))}
     return Fitted(model, held_out, best, scores_of(held_out, valid.x))
 
 
-ENSEMBLE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-"""The net's weights an ensemble chooses from on validation (the trees get the rest)."""
+ENSEMBLE_WEIGHTS = tuple((a / 4, b / 4, (4 - a - b) / 4) for a in range(5) for b in range(5 - a))
+"""The weights an ensemble chooses from on validation, of its trees, logistic regression and
+net in that order: every split of 1 into quarters, each member alone among them."""
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if labels.min() != labels.max() else 0.0
 
 
 def _ap(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -61,7 +61,8 @@ def test_eval_fraud_weeks_on_a_slice_replays_once_and_retrains_weekly(settings, 
 
     per_week = pd.read_csv(tmp_path / "out" / "weeks.csv")
     assert list(dict.fromkeys(per_week["week"])) == ["2018-04-15", "2018-04-22"]
-    models = {"shopstream", "net alone", "lightgbm alone", "trees", "logistic regression", "gradient boosting"}
+    models = {"shopstream", "net alone", "lightgbm alone", "linear alone", "trees", "logistic regression",
+              "gradient boosting"}
     assert set(per_week["model"]) == models
     assert per_week.groupby("model")["seed"].nunique().to_dict() == {
         m: 1 if m in ("logistic regression", "gradient boosting") else 2 for m in models}

@@ -1,4 +1,4 @@
-"""Calibrated models and the net-plus-trees ensemble: saved and loaded exactly, served
+"""Calibrated models and the ensemble of net, trees and logistic regression: saved and loaded exactly, served
 with reasons that add up to the logit, and the focal loss."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from models.configs import FraudConfig, GBMConfig
 from models.ensemble import FraudEnsemble
 from models.fraud import Checkpoint, FraudNet
 from models.gbm import FraudGBM
+from models.linear import FraudLinear
 from scorers.fraud import FEATURES, SIGNALS, FraudScorer, ModelPredictor
 from shopstream.events import Order, OrderItem
 
@@ -31,11 +32,13 @@ def ensemble() -> FraudEnsemble:
     torch.manual_seed(0)
     trees = FraudGBM.fit(x, y, GBMConfig(rounds=20, min_data_in_leaf=5))
     return FraudEnsemble([Calibrated(FraudNet(CONFIG).eval(), Platt(0.5, -1.0)),
-                          Calibrated(trees, Platt(0.8, -0.2))], [0.25, 0.75])
+                          Calibrated(trees, Platt(0.8, -0.2)),
+                          Calibrated(FraudLinear.fit(x, y), Platt(0.9, 0.1))], [0.25, 0.5, 0.25])
 
 
-@pytest.mark.parametrize("make", [lambda: Calibrated(FraudNet(CONFIG).eval(), Platt(0.3, -2.0)), ensemble],
-                         ids=["calibrated net", "ensemble"])
+@pytest.mark.parametrize("make", [lambda: Calibrated(FraudNet(CONFIG).eval(), Platt(0.3, -2.0)), ensemble,
+                                  lambda: FraudLinear.fit(*rows())],
+                         ids=["calibrated net", "ensemble", "logistic regression"])
 def test_a_saved_model_of_any_kind_loads_back_scoring_the_same(tmp_path, make):
     torch.manual_seed(0)
     model = make()
@@ -60,9 +63,9 @@ def test_an_ensembles_pushes_are_its_members_pushes_weighted():
     model = ensemble()
     x = torch.from_numpy(rows(20, seed=2)[0])
     logits, pushes = model.explain_logits(x)
-    (a_logits, a_pushes), (b_logits, b_pushes) = (m.explain_logits(x) for m in model.members)
-    assert torch.allclose(logits, 0.25 * a_logits + 0.75 * b_logits, atol=1e-5)
-    assert torch.allclose(pushes, 0.25 * a_pushes + 0.75 * b_pushes, atol=1e-5)
+    parts = [(w, m.explain_logits(x)) for w, m in zip(model.weights, model.members, strict=True)]
+    assert torch.allclose(logits, sum(w * m_logits for w, (m_logits, _) in parts), atol=1e-5)
+    assert torch.allclose(pushes, sum(w * m_pushes for w, (_, m_pushes) in parts), atol=1e-5)
     assert torch.allclose(model.predict(x), torch.sigmoid(logits), atol=1e-6)
 
 

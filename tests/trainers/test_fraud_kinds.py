@@ -21,6 +21,8 @@ from trainers.fraud import (
     ENSEMBLE_WEIGHTS,
     Dataset,
     _ap,
+    _auc,
+    baseline_scores,
     baselines_on,
     fit_kind,
     lost_to,
@@ -51,14 +53,15 @@ def fitted():
     return train, valid, fit_kind(train, train, valid, CONFIG)
 
 
-def test_an_ensemble_weighs_its_calibrated_members_by_validation_ap(fitted):
+def test_an_ensemble_weighs_its_calibrated_members_by_validation_auc_and_ap(fitted):
     _, valid, result = fitted
     assert isinstance(result.held_out, FraudEnsemble) and all(isinstance(m, Calibrated) for m in result.held_out.members)
-    assert result.best["weight_net"] in ENSEMBLE_WEIGHTS
+    assert [m.kind for m in result.held_out.members] == ["gbm", "linear", "net"]
+    assert tuple(result.best["weights"].values()) in ENSEMBLE_WEIGHTS
     labels = valid.frame["label"].to_numpy()
-    members = [_ap(labels, scores_of(m, valid.x)) for m in result.held_out.members]
-    # The weights 0 and 1 are among the choices: the blend is at least as good as either member.
-    assert _ap(labels, result.valid_scores) >= max(members) - 1e-9
+    merit = [_auc(labels, s) + _ap(labels, s) for s in (scores_of(m, valid.x) for m in result.held_out.members)]
+    # Each member alone is among the choices: the blend is at least as good as any member.
+    assert _auc(labels, result.valid_scores) + _ap(labels, result.valid_scores) >= max(merit) - 1e-9
 
 
 def test_calibration_makes_the_validation_scores_average_to_the_fraud_rate(fitted):
@@ -90,10 +93,10 @@ def test_baselines_train_on_the_training_rows_and_score_the_validation_days(fitt
 def test_the_net_reads_the_inputs_the_trees_rank_highest_and_saves_which(tmp_path):
     train, valid = dataset(2_000, 0, START), dataset(1_500, 1, START + timedelta(days=2))
     result = fit_kind(train, train, valid, replace(CONFIG, net_features=4))
-    net = result.held_out.members[0].model
+    net = result.held_out.members[-1].model  # the net comes last
     assert isinstance(net, Selected) and len(net.columns) == 4 and result.best["best_epoch"] >= 1
     assert {0, 1} <= set(net.columns)  # the two inputs that make fraud here
-    pushes = result.model.members[0].explain(torch.from_numpy(valid.x[:5]))[1]
+    pushes = result.model.members[-1].explain(torch.from_numpy(valid.x[:5]))[1]
     outside = [j for j in range(len(FEATURES)) if j not in net.columns]
     assert torch.count_nonzero(pushes[:, outside]) == 0
     saved = Checkpoint.load(Checkpoint(result.model, list(FEATURES)).save(tmp_path / "m.pt"))
@@ -107,3 +110,20 @@ def test_a_single_kind_serves_its_own_scale_unless_told_to_calibrate(fitted):
     calibrated = fit_kind(train, train, valid, replace(CONFIG, kind="gbm", calibrate=True))
     assert isinstance(calibrated.model, Calibrated) and "calibration" not in calibrated.best
     assert calibrated.model.platt.to_data() == raw.best["calibration"]
+
+
+def test_the_linear_kind_is_the_logistic_regression_baseline_as_a_servable_model(tmp_path):
+    train, valid = dataset(2_000, 0, START), dataset(1_500, 1, START + timedelta(days=2))
+    result = fit_kind(train, train, valid, replace(CONFIG, kind="linear"))
+    baseline = baseline_scores(train.x, train.frame["label"].to_numpy(), valid.x)["logreg"]
+    assert np.allclose(scores_of(result.model, valid.x), baseline, atol=1e-4)
+    saved = Checkpoint.load(Checkpoint(result.model, list(FEATURES)).save(tmp_path / "m.pt"))
+    assert np.allclose(scores_of(saved.model, valid.x), baseline, atol=1e-4)
+
+
+def test_the_net_keeps_the_learning_rate_with_the_best_validation_ap():
+    train, valid = dataset(2_000, 0, START), dataset(1_500, 1, START + timedelta(days=2))
+    result = fit_kind(train, train, valid, replace(CONFIG, kind="net", lrs=(1e-9, 2e-3)))
+    assert result.best["lr"] == 2e-3  # 1e-9 leaves the net as it was initialised
+    stuck = fit_kind(train, train, valid, replace(CONFIG, kind="net", loop=replace(CONFIG.loop, lr=1e-9)))
+    assert result.best["val_ap"] > stuck.best["val_ap"]
