@@ -160,7 +160,16 @@ def _repeat(job, every: str | None) -> None:
 
 
 def learning_rates(text: str) -> tuple[float, ...]:
-    """``--lrs``: "0.001,0.002" as a tuple of positive floats."""
+    """``--lrs``: "0.001,0.002" as a tuple of positive floats.
+
+    >>> learning_rates("0.001, 0.002"), learning_rates("")
+    ((0.001, 0.002), ())
+    >>> try:
+    ...     learning_rates("fast")
+    ... except typer.BadParameter as error:
+    ...     print(error)
+    --lrs takes numbers separated by commas, not 'fast'
+    """
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
