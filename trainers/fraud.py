@@ -240,8 +240,8 @@ def fit_kind(data: Dataset, train: Dataset, valid: Dataset, config: FraudTrainCo
 
     def calibrated(name: str, held, refit, best: dict) -> None:
         platt = Platt.fit(held.logits(torch.from_numpy(valid.x)).numpy(), labels)
-        members[name] = (Calibrated(held, platt), Calibrated(refit, platt) if config.refit else Calibrated(held, platt),
-                         best)
+        served = Calibrated(held, platt)
+        members[name] = (served, served if refit is held else Calibrated(refit, platt), best)
 
     if config.kind in ("gbm", "ensemble"):
         trees, best = train_gbm(train, valid, config)
