@@ -29,7 +29,7 @@ from scorers.states import Batch, new_state
 from scorers.update_checks import check_update
 from shopstream.events import INPUTS, parse_events
 from shopstream.offline import events_table
-from shopstream.online import feature_table, latest_per_entity
+from shopstream.rows import feature_table, latest_per_entity
 from shopstream.settings import Settings
 from streams.codecs import decode_updates, encode_states, encode_updates_chunked
 from tools.simulator import Shop, SimConfig, default_start

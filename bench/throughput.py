@@ -136,7 +136,7 @@ def naive_push(settings: Settings, events: list[Event]) -> float:
 
 
 def _frame(view: str, row: tuple) -> pd.DataFrame:
-    from shopstream.online import feature_table
+    from shopstream.rows import feature_table
 
     return feature_table(view, [row]).to_pandas()
 

@@ -10,7 +10,8 @@ import pandas as pd
 
 from shopstream.featurestore import feature_store, offline_root
 from shopstream.offline import OfflineLog
-from shopstream.online import OnlineWriter, feature_table
+from shopstream.online import OnlineWriter
+from shopstream.rows import feature_table
 from shopstream.settings import get_settings
 
 

@@ -37,8 +37,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import drift as river_drift
-from scipy.spatial.distance import jensenshannon
 
 from scorers.profiles import CategoricalProfile, NumericProfile
 
@@ -79,6 +77,8 @@ def js_distance(expected: Sequence[float], counts: Sequence[int]) -> float:
     >>> js_distance([0.5, 0.5], [5, 5]), js_distance([1.0, 0.0], [0, 7])
     (0.0, 1.0)
     """
+    from scipy.spatial.distance import jensenshannon  # scipy.spatial loads on first use
+
     q = np.asarray(counts, np.float64)
     return float(jensenshannon(np.asarray(expected, np.float64), q / max(q.sum(), 1), base=2))
 
@@ -238,8 +238,13 @@ class Adwin:
     """
 
     def __init__(self, delta: float = 0.002, watched: int = 1, grace_period: int = 10):
+        from river.drift import (
+            ADWIN,  # river.drift imports scikit-learn: seconds, paid by the first watch
+        )
+
         self.delta, self.watched, self.grace_period = delta, watched, grace_period
-        self._adwin = river_drift.ADWIN(delta=delta / watched, grace_period=grace_period)
+
+        self._adwin = ADWIN(delta=delta / watched, grace_period=grace_period)
         self.finding: Finding | None = None
 
     def update(self, x: float) -> Adwin:
@@ -258,6 +263,8 @@ class PageHinkley:
     """River's Page-Hinkley test on a mean, in both directions."""
 
     def __init__(self, min_instances: int = 30, delta: float = 0.005, threshold: float = 50.0):
+        from river import drift as river_drift  # as in ADWIN
+
         self.min_instances, self.delta, self.threshold = min_instances, delta, threshold
         self._test = river_drift.PageHinkley(min_instances=min_instances, delta=delta, threshold=threshold,
                                              mode="both")

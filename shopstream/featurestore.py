@@ -4,6 +4,9 @@
 workers, trainers and tests call ``feature_store(settings)``, which builds the same
 configuration from ``SHOPSTREAM_*`` settings (Redis address and password, where the
 registry and the offline log live) and registers the definitions when asked.
+
+Feast is imported by the functions that build its objects, not here: it takes seconds
+to import, and a worker needs only the paths (``offline_root``) to start.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from __future__ import annotations
 import contextvars
 import runpy
 from pathlib import Path
-
-from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
-from feast.data_source import DataSource
-from feast.entity import Entity
+from typing import TYPE_CHECKING
 
 from shopstream.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 _offline_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar("offline_root",
@@ -61,6 +64,8 @@ def repo_config(settings: Settings) -> RepoConfig:
         connection += f",username={redis.username}"
     if redis.tls:
         connection += ",ssl=true"
+    from feast import RepoConfig  # Feast takes seconds to import; paths above need none of it
+
     registry = home(settings) / "feast" / "registry.db"
     registry.parent.mkdir(parents=True, exist_ok=True)
     return RepoConfig(
@@ -80,6 +85,9 @@ def repo_config(settings: Settings) -> RepoConfig:
 
 def definitions(settings: Settings) -> list:
     """The entities, views and services of ``feature_repo``, with this settings' paths."""
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
     token = _offline_root.set(offline_root(settings))
     try:
         namespace = runpy.run_path(str(repo_path(settings) / "shop_features.py"))
@@ -91,6 +99,8 @@ def definitions(settings: Settings) -> list:
 
 def feature_store(settings: Settings, *, apply: bool = False) -> FeatureStore:
     """A ``FeatureStore`` for ``settings``; ``apply`` registers the definitions first."""
+    from feast import FeatureStore
+
     store = FeatureStore(config=repo_config(settings))
     if apply:
         store.apply(definitions(settings))

@@ -59,7 +59,27 @@ def ensure_topics(
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another worker won the race
                 raise
     log.info("created topics %s", created)
+    visible(admin, missing, timeout=timeout)
     return created
+
+
+def visible(admin: AdminClient, names: list[str], *, timeout: float = 30.0) -> None:
+    """Wait until a broker's metadata lists every topic of ``names`` with a leader for each
+    of its partitions. Creation returns once the controller has committed a topic; the
+    brokers learn of it a moment later, and a client that asks one at once can be told
+    that the topic does not exist (a producer's first records, or a consumer's
+    subscription, then miss it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        pending = [name for name in names if name not in topics or topics[name].error is not None
+                   or any(p.leader < 0 for p in topics[name].partitions.values())]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {pending} were created, but the brokers' metadata still lacks them "
+                               f"after {timeout:.0f}s")
+        time.sleep(0.05)
 
 
 def partition_problems(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> list[str]:

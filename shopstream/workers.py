@@ -209,13 +209,24 @@ def debug_page(port: int, page: str, host: str = "127.0.0.1") -> str:
         return f"no /debug/{page} from port {port}: {exc!r}"
 
 
+def health(port: int, host: str = "127.0.0.1") -> dict:
+    """The worker's ``/health`` body; empty when it does not answer."""
+    try:
+        return httpx.get(f"http://{host}:{port}/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
 def ready(port: int, host: str = "127.0.0.1") -> bool:
     """Whether the worker's ``/health`` answers and it owns partitions."""
-    try:
-        health = httpx.get(f"http://{host}:{port}/health", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    return bool(health.get("assigned"))
+    return bool(health(port, host).get("assigned"))
+
+
+def prepared(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether the worker is ready and has prepared what it builds after readiness (the
+    Feast clients and the registered definitions: ``/health``'s ``preparing`` is empty)."""
+    body = health(port, host)
+    return bool(body.get("assigned")) and body.get("preparing") == {}
 
 
 def start(env: dict[str, str], log_file: Path) -> subprocess.Popen:
@@ -229,16 +240,19 @@ def start(env: dict[str, str], log_file: Path) -> subprocess.Popen:
         )
 
 
-def wait_ready(process: subprocess.Popen, port: int, log_file: Path, timeout: float = 90) -> float:
-    """Wait until the worker is ready; return the seconds waited or raise with its log."""
+def wait_ready(process: subprocess.Popen, port: int, log_file: Path, timeout: float = 90,
+               *, until=ready) -> float:
+    """Wait until the worker is ready (or ``until(port)`` holds, ``prepared`` for one);
+    return the seconds waited, or raise with its log."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
             raise RuntimeError(f"the worker exited with {process.returncode}:\n{_tail(log_file)}")
-        if ready(port):
+        if until(port):
             return time.monotonic() - started
-        time.sleep(0.5)
-    raise TimeoutError(f"the worker was not ready within {timeout:.0f}s:\n{_tail(log_file)}")
+        time.sleep(0.1)
+    raise TimeoutError(f"the worker was not {until.__name__} within {timeout:.0f}s "
+                       f"(/health: {health(port)}):\n{_tail(log_file)}")
 
 
 def stop(process: subprocess.Popen, timeout: float = 30) -> int:

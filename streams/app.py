@@ -373,6 +373,35 @@ models: dict[str, dict] = {}
 and the last error, for ``/health`` (they keep serving on the rules or the previous
 model while the registry is away, so it does not make a worker unready)."""
 
+preparing: dict[str, str | None] = {}
+"""What the worker still prepares after it is ready, with the last error (None: no try
+failed yet): ``/health`` lists it. Importing Feast and registering its definitions takes
+seconds that readiness does not wait for; the first batch that needs them does."""
+
+
+def prepare(name: str, build: Callable[[], object]) -> None:
+    """Run the blocking ``build`` in a thread once the worker starts, and again, backing
+    off, until it succeeds; ``name`` stays in ``preparing`` until then. ``build`` must be
+    safe to call twice: an agent that needs what it builds may build it first."""
+    preparing[name] = None
+
+    async def prepared() -> None:
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(build)
+            except Exception as exc:  # noqa: BLE001 - tried again; the agents retry their own use
+                preparing[name] = repr(exc)
+                log.warning("could not prepare %s (%r); trying again in %.0fs", name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            preparing.pop(name, None)
+            return
+
+    prepared.__name__ = prepared.__qualname__ = f"prepare_{name}"  # Faust names tasks by function
+    app.task(survives(prepared))
+
 
 _gaps: dict = {}  # streams.commits.repair_commits's notes between checks
 

@@ -32,7 +32,7 @@ from scorers.states import STATE_VERSION, STATES, Batch, State, new_state
 from scorers.update_checks import BadUpdate, check_update
 from scorers.views import state_ttl_s
 from shopstream.featurestore import feature_store
-from shopstream.online import OnlineWriter, feature_table
+from shopstream.rows import feature_table
 from streams import metrics
 from streams.agents import count, dead_letter, each_batch, fatal, send_updates
 from streams.app import (
@@ -59,17 +59,23 @@ entity_state = app.Table(f"entity-state-v{STATE_VERSION}", default=None, partiti
 _live: dict[bytes, State] = {}
 """Decoded states of the entities this worker owns, so that each is decoded once, not once
 per batch; forgotten at every rebalance, when ownership can change."""
-_online: OnlineWriter | None = None
+_online = None  # the OnlineWriter, built by online_writer()
+_online_lock = threading.Lock()
 SOURCE_TOPICS = {*settings.topics.inputs().values(), updates_topic_name(settings)}
 TTL_S = {kind: state_ttl_s(kind, settings.features.lateness_s, settings.features.order_state_days)
          for kind in STATES}
 
 
-def online_writer() -> OnlineWriter:
-    """The online writer, created on first use (the store connects lazily)."""
+def online_writer():
+    """The ``OnlineWriter``, built once by whichever thread asks first: the worker's
+    start-up (``streams.app.prepare``) or the first batch's write, which waits for it."""
     global _online
-    if _online is None:
-        _online = OnlineWriter(feature_store(settings, apply=True))
+    with _online_lock:
+        if _online is None:
+            # Feast takes seconds to import and apply; the worker is ready before that ends.
+            from shopstream.online import OnlineWriter
+
+            _online = OnlineWriter(feature_store(settings, apply=True))
     return _online
 
 

@@ -26,6 +26,7 @@ share of users (``scorers.challenge``) get its score instead, ``variant``
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -37,10 +38,9 @@ from scorers.routing import scored_update
 from shopstream.events import InvalidEvent, Order
 from shopstream.featurestore import feature_store
 from shopstream.offline import SERVED_FRAUD, served_table
-from shopstream.online import OnlineReader
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import app, delivered, offline_log, retrying, settings
+from streams.app import app, delivered, offline_log, prepare, retrying, settings
 from streams.reload import Follower
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,24 @@ MODEL = settings.scoring.model_name
 orders_topic = app.topic(settings.topics.orders, value_type=bytes, key_type=bytes)
 scores_topic = app.topic(settings.topics.fraud_scores, value_type=bytes, key_type=bytes)
 shadow_topic = app.topic(settings.topics.fraud_shadow, value_type=bytes, key_type=bytes)
-_reader: OnlineReader | None = None
+_reader = None  # the OnlineReader, built by reader()
+_reader_lock = threading.Lock()
 
 
-def reader() -> OnlineReader:
+def reader():
+    """The ``OnlineReader`` of the fraud views, built once by whichever thread asks first
+    (the worker's start-up, or the first batch, which waits for it)."""
     global _reader
-    if _reader is None:
-        _reader = OnlineReader(feature_store(settings, apply=True), FRAUD_VIEWS)
+    with _reader_lock:
+        if _reader is None:
+            # Feast takes seconds to import and apply; the worker is ready before that ends.
+            from shopstream.online import OnlineReader
+
+            _reader = OnlineReader(feature_store(settings, apply=True), FRAUD_VIEWS)
     return _reader
+
+
+prepare("online_reader", reader)
 
 
 def entity_keys(order: Order) -> dict[str, str | None]:

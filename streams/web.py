@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 
 from shopstream.settings import group_id
 from streams import metrics
-from streams.app import app, models, settings, sinks_down
+from streams.app import app, models, preparing, settings, sinks_down
 from streams.commits import consumer_state
 
 
@@ -54,7 +54,7 @@ async def health(web, request):
     ready = all(error is None for error in checks.values())
     body = {"status": "ok" if ready else "unavailable", "ready": ready,
             "checks": {name: error or "ok" for name, error in checks.items()},
-            "models": models, "app_id": settings.app_id, "group": group_id(settings),
+            "models": models, "preparing": preparing, "app_id": settings.app_id, "group": group_id(settings),
             "roles": list(settings.roles), "assigned": assigned}
     return web.json(body, status=200 if ready else 503)
 

@@ -15,7 +15,7 @@ import faust
 
 from shopstream.topics import ensure_topics, partition_problems
 from streams import agents
-from streams.app import app, internal_topics, keyed_topics, refuse_partitions, settings
+from streams.app import app, internal_topics, keyed_topics, prepare, refuse_partitions, settings
 
 
 def register(roles) -> None:
@@ -25,7 +25,7 @@ def register(roles) -> None:
         from streams.features import online_writer
 
         if settings.features.online:
-            online_writer()  # registers the Feast definitions before the first batch arrives
+            prepare("online_writer", online_writer)
     for role in ("fraud", "recs", "drift"):
         if role in roles:
             importlib.import_module(f"streams.{role}")  # its agents register on import

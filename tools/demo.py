@@ -461,7 +461,10 @@ def run(settings: Settings, *, events: int = 20_000, rate: float = 1000, seed: i
     if not workers.ready(settings.web_port):
         console.print(f"starting a worker (log: {log_file}) ...")
         worker = workers.start({}, log_file)
-        console.print(f"worker ready in {workers.wait_ready(worker, settings.web_port, log_file):.1f}s")
+        ready_s = workers.wait_ready(worker, settings.web_port, log_file)
+        console.print(f"worker ready in {ready_s:.1f}s")
+        prepared_s = workers.wait_ready(worker, settings.web_port, log_file, until=workers.prepared)
+        console.print(f"Feast clients built in the background {ready_s + prepared_s:.1f}s after the start")
     flagged: deque = deque(maxlen=50)
     recs: deque = deque(maxlen=50)
     drifts: deque = deque(maxlen=200)

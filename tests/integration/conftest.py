@@ -19,11 +19,12 @@ pytestmark = pytest.mark.integration
 
 
 def start_worker(settings: Settings, log_file: Path):
-    """Start a worker process for ``settings`` and wait until it owns its partitions."""
+    """Start a worker process for ``settings`` and wait until it owns its partitions and
+    has registered the Feast definitions (tests read them as soon as it is up)."""
     ensure_topics(settings)
     process = workers.start(to_env(settings), log_file)
     try:
-        workers.wait_ready(process, settings.web_port, log_file)
+        workers.wait_ready(process, settings.web_port, log_file, until=workers.prepared)
     except Exception:
         workers.stop(process)
         raise

@@ -17,7 +17,7 @@ import pytest
 from scorers.views import VIEWS
 from shopstream.featurestore import feature_store, offline_root, repo_path
 from shopstream.offline import OfflineLog
-from shopstream.online import feature_table
+from shopstream.rows import feature_table
 from shopstream.settings import to_env
 
 pytestmark = pytest.mark.integration

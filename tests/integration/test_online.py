@@ -10,7 +10,8 @@ import pytest
 from scorers.fraud import FRAUD_VIEWS
 from scorers.views import VIEWS
 from shopstream.featurestore import feature_store
-from shopstream.online import JOIN_KEYS, OnlineReader, OnlineWriter
+from shopstream.online import OnlineReader, OnlineWriter
+from shopstream.rows import JOIN_KEYS
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shopstream.offline import OfflineLog, events_table
-from shopstream.online import feature_table, latest_per_entity
+from shopstream.rows import feature_table, latest_per_entity
 from tools.simulator import Shop, SimConfig
 
 

@@ -13,7 +13,7 @@ from scorers.views import VIEWS
 from shopstream.events import Order, OrderItem, OrderLabel
 from shopstream.featurestore import feature_store, offline_root
 from shopstream.offline import SERVED_FRAUD, OfflineLog, events_table, served_table
-from shopstream.online import feature_table
+from shopstream.rows import feature_table
 from shopstream.settings import Settings
 from trainers.offline import features_as_served, historical_features, labelled_orders
 
