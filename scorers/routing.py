@@ -70,18 +70,21 @@ def scored_update(order_id: str, flagged: bool, ts: float, source: str, offset: 
     return Update("order", order_id, "scored", ts, f"{source}:scored", (offset, 0), (flagged,))
 
 
-def label_outcome(state: OrderState, label: Update) -> str | None:
-    """How the order's decision fares against its label: tp, fp, fn or tn (None if unscored).
+def grade(state: OrderState, what: str) -> str | None:
+    """How the order's decision fares against its first label, tp, fp, fn or tn, once both
+    are known: when ``order_updates`` says the first label came (``"label"``,
+    ``"pending_label"``) to a scored order, or the score came (``"scored_after_label"``)
+    to a labelled one. None otherwise, so each decision is graded once.
 
-    >>> state = OrderState(flagged=True)
-    >>> label_outcome(state, Update("order", "o1", "label", 0.0, "labels:0", (0, 0), (False,)))
-    'fp'
+    >>> state = OrderState(flagged=True, label=False)
+    >>> grade(state, "label"), grade(state, "duplicate_label")
+    ('fp', None)
     """
-    if label.op != "label" or state.flagged is None:
+    if what not in ("label", "pending_label", "scored_after_label") or state.flagged is None \
+            or state.label is None:
         return None
-    (is_fraud,) = label.data
     return {(True, True): "tp", (True, False): "fp", (False, True): "fn", (False, False): "tn"}[
-        (bool(state.flagged), bool(is_fraud))]
+        (bool(state.flagged), bool(state.label))]
 
 
 def order_updates(state: OrderState, update: Update, via: str, offset: int,
@@ -103,7 +106,8 @@ def order_updates(state: OrderState, update: Update, via: str, offset: int,
     as the origin's do, so lateness is judged as for updates sent directly.
 
     What it was: ``"placed"``, ``"copy"``, ``"label"``, ``"pending_label"``,
-    ``"duplicate_label"``, ``"scored"``, ``"late"``, or ``"redelivered"``.
+    ``"duplicate_label"``, ``"scored"``, ``"scored_after_label"`` (the order's first score,
+    its label already in: ``grade`` grades it then), ``"late"``, or ``"redelivered"``.
 
     >>> from shopstream.events import Order, OrderItem
     >>> order = Order(order_id="o1", user_id="u1", amount=5, payment_fingerprint="c1",
@@ -121,7 +125,7 @@ def order_updates(state: OrderState, update: Update, via: str, offset: int,
     """
     if not is_new(state, update):
         return "redelivered", []
-    late, placed = state.late, state.ts is not None
+    late, placed, scored = state.late, state.ts is not None, state.flagged is not None
     apply(state, update)
     if state.late > late:
         return "late", []
@@ -144,6 +148,8 @@ def order_updates(state: OrderState, update: Update, via: str, offset: int,
     elif update.op == "label":
         what = "label"
         caused += _label_targets(state, update.ts, bool(update.data[0]), update.source)
+    elif update.op == "scored" and not scored and state.label is not None:
+        what = "scored_after_label"
     else:
         what = update.op
     return what, [Update(kind, entity, op, ts, f"{via}/{origin}", (offset, index, j), data)

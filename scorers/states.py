@@ -229,6 +229,7 @@ class OrderState(State):
     # (label time, is_fraud, source, seq), released when the order arrives.
     pending: tuple | None = None
     label_count: int = 0  # labels seen; the first one counts, later ones are duplicates
+    label: bool | None = None  # the first label's is_fraud, to grade a score that comes after it
     copies: int = 0  # copies of the order after the first (the same order id again)
 
 
@@ -449,6 +450,8 @@ def _order(state: OrderState, u: Update, now: float, batch: Batch) -> Rows:
         (state.flagged,) = u.data
     elif u.op == "label":
         state.label_count += 1
+        if state.label is None:
+            (state.label,) = u.data
     return {}
 
 

@@ -100,8 +100,14 @@ def definitions(settings: Settings) -> list:
 def feature_store(settings: Settings, *, apply: bool = False) -> FeatureStore:
     """A ``FeatureStore`` for ``settings``; ``apply`` registers the definitions first."""
     from feast import FeatureStore
+    from filelock import FileLock
 
-    store = FeatureStore(config=repo_config(settings))
+    config = repo_config(settings)
+    store = FeatureStore(config=config)
     if apply:
-        store.apply(definitions(settings))
+        # Feast rewrites its registry file in place (truncate, then write): two applies at
+        # once, from two workers of a host or two threads of one, can leave a file that
+        # no longer parses. The lock beside the file takes them in turn.
+        with FileLock(f"{config.registry.path}.lock"):
+            store.apply(definitions(settings))
     return store

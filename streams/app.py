@@ -13,6 +13,7 @@ import functools
 import logging
 import random
 import ssl
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from shopstream.featurestore import offline_root
+from shopstream.featurestore import feature_store, offline_root
 from shopstream.offline import OfflineLog
 from shopstream.settings import Settings, get_settings, group_id
 from streams import metrics
@@ -377,6 +378,20 @@ preparing: dict[str, str | None] = {}
 """What the worker still prepares after it is ready, with the last error (None: no try
 failed yet): ``/health`` lists it. Importing Feast and registering its definitions takes
 seconds that readiness does not wait for; the first batch that needs them does."""
+
+
+_feast_store: list = []  # the worker's FeatureStore, once registered_store() has built it
+_feast_lock = threading.Lock()
+
+
+def registered_store():
+    """The worker's Feast ``FeatureStore``, shopstream's definitions applied, built once by
+    whichever thread asks first and shared by the online writer and reader: one
+    registration per worker, not one per client."""
+    with _feast_lock:
+        if not _feast_store:
+            _feast_store.append(feature_store(settings, apply=True))
+    return _feast_store[0]
 
 
 def prepare(name: str, build: Callable[[], object]) -> None:

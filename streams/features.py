@@ -27,17 +27,17 @@ import confluent_kafka
 import faust
 from faust.types import TP
 
-from scorers.routing import Update, label_outcome, order_updates
+from scorers.routing import Update, grade, order_updates
 from scorers.states import STATE_VERSION, STATES, Batch, State, new_state
 from scorers.update_checks import BadUpdate, check_update
 from scorers.views import state_ttl_s
-from shopstream.featurestore import feature_store
 from shopstream.rows import feature_table
 from streams import metrics
 from streams.agents import count, dead_letter, each_batch, fatal, send_updates
 from streams.app import (
     app,
     offline_log,
+    registered_store,
     retrying,
     save,
     settings,
@@ -75,7 +75,7 @@ def online_writer():
             # Feast takes seconds to import and apply; the worker is ready before that ends.
             from shopstream.online import OnlineWriter
 
-            _online = OnlineWriter(feature_store(settings, apply=True))
+            _online = OnlineWriter(registered_store())
     return _online
 
 
@@ -173,7 +173,7 @@ def apply_record(message: faust.types.Message, updates: list[Update], states: di
         if update.kind == "order":  # passed on once per order id (``order_updates``)
             what, caused = order_updates(state, update, via, message.offset, index)
             follow_ups += caused
-            if what in ("label", "pending_label") and (outcome := label_outcome(state, update)):
+            if outcome := grade(state, what):
                 metrics.graded(outcome)
             if what in ORDER_METRICS:
                 ORDER_METRICS[what].inc()

@@ -36,11 +36,10 @@ from scorers.challenge import Challenge
 from scorers.fraud import FRAUD_VIEWS, FraudScorer, matrix
 from scorers.routing import scored_update
 from shopstream.events import InvalidEvent, Order
-from shopstream.featurestore import feature_store
 from shopstream.offline import SERVED_FRAUD, served_table
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import app, delivered, offline_log, prepare, retrying, settings
+from streams.app import app, delivered, offline_log, prepare, registered_store, retrying, settings
 from streams.reload import Follower
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def reader():
             # Feast takes seconds to import and apply; the worker is ready before that ends.
             from shopstream.online import OnlineReader
 
-            _reader = OnlineReader(feature_store(settings, apply=True), FRAUD_VIEWS)
+            _reader = OnlineReader(registered_store(), FRAUD_VIEWS)
     return _reader
 
 

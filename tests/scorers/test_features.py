@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scorers.routing import Update, order_updates, route, route_all
+from scorers.routing import Update, grade, order_updates, route, route_all, scored_update
 from scorers.states import NO_PREVIOUS_ORDER, apply, count, new_state, state_from_data
 from scorers.views import ENTITY_VIEWS, VIEWS
 from shopstream.events import CartEvent, Click, Order, OrderItem, OrderLabel
@@ -270,3 +270,22 @@ def test_feature_values_do_not_depend_on_which_topic_was_read_first(kind):
         rows = [apply(state, u) for u in first + second if u.kind == kind]
         finals.append(rows[-1][ENTITY_VIEWS[kind][0]][2:])
     assert finals[0] == finals[1]
+
+
+@pytest.mark.parametrize("label_first", [False, True], ids=["score-then-label", "label-then-score"])
+def test_a_decision_is_graded_once_whichever_of_score_and_label_comes_first(label_first):
+    """The score reaches the order's state through the fraud agent and the label straight
+    from its topic: after a restart with a backlog, or while the scorer builds its feature
+    reader, the label comes first. Before, such a decision was never graded."""
+    orders = new_state("order")
+    (place,) = route(order(0, 5, order_id="o1"), "orders:0", 0)
+    order_updates(orders, place, "updates:0", 1, 0)
+    scored = scored_update("o1", True, T0 + 50, "orders:0", 0)
+    label = route(OrderLabel(order_id="o1", is_fraud=False, ts=T0 + 100), "labels:0", 0)[0]
+    graded = []
+    for offset, update in enumerate([label, scored] if label_first else [scored, label], 2):
+        what, _ = order_updates(orders, update, "updates:0", offset, 0)
+        graded.append(grade(orders, what))
+    assert [g for g in graded if g] == ["fp"]
+    again = route(OrderLabel(order_id="o1", is_fraud=True, ts=T0 + 200), "labels:0", 1)[0]
+    assert grade(orders, order_updates(orders, again, "updates:0", 9, 0)[0]) is None
