@@ -77,19 +77,26 @@ class Follower(Generic[Model]):
 
     async def _reload_champion(self):
         """The registry, once asked (None if it could not be)."""
-        champion = registry = None
         try:
             from trainers.registry import Registry
 
             registry = await asyncio.to_thread(Registry, settings, self.model)
             champion = await asyncio.to_thread(registry.champion)
-            if champion is None or champion.version == self.current.version or self.failed.skip(champion.version):
-                return registry
+        except Exception as exc:  # noqa: BLE001 - asked again at the next check
+            # The registry could not be read (away, or its database locked by a writer):
+            # not a failure of any model, so no version is held back for it.
+            metrics.MODEL_RELOADS.labels(self.model, "registry-unreadable").inc()
+            models[self.model] = {"version": self.current.version, "error": repr(exc)}
+            log.warning("cannot read the %s registry (%r); still %s with %s", self.model, exc, self.what,
+                        self.current.version)
+            return None
+        if champion is None or champion.version == self.current.version or self.failed.skip(champion.version):
+            return registry
+        try:
             loaded = await asyncio.to_thread(self.load, champion)
         except Exception as exc:  # noqa: BLE001 - a broken model must not stop the answers
             metrics.MODEL_RELOADS.labels(self.model, "failed").inc()
-            if champion is not None:
-                self.failed.failed(champion.version)
+            self.failed.failed(champion.version)
             models[self.model] = {"version": self.current.version, "error": repr(exc)}
             log.warning("cannot load the %s champion (%r); still %s with %s", self.model, exc, self.what,
                         self.current.version)

@@ -45,6 +45,40 @@ def test_a_broken_champion_is_tried_once_when_the_start_and_the_timer_meet(agent
     assert failed(agent.MODEL) == before + 1
 
 
+@pytest.mark.parametrize("agent", [fraud, recs], ids=["fraud", "recs"])
+def test_a_registry_that_cannot_be_read_is_not_a_failed_model(agent, monkeypatch):
+    """A registry read that fails (MLflow's SQLite database locked while a trainer promotes)
+    is counted apart from a champion that fails to load. Before, both counted as
+    ``failed``: ``test_registry_faults`` saw one broken champion "refused twice" in CI."""
+    answers = iter([OSError("database is locked"), SimpleNamespace(version="2")])
+
+    def champion():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    registry = SimpleNamespace(champion=champion, challenge=lambda: None)
+    monkeypatch.setattr(trainers.registry, "Registry", lambda *args, **kwargs: registry)
+
+    def broken(champion):
+        raise ValueError("a truncated checkpoint")
+
+    monkeypatch.setattr(agent.follower, "load", broken)
+    monkeypatch.setattr(agent.follower, "failed", FailedVersions())
+    monkeypatch.setattr(agent.follower, "_lock", asyncio.Lock())
+    unreadable = metrics.MODEL_RELOADS.labels(agent.MODEL, "registry-unreadable")
+    before, before_unreadable = failed(agent.MODEL), unreadable._value.get()  # noqa: SLF001
+
+    async def two_checks():
+        await agent.follower.reload()
+        await agent.follower.reload()
+
+    asyncio.run(two_checks())
+    assert failed(agent.MODEL) == before + 1
+    assert unreadable._value.get() == before_unreadable + 1  # noqa: SLF001
+
+
 def test_a_reload_loads_the_version_it_checked(monkeypatch, tmp_path):
     """The registry promoted version 3 while version 2 was being loaded: 2 is loaded (the
     next check picks 3 up); before, the loader asked the registry again and a failure
