@@ -6,6 +6,10 @@ UV_VERSION := 0.13.8
 UV := .cache/uv/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+# Test processes for pytest-xdist: the integration tests spend most of their time waiting
+# on Kafka and workers, so more processes than cores keep both cores busy.
+TEST_JOBS ?= 4
+PYTEST := $(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup --durations=25
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,8 +46,8 @@ demo: up  ## Stream a simulated shop through a worker, live, and read features b
 	cd feature_repo && ../$(BIN)/feast apply
 	$(BIN)/shopstream demo --events 20000 --rate 1000
 
-test: system  ## Run the whole test suite (it starts its own Kafka and Redis).
-	$(BIN)/pytest; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+test: system  ## Run the whole test suite in parallel (it starts its own Kafka and Redis); slowest tests in .shopstream/test-durations.txt.
+	$(PYTEST); status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
 bench: up  ## Throughput and freshness: raw Kafka loop vs naive Feast push vs a worker.
 	$(BIN)/python -m bench.throughput
@@ -60,8 +64,14 @@ bench-latency: up  ## Fraud-scoring latency: Kafka round trip vs a worker scorin
 bench-recs: up  ## Recommendation latency (100k-item index) and exact vs HNSW search.
 	$(BIN)/python -m bench.recs_latency
 
-unit: venv  ## Run only the tests that need no services.
-	$(BIN)/pytest -m "not integration"
+unit: venv  ## Run only the tests that need no services (about a minute).
+	$(PYTEST) -m "not integration"
+
+test-fast: system  ## The developer loop: the unit tests and the contract suites on a real Kafka and Redis (under 3 minutes).
+	$(PYTEST) -m "not integration or contract"
+
+bench-startup: up  ## Worker start-up: seconds to ready, without and with a champion model.
+	$(BIN)/python -m bench.startup
 
 lint: venv  ## Check style with ruff.
 	$(BIN)/ruff check .
@@ -69,4 +79,4 @@ lint: venv  ## Check style with ruff.
 clean:  ## Remove the venv, caches and local service data.
 	rm -rf $(VENV) .cache .shopstream .pytest_cache
 
-.PHONY: help venv system up down up-cluster down-cluster demo test bench monitor soak bench-latency bench-recs unit lint clean
+.PHONY: help venv system up down up-cluster down-cluster demo test test-fast bench bench-startup monitor soak bench-latency bench-recs unit lint clean

@@ -21,8 +21,13 @@ def up(settings: Settings) -> dict[str, float]:
     return timings
 
 
-def down(settings: Settings) -> dict[str, bool]:
-    """Stop Kafka and Redis; return which of them were running."""
+def down(settings: Settings, *, discard: bool = False) -> dict[str, bool]:
+    """Stop Kafka and Redis; return which of them were running. ``discard``: kill them at
+    once, for services whose data is thrown away after (the tests'): a broker's graceful
+    shutdown can take a minute, and saves data nobody reads again."""
+    if discard:
+        return {"kafka": any([kafka.stop_node(settings, node, kill=True) for node in kafka.nodes(settings)]),
+                "redis": any([redis.stop_node(settings, port, kill=True) for _, port in settings.redis.nodes])}
     return {"kafka": kafka.stop(settings), "redis": redis.stop(settings)}
 
 

@@ -9,6 +9,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Order
@@ -23,7 +25,17 @@ from tools.simulator import Shop, SimConfig, default_start
 N, RATE, CYCLES, DOWN_S = 6_000, 50, 3, 20
 
 
-def test_broker_stops_and_rebalances_lose_nothing(worker, services, tmp_path):
+@pytest.fixture
+def worker(private_kafka, tmp_path):
+    """A worker on a broker of this test's own, which the test stops and starts again."""
+    process = start_worker(private_kafka, tmp_path / "worker.log")
+    try:
+        yield private_kafka
+    finally:
+        workers.stop(process)
+
+
+def test_broker_stops_and_rebalances_lose_nothing(worker, tmp_path):
     settings = worker
     config = SimConfig(seed=3, users=120, items=300, sessions_per_hour=20_000)
     events = list(Shop(config).events(start=default_start(N, config), n=N))
@@ -43,9 +55,9 @@ def test_broker_stops_and_rebalances_lose_nothing(worker, services, tmp_path):
     sender.start()
     for cycle in range(CYCLES):
         time.sleep(5)
-        kafka.stop(services)
+        kafka.stop(settings)
         time.sleep(DOWN_S)
-        kafka.start(services)
+        kafka.start(settings)
         second = settings.model_copy(update={"web_port": free_port()})
         extra = start_worker(second, tmp_path / f"second-{cycle}.log")
         time.sleep(5)

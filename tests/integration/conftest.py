@@ -14,6 +14,7 @@ from shopstream.events import Click, Order
 from shopstream.featurestore import feature_store
 from shopstream.settings import Settings, to_env
 from shopstream.topics import ensure_topics
+from streams.app import updates_topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "co
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.5)
+        time.sleep(0.2)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -105,14 +106,10 @@ def snapshot(settings, events):
     return result
 
 
-def settled(settings, events, timeout=60):
-    """The snapshot once two readings 3 s apart agree (the last writes have landed)."""
-    deadline = time.monotonic() + timeout
-    previous = snapshot(settings, events)
-    while time.monotonic() < deadline:
-        time.sleep(3)
-        current = snapshot(settings, events)
-        if current == previous:
-            return current
-        previous = current
-    return previous
+def settled(settings, events, timeout=180):
+    """The snapshot once the workers' group has committed every record of the inputs and
+    of the entity updates: a batch is committed only after its online writes, so nothing
+    sent before can change a feature after that."""
+    topics = [*settings.topics.inputs().values(), updates_topic_name(settings)]
+    wait_until(lambda: drained(settings, topics), timeout, what="every input and update to be committed")
+    return snapshot(settings, events)

@@ -14,7 +14,7 @@ from shopstream.events import Click, FraudScore, Order
 from shopstream.topics import ensure_topics, first_offset_from, read_range
 from tests.integration.conftest import read_all, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.contract]  # contract: in `make test-fast`
 NOW = datetime.now(UTC)
 
 

@@ -26,7 +26,7 @@ def test_eval_fraud_on_a_slice(settings, data_dir, tmp_path):
     window = EvalWindow(day("2018-04-01"), day("2018-04-15"), day("2018-04-22"), day("2018-04-23"),
                         train_days=7)
     summary = run(settings, tmp_path / "slice.parquet", window, tmp_path / "out", rate=2000, epochs=2,
-                  redis_db=14)
+                  redis_db=settings.redis.db)
 
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert written["models"] == summary["models"]
@@ -56,7 +56,7 @@ def test_eval_fraud_weeks_on_a_slice_replays_once_and_retrains_weekly(settings, 
     part.to_parquet(tmp_path / "slice.parquet")
     config = FraudTrainConfig(kind="ensemble", days=6, valid_days=2, loop=LoopConfig(epochs=2))
     result = run_weeks(settings, tmp_path / "slice.parquet", day("2018-04-01"), day("2018-04-15"), 2,
-                       tmp_path / "out", config=config, seeds=2, variants={"trees": "kind=gbm"}, redis_db=14,
+                       tmp_path / "out", config=config, seeds=2, variants={"trees": "kind=gbm"}, redis_db=settings.redis.db,
                        resamples=20)
 
     per_week = pd.read_csv(tmp_path / "out" / "weeks.csv")
@@ -77,5 +77,5 @@ def test_eval_fraud_weeks_on_a_slice_replays_once_and_retrains_weekly(settings, 
 
     replayed = Replayed.from_json((tmp_path / "out" / "replay.json").read_text())
     again = run_weeks(settings, tmp_path / "slice.parquet", day("2018-04-01"), day("2018-04-15"), 1,
-                      tmp_path / "out", config=config, seeds=1, redis_db=14, resamples=10)
+                      tmp_path / "out", config=config, seeds=1, redis_db=settings.redis.db, resamples=10)
     assert again["replay"]["seconds"] == replayed.seconds  # the same replay, not a new one

@@ -20,7 +20,7 @@ from shopstream.offline import OfflineLog
 from shopstream.rows import feature_table
 from shopstream.settings import to_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.contract]  # contract: in `make test-fast`
 FEAST = Path(sys.executable).with_name("feast")
 
 
@@ -36,7 +36,7 @@ def test_apply_list_and_materialize_from_the_feature_repo(settings, tmp_path):
     yaml = (repo_path(settings) / "feature_store.yaml").read_text()
     home = Path(settings.home)
     yaml = yaml.replace("../.shopstream/feast/registry.db", str(home / "feast" / "registry.db"))
-    yaml = yaml.replace('"127.0.0.1:6379"', f'"{settings.redis.host}:{settings.redis.port}"')
+    yaml = yaml.replace('"127.0.0.1:6379"', f'"{settings.redis.host}:{settings.redis.port},db={settings.redis.db}"')
     config = tmp_path / "feature_store.yaml"
     config.write_text(yaml)
     (home / "feast").mkdir(parents=True, exist_ok=True)

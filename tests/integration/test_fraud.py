@@ -21,7 +21,7 @@ from shopstream.client import ShopProducer
 from shopstream.events import FraudScore, Order, OrderItem
 from shopstream.settings import ScoringSettings
 from shopstream.topics import ensure_topics
-from streams.app import updates_topic_name
+from streams.app import internal_topics, updates_topic_name
 from tests.integration.conftest import drained, start_worker, wait_until
 from tools.simulator import DAY, Shop, SimConfig
 from trainers.configs import FraudTrainConfig, LoopConfig
@@ -86,7 +86,8 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
         first = [score for _, score in scores(settings, len(orders))]
         assert Counter(s.order_id for s in first) == Counter(o.order_id for o in orders)
         assert {s.model_version for s in first} == {"rules"}
-        topics = [*settings.topics.inputs().values(), updates_topic_name(settings)]
+        # The drift role grades the scores from its own topic: drained too.
+        topics = [*settings.topics.inputs().values(), *internal_topics(settings)]
         wait_until(lambda: drained(settings, topics), 180, what="the history to be processed")
         # Labels graded the rules' decisions: the online precision and recall have data.
         graded = workers.scrape(settings.web_port).labelled
@@ -142,9 +143,13 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
 
         thread = threading.Thread(target=traffic)
         thread.start()
-        time.sleep(2)
+        wait_until(lambda: len(sent) >= 100, 60, what="100 live orders before the promotion")
         registry.promote("2")
-        time.sleep(4)
+        wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None
+                   and m.model_versions.get(settings.scoring.model_name) == 2.0,
+                   120, what="the worker to load version 2")
+        after = len(sent)
+        wait_until(lambda: len(sent) >= after + 100, 60, what="100 live orders after version 2 loaded")
         stop.set()
         thread.join()
         later = scores(settings, len(orders) + len(sent))

@@ -13,7 +13,7 @@ from shopstream.featurestore import feature_store
 from shopstream.online import OnlineReader, OnlineWriter
 from shopstream.rows import JOIN_KEYS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.contract]  # contract: in `make test-fast`
 
 
 def row(view: str, entity: str, ts: float, seed: int) -> tuple:

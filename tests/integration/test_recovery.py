@@ -16,7 +16,7 @@ from shopstream.client import ShopProducer
 from shopstream.settings import Topics
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
-from tests.conftest import free_port
+from tests.conftest import free_port, spare_db
 from tests.integration.conftest import (
     committed_and_end_offsets,
     drained,
@@ -82,7 +82,7 @@ def test_kill_and_restart_gives_the_features_of_an_uninterrupted_run(settings, t
         "topics": Topics(**{k: f"{prefix}.{v}" for k, v in Topics().model_dump().items()
                             if isinstance(v, str)}, partitions=2),
         "app_id": f"{prefix}-app", "web_port": free_port(),
-        "redis": settings.redis.model_copy(update={"db": 1}),  # a separate online store
+        "redis": settings.redis.model_copy(update={"db": spare_db(settings)}),  # a separate online store
     })
     for target in (settings, reference):
         ensure_topics(target)  # with the partitions of ``target``, not the broker's default

@@ -87,14 +87,15 @@ def test_popular_first_then_hot_reload_under_traffic_answers_every_click_once(se
         assert [r.items[0].item_id for r in recommendations(settings, 1)] == ["a0"]
         sender = threading.Thread(target=traffic)
         sender.start()
-        time.sleep(3)  # rules first: popularity counted in the worker
+        wait_until(lambda: len(sent) >= 100, 60, what="100 live events on the rules first")
         version = registry.register(save_bundle(fitted.recommender, tmp_path / "recs.pt"), metrics={}, params={},
                                     tags={}, description="test").version
         registry.promote(version)
         wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None
                    and m.model_versions.get(settings.recs.model_name) == float(version),
                    timeout=60, what="the worker to load the champion")
-        time.sleep(3)  # traffic after the reload
+        after = len(sent)
+        wait_until(lambda: len(sent) >= after + 100, 60, what="100 live events after the reload")
         stop.set()
         sender.join()
         got = recommendations(settings, len(sent))
@@ -126,7 +127,7 @@ def test_eval_recs_parity_on_a_small_replay(settings, tmp_path):
     pd.DataFrame({"session_id": frame["session_id"], "item_id": frame["item_id"],
                   "timestamp": frame["ts"].map(lambda t: int(t.timestamp()))}).to_csv(csv, index=False)
     output = tmp_path / "eval"
-    summary = run(settings, csv, "csv", 1.0, output, valid_days=1.0, epochs=4, rate=300, redis_db=3)
+    summary = run(settings, csv, "csv", 1.0, output, valid_days=1.0, epochs=4, rate=300, redis_db=settings.redis.db)
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics["models"]) == {"shopstream", "sequence", "vsknn", "itemknn", "pop"}
     for model in metrics["models"].values():

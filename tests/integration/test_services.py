@@ -13,7 +13,7 @@ from shopstream.services import kafka, redis
 from shopstream.topics import ensure_topics
 from tests.integration.conftest import read_all
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.contract]  # contract: in `make test-fast`
 
 
 def test_up_is_idempotent_and_status_reports_both(services):
@@ -33,8 +33,8 @@ def test_topics_are_created_from_settings(settings):
         assert len(metadata.topics[name].partitions) == settings.topics.partitions
 
 
-def test_kafka_keeps_its_records_across_a_restart(settings, services):
-    settings = settings.model_copy(update={"home": services.home})  # where the broker's pid file is
+def test_kafka_keeps_its_records_across_a_restart(private_kafka):
+    settings = private_kafka
     ensure_topics(settings, [settings.topics.clicks])
     producer = Producer(settings.kafka.client_config())
     for i in range(50):
@@ -51,13 +51,20 @@ def test_kafka_keeps_its_records_across_a_restart(settings, services):
     assert values == {f"record-{i}".encode() for i in range(50)}
 
 
-def test_redis_keeps_its_data_across_a_restart(settings, services):
-    settings = settings.model_copy(update={"home": services.home})
+def test_redis_keeps_its_data_across_a_restart(settings, tmp_path):
+    from tests.conftest import free_port
+
+    settings = settings.model_copy(update={  # a Redis of this test's own: it is stopped
+        "home": tmp_path / "own", "redis": settings.redis.model_copy(update={"port": free_port()})})
+    redis.start(settings)
     client = redis.client(settings)
     client.set(f"{settings.app_id}:probe", "kept")
-    assert redis.stop(settings)
-    redis.start(settings)
-    assert redis.client(settings).get(f"{settings.app_id}:probe") == b"kept"
+    try:
+        assert redis.stop(settings)
+        redis.start(settings)
+        assert redis.client(settings).get(f"{settings.app_id}:probe") == b"kept"
+    finally:
+        redis.stop(settings)
 
 
 def test_a_redis_password_never_reaches_the_command_line(settings, tmp_path):
