@@ -6,10 +6,12 @@ UV_VERSION := 0.13.8
 UV := .cache/uv/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
-# Test processes for pytest-xdist: the integration tests spend most of their time waiting
-# on Kafka and workers, so more processes than cores keep both cores busy.
-TEST_JOBS ?= 4
-PYTEST := $(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup --durations=25
+# Test processes for pytest-xdist: the integration tests spend much of their time waiting
+# on Kafka and workers, so more processes than cores keep both cores busy. A test file
+# runs in one process (--dist loadfile): its module fixtures, and tests/cluster's cluster,
+# are built once.
+TEST_JOBS ?= 3
+PYTEST := $(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --durations=25
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'

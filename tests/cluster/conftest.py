@@ -35,12 +35,10 @@ PARTITIONS = 4
 
 
 def pytest_collection_modifyitems(items):
-    """Every test here needs the real cluster: mark it so ``make unit`` leaves it out, and
-    run them all in one test process, which starts the cluster once."""
+    """Every test here needs the real cluster: mark it so ``make unit`` leaves it out."""
     for item in items:
         if Path(item.fspath).parent == HERE:
             item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.xdist_group("cluster"))  # one process starts the cluster
 
 
 def free_run(count: int, *, also: int = 0) -> int:

@@ -7,9 +7,6 @@ import pytest
 
 from evals import drift as ed
 
-# One test process runs this module: its tests share a module-scoped fixture.
-pytestmark = pytest.mark.xdist_group(__name__)
-
 
 @pytest.fixture(scope="module")
 def table():

@@ -25,7 +25,8 @@ def start_worker(settings: Settings, log_file: Path):
     ensure_topics(settings)
     process = workers.start(to_env(settings), log_file)
     try:
-        workers.wait_ready(process, settings.web_port, log_file, until=workers.prepared)
+        # Generous: a worker with a backlog builds its Feast clients while its agents run.
+        workers.wait_ready(process, settings.web_port, log_file, timeout=240, until=workers.prepared)
     except Exception:
         workers.stop(process)
         raise

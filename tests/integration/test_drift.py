@@ -75,6 +75,7 @@ def send(settings, events, topics: list[str]) -> None:
         wait_until(lambda: drained(settings, topics), 120, what="a replayed day to be processed")
 
 
+@pytest.mark.timeout(1500)  # 55 replayed days and two trainings: 7 minutes alone, more beside other tests
 def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_path):
     settings = settings.model_copy(update={
         "scoring": ScoringSettings(model_name=f"{settings.app_id}-fraud", reload_s=1.0),

@@ -8,9 +8,6 @@ import pytest
 from scorers.monitor import FraudMonitor
 from scorers.profiles import ModelProfile
 
-# One test process runs this module: its tests share a module-scoped fixture.
-pytestmark = pytest.mark.xdist_group(__name__)
-
 NAMES = ["amount", "velocity", "age", "follows_velocity"]
 
 

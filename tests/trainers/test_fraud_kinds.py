@@ -29,9 +29,6 @@ from trainers.fraud import (
     scores_of,
 )
 
-# One test process runs this module: its tests share a module-scoped fixture.
-pytestmark = pytest.mark.xdist_group(__name__)
-
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 

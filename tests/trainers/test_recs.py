@@ -11,9 +11,6 @@ from trainers.promotion import load_bundle, save_bundle
 from trainers.recs import fit_recommender
 from trainers.sessions import Case, cases, frame_of, sessions, split
 
-# One test process runs this module: its tests share a module-scoped fixture.
-pytestmark = pytest.mark.xdist_group(__name__)
-
 
 def small_log(n_sessions: int = 300, seed: int = 0) -> pd.DataFrame:
     """Sessions that walk along one of three item chains: the next item is predictable."""
