@@ -133,6 +133,12 @@ def unaccounted(port: int, host: str = "127.0.0.1") -> dict[str, float]:
     return {s.labels["topic"]: s.value for s in samples(port, "shopstream_records_unaccounted", host)}
 
 
+def registry_checks(port: int, model: str, host: str = "127.0.0.1") -> float:
+    """How many times the worker has asked the registry for ``model``'s champion."""
+    return sum(s.value for s in samples(port, "shopstream_registry_checks_total", host)
+               if s.labels["model"] == model)
+
+
 def reload_failures(port: int, model: str, host: str = "127.0.0.1") -> float:
     """How many times the worker failed to load a champion of ``model``."""
     return sum(s.value for s in samples(port, "shopstream_model_reloads_total", host)

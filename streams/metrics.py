@@ -85,6 +85,8 @@ MODEL_VERSION = Gauge("shopstream_model_version",
                       "The model version a worker scores with (0: the rules).", ["model"])
 MODEL_RELOADS = Counter("shopstream_model_reloads", "Champion changes picked up, and failures.",
                         ["model", "outcome"])
+REGISTRY_CHECKS = Counter("shopstream_registry_checks", "Times the worker asked the model registry for a "
+                          "model's champion (at the start and every reload interval).", ["model"])
 LABELLED_SCORES = Counter("shopstream_labelled_scores",
                           "Scored orders whose label arrived, by outcome (tp, fp, fn, tn) of "
                           "the decision (review or block counts as flagged).", ["outcome"])

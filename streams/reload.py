@@ -77,6 +77,7 @@ class Follower(Generic[Model]):
 
     async def _reload_champion(self):
         """The registry, once asked (None if it could not be)."""
+        metrics.REGISTRY_CHECKS.labels(self.model).inc()
         try:
             from trainers.registry import Registry
 

@@ -13,7 +13,7 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Order, OrderItem, OrderLabel
 from shopstream.featurestore import feature_store
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import quiet, wait_until
 
 
 def features(store, view: str, key: str, entity: str, names: list[str]) -> dict:
@@ -57,7 +57,7 @@ def test_copies_of_a_label_count_once(worker):
     wait_until(lambda: duplicates(settings.web_port)["labels"] == 2, what="both label copies to be seen")
     wait_until(lambda: features(store, "user_risk", "user_id", f"{p}-u", ["fraud_count_7d"])
                == {"fraud_count_7d": 1}, what="the label to count once")
-    time.sleep(2)  # nothing more arrives
+    quiet(settings)  # every copy processed: nothing more can change the features
     assert features(store, "user_risk", "user_id", f"{p}-u", ["fraud_count_7d", "fraud_risk_7d"]) \
         == {"fraud_count_7d": 1, "fraud_risk_7d": 1.0}
 
@@ -78,7 +78,7 @@ def test_copies_of_an_order_count_once(worker):
     wait_until(lambda: duplicates(settings.web_port)["orders"] == 3, what="the three copies to be seen")
     wait_until(lambda: features(store, "user_orders", "user_id", f"{p}-u2", ["order_amount_count_30d"])
                == {"order_amount_count_30d": 2}, what="both orders to count")
-    time.sleep(2)  # nothing more arrives
+    quiet(settings)  # every copy processed: nothing more can change the features
     assert features(store, "user_orders", "user_id", f"{p}-u2",
                     ["order_amount_count_30d", "order_amount_sum_1d"]) \
         == {"order_amount_count_30d": 2, "order_amount_sum_1d": 60.0}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -107,7 +106,10 @@ def test_broken_models_and_registry_never_stop_answers(fast_reload, tmp_path):
         recs.promote(damaged.version)
         wait_until(lambda: failures(settings, fraud.name) >= 1 and failures(settings, recs.name) >= 1,
                    what="both broken champions to be refused")
-        time.sleep(4)  # several reload intervals: no retry storm, no new folders
+        # Three more registry checks: the broken versions are not tried again at each.
+        checks = workers.registry_checks(settings.web_port, fraud.name)
+        wait_until(lambda: workers.registry_checks(settings.web_port, fraud.name) >= checks + 3,
+                   60, what="three more registry checks")
         scores, answers = answered(settings, "a")
         assert {s["model_version"] for s in scores} == {"1"} and len(scores) == 5
         assert {r["model_version"] for r in answers} == {"1"} and len(answers) == 5
@@ -124,7 +126,10 @@ def test_broken_models_and_registry_never_stop_answers(fast_reload, tmp_path):
         kept = database.read_bytes()
         database.write_bytes(b"this is not a database" * 100)
         try:
-            time.sleep(3)
+            # Three registry checks with the damaged file in place: answers go on.
+            checks = workers.registry_checks(settings.web_port, fraud.name)
+            wait_until(lambda: workers.registry_checks(settings.web_port, fraud.name) >= checks + 3,
+                       60, what="three registry checks with the damaged database")
             scores, answers = answered(settings, "c")
             assert len(scores) == 5 and len(answers) == 5
         finally:

@@ -14,7 +14,7 @@ from shopstream.events import Click, Order
 from shopstream.featurestore import feature_store
 from shopstream.settings import Settings, to_env
 from shopstream.topics import ensure_topics
-from streams.app import updates_topic_name
+from streams.app import internal_topics, updates_topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +73,14 @@ def drained(settings: Settings, topics: list[str]) -> bool:
     offsets = committed_and_end_offsets(settings, topics)
     return all(committed == end or (end == 0 and committed < 0)  # an empty partition
                for committed, end in offsets.values())
+
+
+def quiet(settings: Settings, timeout: float = 120.0) -> None:
+    """Wait until the workers' group has committed every record of the inputs and of the
+    internal topics (entity updates, drift inputs, session orders): a batch is committed
+    after its writes, so nothing already sent can change a feature or a metric after."""
+    topics = [*settings.topics.inputs().values(), *internal_topics(settings)]
+    wait_until(lambda: drained(settings, topics), timeout, what="every input and internal record to be committed")
 
 
 def committed_and_end_offsets(settings: Settings, topics: list[str]) -> dict:

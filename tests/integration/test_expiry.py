@@ -49,7 +49,7 @@ def test_untouched_states_expire_and_the_entity_starts_afresh(settings, tmp_path
         wait_until(lambda: expired(settings.web_port).get(f"entity-state-v{STATE_VERSION}", 0) >= 3
                    and expired(settings.web_port).get("session-recs-v1", 0) >= 1,
                    what="the old states to expire")
-        time.sleep(1)
+        time.sleep(1)  # an observation window: no other state expires after these
         assert expired(settings.web_port) == {f"entity-state-v{STATE_VERSION}": 3, "session-recs-v1": 1}
 
         # The old user comes back: a new state, whose account is new too.
