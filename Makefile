@@ -69,7 +69,7 @@ bench-recs: up  ## Recommendation latency (100k-item index) and exact vs HNSW se
 unit: venv  ## Run only the tests that need no services (about a minute).
 	$(PYTEST) -m "not integration"
 
-test-fast: system  ## The developer loop: the unit tests and the contract suites on a real Kafka and Redis (under 3 minutes).
+test-fast: system  ## The developer loop: the unit tests and the contract suites on a real Kafka and Redis.
 	$(PYTEST) -m "not integration or contract"
 
 bench-startup: up  ## Worker start-up: seconds to ready, without and with a champion model.
