@@ -45,6 +45,7 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import Click, Event, parse_event
 from shopstream.featurestore import feature_store
+from shopstream.rows import JOIN_KEYS
 from shopstream.settings import Settings, Topics, group_id, to_env
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
@@ -215,10 +216,6 @@ def shopstream_drain(settings: Settings, events: list[Event], log: Path, process
             "cpu_us_per_event": {name: (cpu_after[name] - cpu_before[name]) / len(events) * 1e6
                                  for name in cpu_after if name in cpu_before},
             "kafka_records_per_event": records / len(events), "kafka_bytes_per_event": size / len(events)}
-
-
-JOIN_KEYS = {"user": "user_id", "session": "session_id", "item": "item_id", "instrument": "instrument_id",
-             "device": "device_id", "ip": "ip", "terminal": "terminal_id"}
 
 
 def correctness(settings: Settings, events: list[Event], sample: int = 200, seed: int = 3) -> dict:

@@ -238,13 +238,12 @@ class Adwin:
     """
 
     def __init__(self, delta: float = 0.002, watched: int = 1, grace_period: int = 10):
-        from river.drift import (
-            ADWIN,  # river.drift imports scikit-learn: seconds, paid by the first watch
-        )
+        # river.drift imports scikit-learn: seconds, paid by the first watch, not at import.
+        from river import drift as river_drift
 
         self.delta, self.watched, self.grace_period = delta, watched, grace_period
 
-        self._adwin = ADWIN(delta=delta / watched, grace_period=grace_period)
+        self._adwin = river_drift.ADWIN(delta=delta / watched, grace_period=grace_period)
         self.finding: Finding | None = None
 
     def update(self, x: float) -> Adwin:
