@@ -66,7 +66,7 @@ bench-latency: up  ## Fraud-scoring latency: Kafka round trip vs a worker scorin
 bench-recs: up  ## Recommendation latency (100k-item index) and exact vs HNSW search.
 	$(BIN)/python -m bench.recs_latency
 
-unit: venv  ## Run only the tests that need no services (about a minute).
+unit: venv  ## Run only the tests that need no services (about two minutes).
 	$(PYTEST) -m "not integration"
 
 test-fast: system  ## The developer loop: the unit tests and the contract suites on a real Kafka and Redis.
