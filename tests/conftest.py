@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -33,11 +34,38 @@ SHARED = "SHOPSTREAM_TEST_SERVICES"
 controlling process sets it before pytest-xdist starts its workers, which inherit it."""
 
 
+PORTS = range(20000, 32000)
+"""Ports handed to test services and workers: below Linux's ephemeral range (32768 and up),
+so no client connection's local port takes one between choosing it and binding it."""
+
+
+def _port_block() -> range:
+    """This test process's own slice of ``PORTS``, so two pytest-xdist workers never choose the
+    same port (``gw3`` takes the fourth of 8 slices; a run without xdist takes the first)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) % 8 if worker.removeprefix("gw").isdigit() else 0
+    size = len(PORTS) // 8
+    return range(PORTS.start + index * size, PORTS.start + (index + 1) * size, 2)
+
+
+_next_port = [None]
+
+
 def free_port() -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port that nothing listens on right now, with the port after it free too: a worker
+    started with ``--processes 2`` and tests that start a second worker take ``port + 1``.
+
+    Ports come round-robin from this process's slice of ``PORTS``, starting at a random pair so
+    that two test runs side by side rarely try the same ports."""
+    block = _port_block()
+    if _next_port[0] is None:
+        _next_port[0] = random.randrange(len(block))
+    for _ in range(len(block)):
+        port = block[_next_port[0] % len(block)]
+        _next_port[0] += 1
+        if bindable(port) and bindable(port + 1):
+            return port
+    raise RuntimeError(f"no free pair of ports in {block}")
 
 
 def bindable(port: int) -> bool:

@@ -23,7 +23,7 @@ from shopstream.offline import OfflineLog
 from shopstream.services import kafka, redis
 from tests.cluster.conftest import Load, drain, orders_of, shop_events
 from tests.conftest import free_port
-from tests.integration.conftest import read_all, settled, start_worker, wait_until
+from tests.integration.conftest import metrics, read_all, settled, start_worker, wait_until
 
 
 def raw_offsets(settings) -> Counter:
@@ -145,9 +145,9 @@ def test_active_controller_killed(on_cluster, cluster, reference, tmp_path):
         figures = {"killed_controller": controller, "sent_at_kill": load.sent}
         figures["election_s"] = timed(lambda: kafka.quorum_leader(cluster) not in (None, controller), 60,
                                       "a new active controller")
-        before = workers.scrape(settings.web_port).total_in
+        before = metrics(settings.web_port).total_in
         figures["events_in_10s_after"] = timed(
-            lambda: workers.scrape(settings.web_port).total_in > before + 100, 60, "traffic to go on")
+            lambda: metrics(settings.web_port).total_in > before + 100, 60, "traffic to go on")
         kafka.start_node(cluster, controller)
         figures["back_in_sync_s"] = timed(lambda: in_sync(cluster, settings), 120,
                                           "the restarted node to rejoin every ISR")

@@ -32,7 +32,7 @@ from shopstream.settings import Topics
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
 from tests.conftest import free_port
-from tests.integration.conftest import drained, start_worker, wait_until
+from tests.integration.conftest import drained, metrics, start_worker, wait_until
 
 FIRST, SECOND = 600, 600
 VIEWS = ("user_activity", "session_state", "item_popularity")
@@ -109,7 +109,7 @@ def test_kill_during_a_stalled_online_write_loses_no_row(private_redis, tmp_path
         send(settings, clicks[FIRST:])
         wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None
                    and m.total_in >= FIRST + SECOND, what="the second half to be read")
-        wait_until(lambda: (workers.scrape(settings.web_port).dead_letters == {}
+        wait_until(lambda: (metrics(settings.web_port).dead_letters == {}
                             and _retrying(settings.web_port, "online")), what="an online write to hang")
         health = httpx.get(f"http://127.0.0.1:{settings.web_port}/health", timeout=10)
         assert health.status_code == 503, health.text  # readiness fails while a sink is down

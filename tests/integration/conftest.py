@@ -98,6 +98,16 @@ def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "co
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def metrics(port: int, timeout: float = 60.0) -> workers.WorkerMetrics:
+    """The worker's metrics, waiting while a busy worker is slow to answer ``/metrics``."""
+    deadline = time.monotonic() + timeout
+    while (scraped := workers.scrape(port)) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the worker on port {port} did not answer /metrics for {timeout:.0f}s")
+        time.sleep(0.2)
+    return scraped
+
+
 def snapshot(settings, events):
     """Online features of every user, session and item in ``events``."""
     store = feature_store(settings)

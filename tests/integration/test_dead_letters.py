@@ -11,7 +11,7 @@ import pytest
 from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import DeadLetter
-from tests.integration.conftest import committed_and_end_offsets, read_all, wait_until
+from tests.integration.conftest import committed_and_end_offsets, metrics, read_all, wait_until
 from tools.burst import BAD_KINDS, burst
 
 pytestmark = pytest.mark.integration
@@ -51,14 +51,14 @@ def test_every_input_offset_is_processed_or_dead_lettered(worker):
     wait_until(lambda: (m := workers.scrape(settings.web_port)) is not None
                and m.total_in >= total and m.total_out + m.total_dead >= total,
                what=f"the worker to consume and account for {total} records")
-    metrics = workers.scrape(settings.web_port)
-    assert metrics.events_in == dict(sent)
-    assert metrics.total_out + metrics.total_dead == total
+    scraped = metrics(settings.web_port)
+    assert scraped.events_in == dict(sent)
+    assert scraped.total_out + scraped.total_dead == total
 
     letters = [DeadLetter.model_validate_json(m.value())
-               for m in read_all(settings, settings.topics.dlq, expect=int(metrics.total_dead))]
-    assert len(letters) == metrics.total_dead
-    assert Counter(letter.reason for letter in letters) == Counter(metrics.dead_letters)
+               for m in read_all(settings, settings.topics.dlq, expect=int(scraped.total_dead))]
+    assert len(letters) == scraped.total_dead
+    assert Counter(letter.reason for letter in letters) == Counter(scraped.dead_letters)
     bad_in_burst = sum(r.bad is not None for r in burst(600, seed=11, bad_share=0.05))
     assert len(letters) == bad_in_burst + len(BAD_PAYLOADS) * len(topics)
     assert {letter.reason for letter in letters} >= {"invalid_json", "schema", "too_large",
@@ -88,6 +88,6 @@ def test_worker_survives_bad_data_and_keeps_going(worker):
                     break
         for record in burst(100, seed=3, bad_share=0.0):
             producer.send(record.event)
-    wait_until(lambda: workers.scrape(settings.web_port).total_out >= 100,
+    wait_until(lambda: metrics(settings.web_port).total_out >= 100,
                what="good events after bad ones to be processed")
     assert workers.ready(settings.web_port)

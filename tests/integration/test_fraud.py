@@ -22,7 +22,7 @@ from shopstream.events import FraudScore, Order, OrderItem
 from shopstream.settings import ScoringSettings
 from shopstream.topics import ensure_topics
 from streams.app import internal_topics, updates_topic_name
-from tests.integration.conftest import drained, start_worker, wait_until
+from tests.integration.conftest import drained, metrics, start_worker, wait_until
 from tools.simulator import DAY, Shop, SimConfig
 from trainers.configs import FraudTrainConfig, LoopConfig
 from trainers.fraud import REFERENCE_ORDERS, train_and_register
@@ -90,7 +90,7 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
         topics = [*settings.topics.inputs().values(), *internal_topics(settings)]
         wait_until(lambda: drained(settings, topics), 180, what="the history to be processed")
         # Labels graded the rules' decisions: the online precision and recall have data.
-        graded = workers.scrape(settings.web_port).labelled
+        graded = metrics(settings.web_port).labelled
         assert sum(graded.values()) > 0 and set(graded) <= {"tp", "fp", "fn", "tn"}
 
         # Train on the replayed history, from the offline store. This test is about the
@@ -173,7 +173,7 @@ def test_rules_then_trained_model_then_hot_reload(settings, tmp_path):
             b for b in ("logreg", "gbm") if not trees.metrics["ap"] > trees.baselines[b]["ap"]]
         assert trees.version.version == "3" and trees.promoted and registry.get("3").tags["kind"] == "gbm"
         assert 0 <= trees.metrics["auc"] <= 1
-        wait_until(lambda: workers.scrape(settings.web_port).model_versions.get(settings.scoring.model_name) == 3.0,
+        wait_until(lambda: metrics(settings.web_port).model_versions.get(settings.scoring.model_name) == 3.0,
                    30, what="the worker to load the boosted trees")
         with ShopProducer(settings) as live:
             for i in range(1_000, 1_020):

@@ -15,7 +15,7 @@ from shopstream.client import ShopProducer
 from shopstream.settings import to_env
 from shopstream.topics import ensure_topics
 from tests.conftest import bindable, free_port
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import metrics, wait_until
 from tools.burst import burst
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,9 @@ def test_two_processes_share_the_partitions_and_stop_together(settings, tmp_path
         with ShopProducer(settings) as shop:
             for record in burst(400, seed=4, bad_share=0.0):
                 shop.send(record.event)
-        wait_until(lambda: sum(workers.scrape(p).total_out for p in (port, port + 1)) >= 400, 120,
+        wait_until(lambda: sum(metrics(p).total_out for p in (port, port + 1)) >= 400, 120,
                    what="both processes to process the events")
-        assert sum(workers.scrape(p).total_out for p in (port, port + 1)) == 400
+        assert sum(metrics(p).total_out for p in (port, port + 1)) == 400
     finally:
         code = workers.stop(supervisor, timeout=60)
         log.close()

@@ -15,7 +15,7 @@ from shopstream import workers
 from shopstream.client import ShopProducer
 from shopstream.events import DeadLetter, FraudScore, Order, OrderItem
 from shopstream.featurestore import feature_store
-from tests.integration.conftest import drained, read_all, start_worker, wait_until
+from tests.integration.conftest import drained, metrics, read_all, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 N = 60
@@ -52,7 +52,7 @@ def test_scoring_apart_from_features(settings, tmp_path):
         for worker in (features, scoring):
             wait_until(lambda w=worker: drained(w, [settings.topics.orders]),
                        what=f"group of {worker.roles} to commit every order offset")
-        assert workers.scrape(scoring.web_port).total_dead == 0  # the feature worker dead-letters
+        assert metrics(scoring.web_port).total_dead == 0  # the feature worker dead-letters
         # The scoring worker is a group of its own: every order partition, nothing else.
         health = httpx.get(f"http://127.0.0.1:{scoring.web_port}/health").json()
         assert health["group"] == f"{settings.app_id}-fraud"
