@@ -147,10 +147,6 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     return faust.SSLCredentials(context) if context else None
 
 
-REBALANCE_WAIT_S = 15.0
-"""How long a rebalance (or a stop) waits for the messages handed out to be acknowledged."""
-
-
 class IdempotentProducer(faust_aiokafka.Producer):
     """Faust's producer with ``acks=all`` and idempotence always, not only in transactions:
     a send retried after a lost answer (a leader that died, a broker restarting) is
@@ -161,39 +157,12 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 
 class App(faust.App):
-    """Faust's app, with a bounded wait for the messages in hand at a rebalance.
-
-    At a rebalance (and at a stop) Faust suspends the flow of messages, drops those still
-    queued for agents, and waits until every message it handed out is acknowledged or
-    garbage (``Consumer.wait_empty``; its books are a weak set), with no bound. A stream's
-    loop keeps its last message in a local variable while it waits for the next
-    (``Stream._c_aiter``: ``message``, ``channel_value``), and with the flow suspended no
-    next one comes. A click is read by two agents; when one has acknowledged it and the
-    other's copy was dropped from its queue, the first one's stale local keeps it alive,
-    unacknowledged, and the rebalance waited for ever: every commit of the worker stood
-    still after Kafka's first absence, the worker idle (``tests/faults/
-    test_broker_restart.py``, where a second worker joins; docs/operations.md, "Commits").
-
-    Here the wait ends after ``REBALANCE_WAIT_S``, saying what it leaves. Nothing is lost:
-    a message not acknowledged is not committed past, so whoever owns its partition next
-    reads it again (at least once; states ignore what they applied).
-    """
+    """Faust's app, with its own producer (``IdempotentProducer``). Its wait for the
+    messages in hand at a rebalance or a stop is bounded (``streams.commits.
+    bound_wait_empty``)."""
 
     def _new_producer(self):
         return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
-
-    async def _consumer_wait_empty(self, consumer, logger) -> None:
-        if not self.conf.stream_wait_empty:
-            return
-        waiting = asyncio.ensure_future(consumer.wait_empty())
-        if not (await asyncio.wait({waiting}, timeout=REBALANCE_WAIT_S))[0]:
-            left = sorted(f"{m.tp.topic}:{m.tp.partition}@{m.offset}" for m in list(consumer._unacked_messages))
-            log.warning("%d messages handed out are still unacknowledged after %.0fs (%s); going on "
-                        "without them: they are read again from the committed offsets", len(left),
-                        REBALANCE_WAIT_S, ", ".join(left[:10]) + (" ..." if len(left) > 10 else ""))
-            metrics.REBALANCE_WAITS_CUT.inc()
-            waiting.cancel()
-            await consumer.commit()  # what was acknowledged meanwhile
 
 
 def create_app(settings: Settings) -> App:

@@ -9,6 +9,7 @@ Faust keeps no public accessor for its books (``_acked``, ``_committed_offset``,
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import time
@@ -132,9 +133,66 @@ def seek_in_the_consumer_thread(consumer_class: type = ThreadDelegateConsumer) -
     consumer_class._seek = _seek
 
 
+REBALANCE_WAIT_S = 15.0
+"""How long a rebalance (or a stop) waits for the messages handed out to be acknowledged."""
+
+
+def bound_wait_empty(consumer_class: type = FaustConsumer) -> None:
+    """Make Faust's wait for the messages in hand end after ``REBALANCE_WAIT_S``.
+
+    At a rebalance (and at a stop) Faust suspends the flow of messages, drops those still
+    queued for agents, and waits until every message it handed out is acknowledged or
+    garbage (``Consumer.wait_empty``; its books are a weak set), with no bound. A click
+    is read by two agents; when one has acknowledged it and the other's copy was dropped
+    from its queue, anything still holding it keeps it unacknowledged, and the wait
+    never ends. It cannot be cut from outside either: its inner wait
+    (``Consumer._wait_for_ack``) swallows ``CancelledError``, so a cancelled wait goes on
+    looping, a full garbage collection and a commit a second, one more loop at every
+    rebalance, until the worker has no CPU left for its records.
+
+    Here the wait is the same loop with a deadline, and a cancel ends it. What it leaves
+    is logged and counted. Nothing is lost: a message not acknowledged is not committed
+    past, so whoever owns its partition next reads it again (at least once; states
+    ignore what they applied). Idempotent."""
+    original = getattr(consumer_class.wait_empty, "__wrapped__", consumer_class.wait_empty)
+
+    async def wait_empty(self) -> None:
+        deadline = time.monotonic() + REBALANCE_WAIT_S
+        while not self.should_stop and self._unacked_messages:
+            gc.collect()  # messages nobody holds leave the weak set once collected
+            await self.commit()
+            self._clean_unacked_messages()
+            if not self._unacked_messages:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                cut_wait(self._unacked_messages)
+                break
+            # Faust's ack() wakes the future it finds armed here.
+            self._waiting_for_ack = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait({self._waiting_for_ack}, timeout=min(1.0, left))
+            finally:
+                self._waiting_for_ack = None
+        await self.commit_and_end_transactions()
+
+    wait_empty.__wrapped__ = original
+    consumer_class.wait_empty = wait_empty
+
+
+def cut_wait(unacked) -> None:
+    """Log and count a wait for ``unacked`` messages that ends without them."""
+    left = sorted(f"{m.tp.topic}:{m.tp.partition}@{m.offset}" for m in list(unacked))
+    log.warning("%d messages handed out are still unacknowledged after %.0fs (%s); going on "
+                "without them: they are read again from the committed offsets", len(left),
+                REBALANCE_WAIT_S, ", ".join(left[:10]) + (" ..." if len(left) > 10 else ""))
+    metrics.REBALANCE_WAITS_CUT.inc()
+
+
 gaps_only_when_confirmed()
 note_seeks()
 seek_in_the_consumer_thread()
+bound_wait_empty()
 
 
 def broker_lacks(settings):

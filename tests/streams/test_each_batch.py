@@ -2,16 +2,20 @@
 handled: at a rebalance Faust waits until every message it handed out is acknowledged or
 garbage, so a finished batch still held by the loop while it waits for the next one held
 the rebalance, and with it every commit of the worker, for ever. Faust's own stream loop
-holds its last message the same way, so the wait is bounded too (``streams.app.App``)."""
+holds its last message the same way, so the wait is bounded too
+(``streams.commits.bound_wait_empty``)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import weakref
 from types import SimpleNamespace
 
-from streams import agents
+from faust.transport.consumer import Consumer as FaustConsumer
+
+from streams import agents, commits
 
 
 class Message:  # weak-referenceable, as Faust's messages are (its books are a WeakSet)
@@ -67,28 +71,58 @@ def test_a_handled_batch_is_not_held_while_the_next_is_awaited(monkeypatch):
     assert not alive, f"{len(alive)} messages of a handled batch still held while the next was awaited"
 
 
+class Held:  # a message as Faust's books see it, never acknowledged
+    acked = False
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.tp, self.offset = SimpleNamespace(topic=topic, partition=partition), offset
+
+
 class NeverEmpty:
     """A consumer whose handed-out messages are never acknowledged (one held alive by a
-    stream's stale local, as Faust's ``Stream._c_aiter`` holds its last message)."""
+    stream's stale local, as Faust's ``Stream._c_aiter`` holds its last message). Its
+    waits are Faust's own, so a wait that swallows a cancel shows here."""
+
+    _clean_unacked_messages = FaustConsumer._clean_unacked_messages
+    _wait_for_ack = FaustConsumer._wait_for_ack
+    wait_empty = FaustConsumer.wait_empty
 
     def __init__(self) -> None:
-        self._unacked_messages = [SimpleNamespace(tp=SimpleNamespace(topic="shop.clicks", partition=1),
-                                                  offset=1527)]
-        self.commits = 0
+        self.held = Held("shop.clicks", 1, 1527)
+        self._unacked_messages = weakref.WeakSet([self.held])
+        self._waiting_for_ack = None
+        self.should_stop, self.commits, self.log = False, 0, logging.getLogger("faust-consumer")
+        self.app = SimpleNamespace(agents=SimpleNamespace(human_tracebacks=lambda: ""))
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
 
-    async def wait_empty(self) -> None:
-        await asyncio.Event().wait()
+    @property
+    def loop(self):
+        return asyncio.get_running_loop()
 
     async def commit(self) -> None:
         self.commits += 1
 
+    async def commit_and_end_transactions(self) -> None:
+        await self.commit()
+
 
 def test_a_rebalance_waits_for_unacknowledged_messages_only_so_long(monkeypatch, caplog):
-    from streams import app as app_module
-
-    monkeypatch.setattr(app_module, "REBALANCE_WAIT_S", 0.05)
+    monkeypatch.setattr(commits, "REBALANCE_WAIT_S", 0.3)
     consumer = NeverEmpty()
-    fake = SimpleNamespace(conf=SimpleNamespace(stream_wait_empty=True))
-    asyncio.run(asyncio.wait_for(app_module.App._consumer_wait_empty(fake, consumer, None), 5))
-    assert consumer.commits == 1
+    asyncio.run(asyncio.wait_for(consumer.wait_empty(), 5))
+    assert consumer.commits >= 2  # while waiting, and once after
     assert "shop.clicks:1@1527" in caplog.text
+
+
+def test_a_cancelled_wait_for_unacknowledged_messages_ends():
+    """Faust's own wait swallows the cancel in its inner wait and loops on."""
+    consumer = NeverEmpty()
+
+    async def main() -> bool:
+        waiting = asyncio.ensure_future(consumer.wait_empty())
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        await asyncio.wait({waiting}, timeout=3)
+        return waiting.done() and waiting.cancelled()
+
+    assert asyncio.run(main()), "the wait went on after it was cancelled"
