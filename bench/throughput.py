@@ -10,8 +10,10 @@ a. the raw limit: a plain confluent-kafka loop that consumes every event and pro
 b. the naive pipeline: every event decoded, its features computed, and pushed to the
    online store with one ``FeatureStore.push`` per event;
 c. shopstream: a real worker process with every feature on, draining the same events
-   (sustained events/s and its peak RSS), then fed at a fixed rate while probe clicks
-   measure the time from producing an event to reading its feature through Feast.
+   (sustained events/s and its peak RSS); the features role alone in 1, 2 and 4
+   processes, and in 1 with every state in the heap instead of RocksDB (what states on
+   disk cost); then fed at a fixed rate while probe clicks measure the time from
+   producing an event to reading its feature through Feast.
 
 It prints the three side by side and writes ``bench/results/throughput-<time>.json``.
 """
@@ -404,6 +406,14 @@ def main() -> None:
             drains.setdefault(f"features, {processes} process(es)", []).append(
                 shopstream_drain(alone, events, logs / f"bench-features-{processes}.log", processes))
             console.print(f"   {drains[f'features, {processes} process(es)'][-1]['eps']:,.0f} events/s")
+    for _ in range(args.runs):  # the baseline of states on disk: every state in the heap
+        console.print("c. the features role alone, 1 process, states in memory, draining the same events ...")
+        alone = isolated(base, "features-memory").model_copy(update={
+            "web_port": 6180, "roles": ("features",),
+            "features": base.features.model_copy(update={"state_store": "memory", "live_states": 10_000_000})})
+        drains.setdefault("features, 1 process(es), states in memory", []).append(
+            shopstream_drain(alone, events, logs / "bench-features-memory.log", 1))
+        console.print(f"   {drains['features, 1 process(es), states in memory'][-1]['eps']:,.0f} events/s")
     worker_eps = statistics.median(d["eps"] for d in drains["every role"])
     rates = {f"{share}% of capacity": worker_eps * share / 100 for share in (25, 50, 75, 90)}
     rates |= {f"{float(r):,.0f} events/s": float(r) for r in args.rates.split(",") if r}
@@ -435,6 +445,10 @@ def main() -> None:
         "features_role_eps_by_processes": {str(p): spread(f"features, {p} process(es)")["eps_median"]
                                            for p in (1, 2, 4)},
         "peak_rss_mb": spread("every role")["peak_rss_mb"],
+        # What keeping states on disk (RocksDB, the default) costs the features role, against
+        # every state in the heap: 1 - on disk / in memory, medians of the same events.
+        "state_on_disk_cost": 1 - spread("features, 1 process(es)")["eps_median"]
+        / spread("features, 1 process(es), states in memory")["eps_median"],
         "correctness": check,
         "freshness": {label: {"rate_eps": r["rate_eps"], "probes": r["probes"], "unmatched": r["unmatched"],
                               "p50_ms": percentile(r["latencies"], 50), "p99_ms": percentile(r["latencies"], 99),

@@ -40,6 +40,31 @@ STATE_VERSION = 7  # 4: orders via the order state; 5: exact window sums; 6: pla
 """Version of the entity-state layout. Workers keep states in a table named after it, so a
 layout change starts from fresh state instead of misreading the old (replay to backfill)."""
 SESSION_ITEMS = 50  # a session keeps its last 50 items viewed
+
+
+@dataclass(frozen=True)
+class StateLimits:
+    """What one entity's state may hold, whatever an entity's traffic: so that an update
+    costs the same however long the entity has lived, and a state always fits in one
+    changelog record (settings ``features.max_distinct``, ``features.max_cart_items``)."""
+
+    distinct: int = 1_000
+    """Distinct values a user's devices and IPs, or an instrument's users, keep each."""
+    cart_items: int = 200
+    """Items a session's cart keeps: past it, the item changed longest ago is forgotten."""
+    cart_changes: int = 8
+    """Changes kept per item in a cart since the last order; older ones are summed into
+    one (an order placed between them, arriving late, then counts them together)."""
+
+
+LIMITS = StateLimits()
+"""The limits of new states; a worker sets its own at start-up (``set_limits``)."""
+
+
+def set_limits(limits: StateLimits) -> None:
+    """Use ``limits`` for every state made from now on (a worker's start-up)."""
+    global LIMITS  # noqa: PLW0603 - one per process, set before any state exists
+    LIMITS = limits
 NO_PREVIOUS_ORDER = -1.0  # seconds_since_last_order for a user's first order
 
 
@@ -165,8 +190,8 @@ class UserState(State):
         super().__post_init__()
         self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
         self.amounts = self.amounts or WindowedStats(AMOUNT_WINDOWS, self.lateness_s)
-        self.devices = self.devices or WindowedDistinct(("24h",), self.lateness_s)
-        self.ips = self.ips or WindowedDistinct(("24h",), self.lateness_s)
+        self.devices = self.devices or WindowedDistinct(("24h",), self.lateness_s, LIMITS.distinct)
+        self.ips = self.ips or WindowedDistinct(("24h",), self.lateness_s, LIMITS.distinct)
 
 
 @dataclass
@@ -180,7 +205,7 @@ class VelocityState(State):
     def __post_init__(self):
         super().__post_init__()
         self.labels = self.labels or WindowedStats(RISK_WINDOWS, self.lateness_s)
-        self.users = self.users or WindowedDistinct(("24h",), self.lateness_s)
+        self.users = self.users or WindowedDistinct(("24h",), self.lateness_s, LIMITS.distinct)
 
 
 @dataclass
@@ -206,14 +231,41 @@ class SessionState(State):
     start: float | None = None
     end: float | None = None
     items: LastN = field(default_factory=lambda: LastN(SESSION_ITEMS))
-    # item -> [(event time, +1 for an add or -1 for a removal)] since the last order;
-    # kept by event time so the cart does not depend on which topic was read first.
+    # item -> [(event time, +1 for an add or -1 for a removal)] since the last order, by
+    # event time so the cart does not depend on which topic was read first; the items in
+    # the order of their last change (``change_cart``).
     cart: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     ordered_at: float = -math.inf  # event time of the session's last order
 
     def cart_items(self) -> list[str]:
         """Items in the cart now, sorted."""
         return sorted(item for item, changes in self.cart.items() if sum(d for _, d in changes) > 0)
+
+    def change_cart(self, item: str, ts: float, delta: int) -> None:
+        """Add (+1) or remove (-1) ``item`` at ``ts``, within ``LIMITS``: at most
+        ``cart_items`` items, each with at most ``cart_changes`` changes.
+
+        >>> session = SessionState()
+        >>> for n in range(LIMITS.cart_items + 5):
+        ...     session.change_cart(f"i{n}", n, +1)
+        >>> len(session.cart), "i0" in session.cart, f"i{LIMITS.cart_items + 4}" in session.cart
+        (200, False, True)
+        >>> for n in range(20):
+        ...     session.change_cart("x", 1000 + n, +1 if n % 2 == 0 else -1)
+        >>> len(session.cart["x"]), sum(d for _, d in session.cart["x"])
+        (8, 0)
+        """
+        changes = self.cart.pop(item, None)  # in again last: the latest changed
+        if changes is None:
+            changes = []
+            if len(self.cart) >= LIMITS.cart_items:
+                del self.cart[next(iter(self.cart))]
+        changes.append((ts, delta))
+        if len(changes) > LIMITS.cart_changes:
+            changes.sort()
+            (_, first), (second_ts, second) = changes[0], changes[1]
+            changes[:2] = [(second_ts, first + second)]
+        self.cart[item] = changes
 
 
 @dataclass
@@ -429,7 +481,7 @@ def _session(state: SessionState, u: Update, now: float, batch: Batch) -> Rows:
         state.clicks += 1
         state.items.update(u.data[0])
     elif u.op in ("add", "remove") and u.ts > state.ordered_at:  # else it was ordered already
-        state.cart.setdefault(u.data[0], []).append((u.ts, 1 if u.op == "add" else -1))
+        state.change_cart(u.data[0], u.ts, 1 if u.op == "add" else -1)
     elif u.op == "order" and u.ts > state.ordered_at:  # the cart up to now became the order
         state.ordered_at = u.ts
         for item in list(state.cart):

@@ -61,6 +61,7 @@ SHAPES = {  # kind -> op -> a check per data field
 MIN_TS, MAX_TS = -62_135_596_800.0, 253_402_300_799.0  # the years 1 .. 9999, epoch seconds
 MAX_INDEX = 10_000  # updates one record can cause (an order of 1,000 lines causes ~1,010)
 MAX_UPDATES = 1 << 20  # updates in one internal record (they are split under 1 MiB)
+MAX_PARTITION, MAX_OFFSET = 1 << 31, 1 << 63  # Kafka's partition ids are int32, its offsets int64
 
 
 def check_update(update: Update, topics: set[str]) -> tuple[str, int, int]:
@@ -83,7 +84,7 @@ def check_update(update: Update, topics: set[str]) -> tuple[str, int, int]:
         raise BadUpdate(f"data {update.data!r} does not fit a {update.kind} {update.op} update")
     seq = update.seq
     via, caused, origin = update.source.partition("/")  # caused by an order's state: via/origin
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in seq) \
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < MAX_OFFSET for n in seq) \
             or (caused and (len(seq) != 3 or seq[1] >= MAX_UPDATES or seq[2] >= MAX_INDEX)) \
             or (not caused and (len(seq) != 2 or seq[1] >= MAX_INDEX)):
         raise BadUpdate(f"seq {seq!r} is not (offset, index) of a record, or (offset, index, j) "
@@ -95,7 +96,11 @@ def check_update(update: Update, topics: set[str]) -> tuple[str, int, int]:
 
 
 def _partition(source: str, topics: set[str]) -> tuple[str, int]:
+    """The topic and partition of ``topic:partition``, written as a worker writes it: one
+    name per partition (``shop.clicks:00`` is not ``shop.clicks:0``, so it would count as a
+    source apart), and a partition id that Kafka can have."""
     topic, _, partition = source.rpartition(":")
-    if topic not in topics or not partition.isdigit():
+    if topic not in topics or not (partition.isascii() and partition.isdigit()) \
+            or str(int(partition)) != partition or int(partition) >= MAX_PARTITION:
         raise BadUpdate(f"source {source!r} is not a partition of {sorted(topics)}")
     return topic, int(partition)

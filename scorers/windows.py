@@ -222,38 +222,59 @@ class WindowedStats(_Bucketed):
 
 
 class WindowedDistinct(_Bucketed):
-    """Number of distinct values seen in an event-time window.
+    """Number of distinct values seen in an event-time window, up to ``cap`` of them.
+
+    At most ``cap`` values are kept: past it, the value whose last sighting arrived first
+    is forgotten, so a flood of distinct values costs the same per update and the same
+    memory as ``cap`` of them, and a count saturates at ``cap``. Values too old for any
+    window are dropped when the number kept has doubled since the last sweep, so the
+    sweeps cost O(1) per update over time.
 
     >>> devices = WindowedDistinct(("24h",))
     >>> for ts, device in [(0, "a"), (10, "b"), (20, "a"), (90_000, "c")]:
     ...     _ = devices.update(ts, device)
     >>> devices.count("24h")   # "a" and "b" were last seen more than a day before "c"
     1
+    >>> ips = WindowedDistinct(("24h",), cap=3)
+    >>> for n in range(10):
+    ...     _ = ips.update(n, f"ip{n}")
+    >>> ips.count("24h"), sorted(ips.to_data()[1])
+    (3, ['ip7', 'ip8', 'ip9'])
     """
 
-    def __init__(self, windows: tuple[str, ...], lateness_s: float = 0.0):
+    def __init__(self, windows: tuple[str, ...], lateness_s: float = 0.0, cap: int = 1_000):
         super().__init__(windows, lateness_s)
-        self._last_seen: dict[str, float] = {}  # value -> latest event time
+        self.cap = cap
+        self._last_seen: dict[str, float] = {}  # value -> latest event time, by arrival
+        self._sweep_at = 64
 
     def update(self, ts: float, value: str) -> WindowedDistinct:
         """Note that ``value`` was seen at ``ts``."""
         self._advance(ts)
-        if ts > self._last_seen.get(value, -math.inf):
-            self._last_seen[value] = ts
-        if len(self._last_seen) > 64:
-            size = max(self._horizon)
-            oldest = self._oldest_kept(size)
-            self._last_seen = {v: t for v, t in self._last_seen.items() if _bucket(t, size) >= oldest}
+        seen = self._last_seen.pop(value, -math.inf)  # in again last: the latest to arrive
+        self._last_seen[value] = max(seen, ts)
+        if len(self._last_seen) > self.cap:
+            del self._last_seen[next(iter(self._last_seen))]
+        if len(self._last_seen) > self._sweep_at:
+            self._sweep()
         return self
+
+    def _sweep(self) -> None:
+        size = max(self._horizon)
+        oldest = self._oldest_kept(size)
+        self._last_seen = {v: t for v, t in self._last_seen.items() if _bucket(t, size) >= oldest}
+        self._sweep_at = max(64, 2 * len(self._last_seen))
 
     def to_data(self) -> list:
         """The content as plain data; see ``WindowedStats.to_data``."""
         return [self.watermark, self._last_seen]
 
     def load(self, data: list) -> WindowedDistinct:
-        """Take the content of ``to_data``."""
+        """Take the content of ``to_data`` (its last ``cap`` values, if it has more)."""
         self.watermark, last_seen = data
-        self._last_seen = dict(last_seen)
+        values = list(last_seen.items())
+        self._last_seen = dict(values[-self.cap:])
+        self._sweep_at = max(64, 2 * len(self._last_seen))
         return self
 
     def count(self, window: str, now: float | None = None) -> int:

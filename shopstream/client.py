@@ -116,11 +116,16 @@ class ShopProducer:
             raise TypeError(f"{type(event).__name__} is not a shop event")
         self.send_raw(topic, event.to_bytes(), key=event_key(event).encode())
 
-    def send_raw(self, topic: str, value: bytes, *, key: bytes | None = None) -> None:
-        """Queue bytes as they are, unvalidated: for replays and tests of bad input."""
+    def send_raw(self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None,
+                 timestamp_ms: int | None = None) -> None:
+        """Queue bytes as they are, unvalidated: for replays and tests of bad input. By
+        default the partition is the key's and the record is stamped now."""
+        placed = {} if partition is None else {"partition": partition}
+        if timestamp_ms is not None:
+            placed["timestamp"] = timestamp_ms
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered, **placed)
                 break
             except BufferError:  # the local queue is full: wait for deliveries, then retry
                 self._producer.poll(0.1)

@@ -307,19 +307,41 @@ class DriftSignal(Output):
         return f"{self.model}:{self.stream}:{self.subject}"
 
 
+KEY_KEPT = 1024
+"""Bytes of a record key that a dead letter keeps (in ``key_b64`` and as its own key)."""
+ERROR_KEPT = 10_000
+"""Characters of an error message that a dead letter keeps."""
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _record_time(ms: int | None) -> datetime | None:
+    """The datetime of a Kafka record timestamp, or None: none set, or none a datetime can
+    hold (a producer may stamp any 64-bit number of milliseconds)."""
+    if ms is None or ms < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 class DeadLetter(BaseModel):
     """An input record that could not be processed, with everything needed to replay it.
 
     Written to ``shop.dlq`` as JSON. ``payload_b64`` holds the original value bytes, so
-    nothing is lost even when the value is not JSON at all. A value too large to fit in
-    a dead letter whole (base64 grows it by a third) keeps its first bytes, is marked
-    ``truncated``, and is still identified by its size and SHA-256.
+    nothing is lost even when the value is not JSON at all. Whatever the size of the
+    record, its dead letter fits in one Kafka record: a key over ``KEY_KEPT`` bytes and a
+    value too large for the room left keep their first bytes, are marked truncated, and
+    are still identified by their sizes and SHA-256 digests.
 
-    >>> letter = DeadLetter.of(value=b"x" * 100, key=None, topic="t", partition=0, offset=7,
+    >>> letter = DeadLetter.of(value=b"x" * 10_000, key=None, topic="t", partition=0, offset=7,
     ...                        reason="schema", error="bad", failed_at=MIN_TS, worker="w",
-    ...                        max_payload_bytes=10)
-    >>> letter.truncated, letter.payload(), letter.payload_bytes
-    (True, b'xxxxxxxxxx', 100)
+    ...                        max_bytes=1000)
+    >>> letter.truncated, len(letter.payload()) < 1000, letter.payload_bytes
+    (True, True, 10000)
     """
 
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
@@ -330,7 +352,13 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key_b64: str | None = None
-    """The record key, base64."""
+    """The record key, base64 (its first ``KEY_KEPT`` bytes when ``key_truncated``)."""
+    key_bytes: int | None = None
+    """Size of the whole original key (None: the record had no key)."""
+    key_sha256: str | None = None
+    """SHA-256 of the whole original key, hex."""
+    key_truncated: bool = False
+    """Whether ``key_b64`` holds only the first bytes of the key."""
     payload_b64: str
     """The record value exactly as received, base64 (its first bytes when ``truncated``)."""
     payload_bytes: int
@@ -341,13 +369,16 @@ class DeadLetter(BaseModel):
     """Whether ``payload_b64`` holds only the first bytes of the value."""
     reason: str
     """Short label: empty, too_large, too_deep, invalid_json, schema, future_ts, past_ts,
-    processing (an unexpected error while handling a valid event)."""
+    bad_update, unsigned (an internal record without a valid signature), processing (an
+    unexpected error while handling a valid event)."""
     error: str
-    """The full error message."""
+    """The error message (its first ``ERROR_KEPT`` characters)."""
     exception: str | None = None
     """Type of the exception that stopped the record, for example ``OverflowError``."""
     record_ts: Timestamp | None = None
-    """The Kafka record timestamp."""
+    """The Kafka record timestamp (None when it has none, or one no datetime can hold)."""
+    record_ts_ms: int | None = None
+    """The Kafka record timestamp as the producer set it, in epoch milliseconds."""
     failed_at: Timestamp
     """When the worker gave up on it."""
     worker: str
@@ -366,33 +397,50 @@ class DeadLetter(BaseModel):
         error: str,
         failed_at: datetime,
         worker: str,
-        record_ts: datetime | None = None,
+        record_ts_ms: int | None = None,
         exception: str | None = None,
-        max_payload_bytes: int = 8 * 1024 * 1024,
+        max_bytes: int = 8 * 1024 * 1024,
     ) -> DeadLetter:
-        """The dead letter for one record; values over ``max_payload_bytes`` are cut."""
+        """The dead letter for one record, whose JSON and ``record_key`` together take at
+        most ``max_bytes``: the value keeps the room that the rest leaves."""
         value = value or b""
-        kept = value[:max(0, max_payload_bytes - len(key or b""))]
-        return cls(
+        kept_key = None if key is None else key[:KEY_KEPT]
+        letter = cls(
             topic=topic,
             partition=partition,
             offset=offset,
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            payload_b64=base64.b64encode(kept).decode(),
+            key_b64=_b64(kept_key),
+            key_bytes=None if key is None else len(key),
+            key_sha256=None if key is None else hashlib.sha256(key).hexdigest(),
+            key_truncated=key is not None and len(kept_key) < len(key),
+            payload_b64="",
             payload_bytes=len(value),
             payload_sha256=hashlib.sha256(value).hexdigest(),
-            truncated=len(kept) < len(value),
+            truncated=False,  # "false" is longer than "true": the room left counts it
             reason=reason,
-            error=error[:10_000],  # a pathological error message must not outgrow the record
+            error=error[:ERROR_KEPT],
             exception=exception,
-            record_ts=record_ts,
+            record_ts=_record_time(record_ts_ms),
+            record_ts_ms=record_ts_ms,
             failed_at=failed_at,
             worker=worker,
         )
+        room = max_bytes - len(letter.model_dump_json()) - len(kept_key or b"")
+        kept = value[:max(0, room) // 4 * 3]  # base64: 4 characters per 3 bytes
+        return letter.model_copy(update={"payload_b64": _b64(kept), "truncated": len(kept) < len(value)})
 
     def payload(self) -> bytes:
         """The original record value (its first bytes when ``truncated``)."""
         return base64.b64decode(self.payload_b64)
+
+    def key(self) -> bytes | None:
+        """The original record key (its first bytes when ``key_truncated``)."""
+        return None if self.key_b64 is None else base64.b64decode(self.key_b64)
+
+    def record_key(self) -> bytes | None:
+        """The key of the dead letter's own Kafka record: the original record's key, cut
+        to ``KEY_KEPT`` bytes, so that a record's letters share a partition."""
+        return self.key()
 
 
 INPUTS: dict[str, type[Event]] = {

@@ -6,9 +6,11 @@ folder, ``<root>/<table>/``, that a Feast ``FileSource`` reads as one dataset. F
 named ``<yyyymmdd>-<hhmmss>-<random>.parquet`` by the wall-clock time of the write and
 appear atomically: a file is written under a hidden name and renamed when complete.
 
-Many small files make reads slow, so ``compact`` merges each day's files into one;
-``shopstream offline compact`` runs it, under a lock file in the log's root, so two
-trainers that compact at once take turns instead of merging the same files twice.
+Many small files make reads slow, so ``compact`` merges each day's files into one, and
+old files are removed after ``features.offline_keep_days`` (``expire``). A worker runs
+both by itself every ``features.offline_maintain_s`` (``maintain``); ``shopstream offline
+compact`` runs a compaction by hand. Both hold a lock file in the log's root, so two
+processes take turns instead of merging the same files twice.
 
 Durability: a file's bytes are fsynced before it is renamed into place, and the folder
 after, so a file that a committed Kafka offset relies on survives a power cut. A write
@@ -23,7 +25,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -112,26 +114,52 @@ class OfflineLog:
             raise FileNotFoundError(f"the offline log has no table {table!r} under {self.root}")
         return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
 
-    def compact(self, table: str, *, min_files: int = 2) -> CompactionStats:
-        """Merge each day's files of ``table`` into one file.
+    def compact(self, table: str, *, min_files: int = 2, before: str | None = None) -> CompactionStats:
+        """Merge each day's files of ``table`` into one file (only the days before the
+        ``yyyymmdd`` day ``before``, if given: a day still written to is left alone).
 
         The merged file appears before the small ones disappear, so a reader that lists
-        the folder in between may see rows twice: run it when no training job reads. Two
-        compactions of one log take turns (a lock file), and each lists the files again
+        the folder in between may see rows twice (point-in-time reads drop such copies).
+        Two compactions of one log take turns (a lock file), and each lists the files again
         once it holds the lock.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(self.root / ".compact.lock"):
-            return self._compact(table, min_files=min_files)
+            return self._compact(table, min_files=min_files, before=before)
 
-    def _compact(self, table: str, *, min_files: int) -> CompactionStats:
+    def expire(self, table: str, keep_days: float, now: datetime | None = None) -> int:
+        """Remove the files of ``table`` written on days that ended more than ``keep_days``
+        days before ``now``; return how many. Taken in turns with compactions."""
+        now = now or datetime.now(UTC)
+        cutoff = f"{now - timedelta(days=keep_days):%Y%m%d}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        with FileLock(self.root / ".compact.lock"):
+            for path in self.files(table):
+                if path.name[:8] < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def maintain(self, keep_days: float, now: datetime | None = None) -> list[tuple[str, int, CompactionStats]]:
+        """What a worker runs now and then: for every table, remove the files older than
+        ``keep_days``, then merge each earlier day's files into one. Returns, per table,
+        the files removed and what the compaction did."""
+        now = now or datetime.now(UTC)
+        done = []
+        for table in self.tables():
+            removed = self.expire(table, keep_days, now)
+            done.append((table, removed, self.compact(table, before=f"{now:%Y%m%d}")))
+        return done
+
+    def _compact(self, table: str, *, min_files: int, before: str | None) -> CompactionStats:
         by_day: dict[str, list[Path]] = defaultdict(list)
         files = self.files(table)
         for path in files:
             by_day[path.name[:8]].append(path)
         rows = 0
         for day, group in by_day.items():
-            if len(group) < min_files:
+            if len(group) < min_files or (before is not None and day >= before):
                 rows += sum(pq.read_metadata(p).num_rows for p in group)
                 continue
             merged = pa.concat_tables([pq.read_table(p) for p in group], promote_options="default")

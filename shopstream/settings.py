@@ -10,6 +10,7 @@ Run ``python -m shopstream.settings`` to print the settings in effect.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -227,9 +228,9 @@ class Limits(BaseModel):
                 "max_depth": self.max_json_depth, "max_string": self.max_string_chars}
 
     def dead_letter_bytes(self, max_message_bytes: int) -> int:
-        """The most value bytes a dead letter keeps, so that it fits in a Kafka record of
-        ``max_message_bytes`` once base64 has grown it by a third."""
-        return (max_message_bytes - 64 * 1024) * 3 // 4
+        """The most bytes a dead letter's value and key take together, so that its record,
+        with the batch's own overhead, fits under ``max_message_bytes``."""
+        return max_message_bytes - 16 * 1024
 
 
 class Thresholds(BaseModel):
@@ -274,6 +275,10 @@ class ScoringSettings(BaseModel):
     torch_threads: int = Field(1, ge=1)
     """Intra-op threads for inference in a worker. Micro-batches are small, and more
     threads spin against the event loop for the same cores (set once per process)."""
+    decision_days: float = Field(7.0, gt=0)
+    """How long an order id keeps its first decision: the same order sent again within it
+    gets that decision again, not a new score (``shopstream.decisions``). Redis holds about
+    0.5 KB per order decided in this time."""
 
 
 class RecsSettings(BaseModel):
@@ -332,6 +337,13 @@ class FeatureSettings(BaseModel):
     offline_fsync: bool = True
     """Make each offline file durable (fsync) before the offsets it holds are committed.
     Off trades a power cut's worth of offline rows for write speed."""
+    offline_keep_days: float = Field(31.0, gt=0)
+    """Days the offline log keeps a file, by the day it was written: older files are
+    removed by the workers' upkeep (``offline_maintain_s``). Trainers read at most this far back."""
+    offline_maintain_s: float = Field(3600.0, ge=0)
+    """How often one worker of a group removes expired offline files and merges each
+    earlier day's files into one (``shopstream.offline.OfflineLog.maintain``); 0: never
+    (run ``shopstream offline compact`` by hand instead)."""
     order_state_days: float = Field(120.0, gt=0)
     """How long, in event time after its last update, an order's state waits for its
     label (card networks allow chargebacks up to 120 days after a payment). Other
@@ -340,6 +352,30 @@ class FeatureSettings(BaseModel):
     expiry_sweep_s: float = Field(30.0, gt=0)
     """How often, in wall-clock seconds, a worker deletes the states that have expired
     (one tombstone each on the changelog, so compaction drops them too)."""
+    batch_update_bytes: int = Field(256 * 1024, ge=1024)
+    """Bytes of entity updates (about 50 each) the feature agent applies at once: their
+    entities' states are decoded together, so this bounds the states held during a batch,
+    over ``live_states``. A batch of update records larger than this is applied in runs."""
+    state_store: Literal["rocksdb", "memory"] = "rocksdb"
+    """Where a worker keeps the entity states it owns: ``rocksdb`` on disk under ``home``
+    (one RocksDB database per partition, through rocksdict, memory bounded by
+    ``rocksdb_memory_mb``), or ``memory`` (every state in the heap; rebuilt from the whole
+    changelog at each start)."""
+    rocksdb_memory_mb: int = Field(64, ge=4)
+    """Block cache and write buffers of one state table on RocksDB, over all its partitions."""
+    live_states: int = Field(100_000, ge=100)
+    """Entity states a worker holds decoded in memory (about 6 KB each): past it, the one
+    used longest ago is dropped, and decoded again from the table when its entity comes
+    back. With ``state_store = "rocksdb"`` this and ``rocksdb_memory_mb`` are the worker's
+    state memory budget, whatever the number of entities (docs/capacity.md, "Memory")."""
+    max_distinct: int = Field(1_000, ge=1, le=100_000)
+    """Distinct values that one entity keeps per distinct-count feature (a user's devices
+    and IPs in 24 hours, the users of an instrument, device or IP): past it the value seen
+    longest ago is forgotten and the count stays at this number. Bounds the cost of an
+    update and the size of a state (docs/operations.md, "What is bounded")."""
+    max_cart_items: int = Field(200, ge=1, le=100_000)
+    """Items that one session's cart keeps: past it, the item changed longest ago leaves
+    the cart."""
     state_flush_s: float = Field(0.0, ge=0)
     """0 (the default) writes the states a micro-batch changed before it is acknowledged.
     More holds them in a write-back cache for up to this many seconds, so that an entity
@@ -512,6 +548,16 @@ class Settings(BaseSettings):
     """Folder for downloads that can be rebuilt, such as the Kafka broker jars."""
     feature_repo: Path = Path("feature_repo")
     """The Feast feature repository."""
+    internal_key: SecretStr | None = None
+    """The secret that signs every record workers write for themselves (entity updates,
+    drift inputs, session orders, state changelogs; ``shopstream.signing``): at least 16
+    characters, the same in every worker of a deployment. Required on a secured cluster
+    (``kafka.security_protocol`` other than PLAINTEXT); on a plaintext development broker a
+    fixed development key is used instead, and the worker says so."""
+    allow_undigested_models: bool = False
+    """Load registered model versions that carry no SHA-256 tag (registered by hand, not by
+    shopstream). Off: such a version is refused, because nothing then shows that the file
+    torch, LightGBM or faiss would parse is the file that was registered."""
     registry_uri: SecretStr | None = None
     """MLflow tracking and model-registry URI; by default a sqlite file in ``home``, with
     artifacts in ``home/mlartifacts``. Set an ``http(s)://`` tracking server in production.
@@ -531,6 +577,28 @@ def registry_uri(settings: Settings) -> str:
     if settings.registry_uri is not None:
         return settings.registry_uri.get_secret_value()
     return f"sqlite:///{settings.home.resolve() / 'mlflow.db'}"
+
+
+DEVELOPMENT_KEY = "shopstream-development-key-not-secret"
+
+
+def internal_key(settings: Settings) -> bytes:
+    """The key that signs internal records: ``internal_key``, or on a plaintext broker the
+    development key. A secured cluster without one is refused (``ValueError``): a key
+    known to all is no signature.
+
+    >>> internal_key(Settings(kafka={"security_protocol": "SASL_SSL"}))
+    Traceback (most recent call last):
+    ...
+    ValueError: SHOPSTREAM_INTERNAL_KEY is not set: a cluster reached over SASL_SSL needs a secret of its own to sign internal records (docs/operations.md, "Trust boundary")
+    """
+    if settings.internal_key is not None:
+        return settings.internal_key.get_secret_value().encode()
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        raise ValueError(f"SHOPSTREAM_INTERNAL_KEY is not set: a cluster reached over "
+                         f"{settings.kafka.security_protocol} needs a secret of its own to sign internal "
+                         f"records (docs/operations.md, \"Trust boundary\")")
+    return DEVELOPMENT_KEY.encode()
 
 
 def group_id(settings: Settings) -> str:
@@ -562,6 +630,36 @@ def to_env(settings: Settings) -> dict[str, str]:
 
     flatten("", settings)
     return env
+
+
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact(text: str, settings: Settings | None = None) -> str:
+    """``text`` without credentials, for pages and logs that others read: the user and
+    password of every URL in it, and the value of every secret of ``settings`` (an MLflow
+    error quotes the tracking URI whole, ``https://user:token@host``).
+
+    >>> redact("cannot reach https://ops:s3cr3t@mlflow.shop:5000/api (refused)")
+    'cannot reach https://***@mlflow.shop:5000/api (refused)'
+    >>> redact("auth failed for s3cr3t", Settings(kafka={"sasl_password": "s3cr3t"}))
+    'auth failed for ***'
+    """
+    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    for secret in _secrets(settings) if settings is not None else ():
+        text = text.replace(secret, "***")
+    return text
+
+
+def _secrets(value: object) -> list[str]:
+    """The values of every ``SecretStr`` in a settings model, longest first."""
+    found: list[str] = []
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            found += _secrets(getattr(value, name))
+    elif isinstance(value, SecretStr) and value.get_secret_value():
+        found.append(value.get_secret_value())
+    return sorted(found, key=len, reverse=True)
 
 
 @lru_cache(maxsize=1)

@@ -132,17 +132,18 @@ def _records(settings: Settings, topic: str, partition: int, start: int, timeout
 
 
 def read_range(settings: Settings, topic: str, partition: int, start: int, end: int,
-               *, timeout: float = 30.0) -> list[bytes | None]:
+               *, timeout: float = 30.0, keys: bool = False) -> list:
     """The values of the records at offsets ``start`` to ``end - 1`` of one partition, in
-    order; fewer when the log no longer holds them all, or ``timeout`` passes first."""
-    values: list[bytes | None] = []
+    order (with ``keys``, ``(key, value)`` pairs); fewer when the log no longer holds them
+    all, or ``timeout`` passes first."""
+    values: list = []
     if end <= start:
         return values
     with closing(_records(settings, topic, partition, start, timeout)) as records:
         for message in records:
             if message.offset() >= end:
                 break
-            values.append(message.value())
+            values.append((message.key(), message.value()) if keys else message.value())
             if message.offset() == end - 1:
                 break
     return values

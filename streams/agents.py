@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import faust
+from aiokafka import errors as aiokafka_errors
 from mode.utils.aiter import aiter
 
 from scorers.routing import Update, route
-from shopstream.events import INPUTS, DeadLetter, Event, InvalidEvent, parse_events
+from shopstream.events import ERROR_KEPT, INPUTS, DeadLetter, Event, InvalidEvent, parse_events
 from shopstream.offline import events_table
 from streams import metrics
 from streams.app import (
@@ -34,6 +35,7 @@ from streams.app import (
     owner_partition,
     retrying,
     settings,
+    signer,
     survives,
     updates_topic,
 )
@@ -55,21 +57,55 @@ def owner(update: Update) -> int:
 async def dead_letter(message: faust.types.Message, reason: str, error: str,
                       exception: BaseException | None = None) -> None:
     """Send ``message`` to the dead-letter topic with why it failed: a short reason, the
-    error, the exception's type and the record's origin."""
+    error, the exception's type and the record's origin. The letter fits in one record
+    whatever the size of the original (``DeadLetter.of``); one that Kafka still refuses
+    for a reason of its own is kept in a local file instead (``unsent_letter``)."""
     letter = DeadLetter.of(
         value=message.value, key=message.key, topic=message.topic,
         partition=message.partition, offset=message.offset, reason=reason, error=error,
         exception=type(exception).__name__ if exception is not None else None,
-        record_ts=datetime.fromtimestamp(message.timestamp, UTC) if message.timestamp else None,
+        record_ts_ms=round(message.timestamp * 1000) if message.timestamp else None,
         failed_at=datetime.now(UTC), worker=WORKER,
-        max_payload_bytes=settings.limits.dead_letter_bytes(settings.kafka.max_message_bytes),
+        max_bytes=settings.limits.dead_letter_bytes(settings.kafka.max_message_bytes),
     )
-    # Waited for: Faust's flush before a commit gives up after 100 ms (see streams.app.save),
-    # and a dead letter lost that way would leave its record neither processed nor lettered.
-    await delivered([await dlq_topic.send(key=message.key, value=letter.model_dump_json().encode(), force=True)],
-                    "a dead letter")
+    try:
+        # Waited for: Faust's flush before a commit gives up after 100 ms (see
+        # streams.app.save), and a dead letter lost that way would leave its record neither
+        # processed nor lettered.
+        await delivered([await dlq_topic.send(key=letter.record_key(), value=letter.model_dump_json().encode(),
+                                              force=True)], "a dead letter")
+    except LETTER_REFUSED as exc:
+        unsent_letter(letter, exc)
+        return
     metrics.DEAD_LETTERS.labels(message.topic, reason).inc()
     metrics.RECORDS.labels(message.topic, "dead_lettered").inc()
+
+
+LETTER_REFUSED = (aiokafka_errors.MessageSizeTooLargeError, aiokafka_errors.RecordListTooLargeError,
+                  aiokafka_errors.CorruptRecordException, aiokafka_errors.InvalidTimestampError)
+"""What Kafka answers about a record itself (as against a broker that is away, which
+stops the worker without acknowledging): a letter refused so is refused again."""
+
+
+def unsent_letter(letter: DeadLetter, exc: BaseException) -> None:
+    """Keep a dead letter that Kafka refused in the worker's local file of unsent letters
+    (its origin, sizes and digests: the value is in the input topic until retention
+    removes it), count it and go on: a letter that cannot be sent must not stop the
+    records behind it."""
+    path = settings.home / "unsent-dead-letters.jsonl"
+    log.error("Kafka refused the dead letter of %s:%s@%s (%r); its origin is kept in %s",
+              letter.topic, letter.partition, letter.offset, exc, path)
+    kept = letter.model_copy(update={"payload_b64": "", "key_b64": None,
+                                     "truncated": True, "key_truncated": letter.key_bytes is not None,
+                                     "error": f"{letter.error} (unsent: {exc!r})"[:ERROR_KEPT]})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            out.write(kept.model_dump_json() + "\n")
+    except OSError as error:  # a full disk must not stop the stream either: the log has it
+        log.error("could not keep the unsent dead letter in %s (%r): %s", path, error, kept.model_dump_json())
+    metrics.UNSENT_LETTERS.labels(letter.topic).inc()
+    metrics.RECORDS.labels(letter.topic, "unsent_letter").inc()
 
 
 def decode_all(kinds: list[str], messages: list[faust.types.Message],
@@ -117,7 +153,8 @@ async def send_updates(updates: list[Update], ingested_ms: int) -> None:
             # force: publish now rather than attached to the next commit, which would hold
             # the updates back for a whole commit interval. A resend after a crash is
             # ignored by the entity states.
-            pending.append(await updates_topic.send(value=value, partition=partition, force=True))
+            pending.append(await updates_topic.send(value=signer.sign(None, value), partition=partition,
+                                                    force=True))
     # Return only once Kafka has them: Faust's flush before a commit gives up after 100 ms
     # (see streams.app.save), so without this wait an input offset could commit while its
     # updates were still in the producer's buffer, and a worker killed then lost them
@@ -214,10 +251,21 @@ async def _admit_and_handle(in_order: InOrder, records: list, handle: Callable) 
     from that agent's queue (``flow_control.clear``) is then gone only once nothing holds
     it. A finished batch left in a loop variable held it, and the rebalance waited for
     ever: every commit of the worker stuck, after Kafka's first absence
-    (``tests/faults/test_broker_restart.py``)."""
+    (``tests/faults/test_broker_restart.py``).
+
+    Each admitted message holds one more reference while its batch is handled, released
+    only once ``handle`` returns: a stop (SIGTERM, a supervisor stopping the siblings of
+    a process that exited, a crash in Faust) cancels the agent mid-batch, and the take
+    loop's ``finally`` then acknowledges the batch it handed out; the reference keeps
+    those messages unacknowledged, so the consumer's last commit passes them by."""
     messages = await in_order.admit(app.consumer, [record.message for record in records])
     if messages:
+        for message in messages:
+            message.incref()
         await handle(messages)
+        consumer = app.consumer
+        for message in messages:
+            message.ack(consumer)
 
 
 IN_ORDER: list[InOrder] = []

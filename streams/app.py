@@ -23,7 +23,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from shopstream.featurestore import feature_store, offline_root
 from shopstream.offline import OfflineLog
-from shopstream.settings import Settings, get_settings, group_id
+from shopstream.settings import Settings, get_settings, group_id, internal_key
+from shopstream.signing import Signer
 from streams import metrics
 from streams.commits import note_log_starts, repair_commits
 from streams.expiry import TableExpiry
@@ -57,7 +58,8 @@ def owner_partition(key: bytes, partitions: int) -> int:
 
 async def save(table: faust.Table, changes: dict[bytes, bytes | None]) -> None:
     """Set (or, for None, delete) keys of a table of bytes, and return only once Kafka has
-    acknowledged their changelog records.
+    acknowledged their changelog records. Values are signed (``signer``): read them with
+    ``saved``.
 
     A plain ``table[key] = value`` queues the changelog record in Faust's producer
     buffer, and Faust's flush before a commit gives up on that buffer after 100 ms
@@ -72,10 +74,17 @@ async def save(table: faust.Table, changes: dict[bytes, bytes | None]) -> None:
         if value is None:
             table.data.pop(key, None)
         else:
-            table.data[key] = value
+            value = table.data[key] = signer.sign(key, value)  # verified where it is read
         pending.append(await table.changelog_topic.send(
             key=key, value=value, partition=owner_partition(key, table.partitions), force=True))
     await delivered(pending, f"the changelog of {table.name}")
+
+
+def saved(table: faust.Table, key: bytes) -> bytes | None:
+    """The value ``save`` set for ``key``, its signature checked (``Unsigned`` if it does
+    not match: a forged or damaged changelog record), or None."""
+    raw = table.get(key)
+    return None if raw is None else signer.verify(key, raw)
 
 
 DELIVERY_WARN_S = 15.0
@@ -110,6 +119,20 @@ async def delivered(pending: list, what: str) -> None:
     if sinks_down.pop("kafka", None) is not None:
         log.info("Kafka confirms %s again", what)
         metrics.SINK_UP.labels("kafka").set(1)
+
+
+def state_table(name: str) -> faust.Table:
+    """A table of encoded states (bytes) keyed like the entities, partitioned by owner
+    (``use_partitioner``: a key's changelog partition is its owner partition), on the store
+    ``features.state_store`` names (``streams.store``)."""
+    placed = {}
+    if settings.features.state_store == "rocksdb":
+        from streams import store
+
+        placed = {"store": store.url(name),
+                  "options": store.options(settings.features.rocksdb_memory_mb, settings.topics.partitions)}
+    return app.Table(name, default=None, partitions=settings.topics.partitions, use_partitioner=True,
+                     key_type=bytes, value_type=bytes, **placed)  # the app's raw serializer
 
 
 def table_expiry(table: faust.Table, source_topic: str, expiry_of: Callable[[bytes], float],
@@ -178,7 +201,9 @@ def create_app(settings: Settings) -> App:
         topic_replication_factor=settings.topics.replication_factor,
         producer_max_request_size=settings.kafka.max_message_bytes,
         consumer_max_fetch_size=settings.kafka.max_message_bytes,
-        datadir=str(settings.home.resolve() / "faust" / group_id(settings)),
+        # One folder per process (its web port is its own on a host): each holds RocksDB
+        # databases that one process at a time may open.
+        datadir=str(settings.home.resolve() / "faust" / group_id(settings) / str(settings.web_port)),
         web_port=settings.web_port,
         web_host=settings.web_host,
         broker_commit_interval=1.0,
@@ -207,6 +232,7 @@ def survives(fun: Callable) -> Callable:
 
 settings = get_settings()
 app = create_app(settings)
+
 dlq_topic = app.topic(settings.topics.dlq, value_type=bytes, key_type=bytes)
 # Internal: entity updates, each on the partition that owns its entity (streams.agents).
 updates_topic = app.topic(updates_topic_name(settings), value_type=bytes, key_type=bytes,
@@ -222,6 +248,18 @@ async def remove_stale_tmp() -> None:
         log.warning("removed %d unfinished files from the offline log", removed)
 
 
+@app.timer(interval=settings.features.offline_maintain_s or 86_400.0, on_leader=True)
+@survives
+async def maintain_offline_log() -> None:
+    """Remove expired offline files and merge each earlier day's (one worker per group)."""
+    if not settings.features.offline or not settings.features.offline_maintain_s:
+        return
+    for table, removed, stats in await asyncio.to_thread(offline_log.maintain, settings.features.offline_keep_days):
+        if removed or stats.files_after < stats.files_before:
+            log.info("offline log %s: %d expired files removed; %d files now %d", table, removed,
+                     stats.files_before, stats.files_after)
+
+
 EXIT_SINK_DOWN = 75  # EX_TEMPFAIL: a supervisor restarts the worker; Kafka redelivers
 sinks_down: dict[str, str] = {}
 """Sinks whose last write failed, with the error: readiness fails while one is down."""
@@ -229,7 +267,8 @@ sinks_down: dict[str, str] = {}
 
 def retryable(exc: BaseException) -> bool:
     """Whether a failed write can succeed if tried again: the sink is unreachable, slow,
-    loading, failing over or out of space. Anything else (bad data, a bug, refused
+    loading, failing over or out of space (a full disk; a Redis at its ``maxmemory`` or
+    unable to save its snapshot, which refuses writes with OOM and MISCONF). Anything else (bad data, a bug, refused
     credentials) fails the same way every time.
 
     >>> retryable(ConnectionError()), retryable(TimeoutError()), retryable(ValueError())
@@ -242,6 +281,8 @@ def retryable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, FeatureViewNotFoundException):  # the registry is being rewritten by
         return True  # another worker starting up (seen with --processes 2)
+    if isinstance(exc, r.OutOfMemoryError) or (isinstance(exc, r.ResponseError) and "MISCONF" in str(exc)):
+        return True  # Redis full (maxmemory) or unable to save: an operator frees it, as a disk
     return isinstance(exc, OSError | r.ConnectionError | r.TimeoutError | r.BusyLoadingError
                       | r.ReadOnlyError | r.TryAgainError | r.ClusterDownError)
 
@@ -282,6 +323,22 @@ async def retrying(sink: str, write: Callable, *args):
 
 
 EXIT_PARTITIONS = 78  # EX_CONFIG: a restart does not help; an operator must act
+
+
+def internal_signer(settings: Settings) -> Signer:
+    """The ``Signer`` of this worker's internal records; a worker without the key that its
+    cluster needs exits at once with status 78 (EX_CONFIG), saying which setting to set."""
+    try:
+        return Signer(internal_key(settings))
+    except ValueError as exc:
+        import os
+        import sys
+
+        print(f"refusing to run: {exc}", file=sys.stderr, flush=True)
+        os._exit(EXIT_PARTITIONS)
+
+
+signer = internal_signer(settings)
 
 
 def internal_topics(settings: Settings) -> list[str]:

@@ -136,6 +136,7 @@ def decode_state(raw: bytes) -> states.State:
     return states.state_from_data(kind, fields)
 
 
-def state_expiry(raw: bytes) -> float:
-    """The event time at which the state in a changelog value expires."""
-    return _EXPIRY.unpack_from(raw)[0]
+def state_expiry(raw: bytes, offset: int = 0) -> float:
+    """The event time at which the state in a changelog value (from ``offset`` on: past a
+    signature) expires."""
+    return _EXPIRY.unpack_from(raw, offset)[0]

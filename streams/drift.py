@@ -30,10 +30,11 @@ import orjson
 from scorers.monitor import FraudMonitor, PendingOrders, RecsMonitor, signal_of
 from scorers.online import LiveGrades
 from shopstream.events import OrderLabel
+from shopstream.signing import Unsigned
 from shopstream.topics import read_range
 from streams import metrics
-from streams.agents import decode_all, each_batch
-from streams.app import app, delivered, drift_inputs_topic_name, settings
+from streams.agents import dead_letter, decode_all, each_batch
+from streams.app import app, delivered, drift_inputs_topic_name, settings, signer
 from streams.reload import FailedVersions
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def answered_record(version: str, session: str, clicked: str | None, items: list
 
 async def send_watched(key: bytes, records: list[bytes]) -> None:
     """Send records to the drift role (waited for, before their inputs are acknowledged)."""
-    await delivered([await inputs_topic.send(key=key, value=r, force=True) for r in records], "drift inputs")
+    await delivered([await inputs_topic.send(key=key, value=signer.sign(key, r), force=True) for r in records],
+                    "drift inputs")
 
 
 class Watch:
@@ -145,8 +147,8 @@ async def drift_labels(stream: faust.StreamT) -> None:
 
 async def forward_labels(records: list[faust.types.Message]) -> None:
     labels = decode_all(["order_label"] * len(records), records, datetime.now(UTC))
-    sent = [await inputs_topic.send(key=FRAUD, force=True, value=orjson.dumps(
-        {"k": "label", "id": label.order_id, "f": label.is_fraud, "t": label.ts.timestamp()}))
+    sent = [await inputs_topic.send(key=FRAUD, force=True, value=signer.sign(FRAUD, orjson.dumps(
+        {"k": "label", "id": label.order_id, "f": label.is_fraud, "t": label.ts.timestamp()})))
         for label in labels if isinstance(label, OrderLabel)]  # an InvalidEvent is the feature role's
     await delivered(sent, "drift inputs")
 
@@ -192,9 +194,9 @@ class WarmUp:
                 log.warning("drift: could not read %s:%s back to warm up (%r); starting empty",
                             topic, partition, exc)
                 continue
-            for value in values:
+            for key, value in values:
                 try:
-                    item = orjson.loads(value)
+                    item = orjson.loads(signer.verify(key, value))
                     kind = item["k"]
                     await watch_one(kind, item, live=False)  # signalled and counted the first time
                 except Exception:  # noqa: BLE001 - counted when it was first read
@@ -206,7 +208,7 @@ class WarmUp:
         return read
 
 
-warm_up = WarmUp(settings.drift.warm_up, lambda *span: read_range(settings, *span))
+warm_up = WarmUp(settings.drift.warm_up, lambda *span: read_range(settings, *span, keys=True))
 
 
 async def watch_records(records: list[faust.types.Message]) -> None:
@@ -214,7 +216,13 @@ async def watch_records(records: list[faust.types.Message]) -> None:
     sent = []
     for message in records:
         try:
-            item = orjson.loads(message.value)
+            value = signer.verify(message.key, message.value)
+        except Unsigned as exc:  # forged: watched by nobody
+            await dead_letter(message, "unsigned", repr(exc), exc)
+            metrics.DRIFT_INPUTS.labels("unknown", "unsigned").inc()
+            continue
+        try:
+            item = orjson.loads(value)
             kind = item["k"]
             source, found = await watch_one(kind, item)
         except Exception as exc:  # noqa: BLE001 - a record the watch cannot take must not stop it

@@ -22,16 +22,18 @@ import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 
 import confluent_kafka
 import faust
 from faust.types import TP
 
 from scorers.routing import Update, grade, order_updates
-from scorers.states import STATE_VERSION, STATES, Batch, State, new_state
+from scorers.states import STATE_VERSION, STATES, Batch, State, StateLimits, new_state, set_limits
 from scorers.update_checks import BadUpdate, check_update
 from scorers.views import state_ttl_s
 from shopstream.rows import feature_table
+from shopstream.signing import MAC_BYTES, Unsigned
 from streams import metrics
 from streams.agents import count, dead_letter, each_batch, fatal, send_updates
 from streams.app import (
@@ -40,7 +42,10 @@ from streams.app import (
     registered_store,
     retrying,
     save,
+    saved,
     settings,
+    signer,
+    state_table,
     table_expiry,
     updates_topic,
     updates_topic_name,
@@ -54,11 +59,23 @@ log = logging.getLogger(__name__)
 # Faust encodes a changelog record when its producer buffer drains, so a live object in
 # the table would be encoded with whatever a later batch had applied to it by then, and a
 # worker killed before that batch's writes would restore a state that counts them.
-entity_state = app.Table(f"entity-state-v{STATE_VERSION}", default=None, partitions=settings.topics.partitions,
-                         use_partitioner=True, key_type=bytes, value_type=bytes)  # the app's raw serializer
-_live: dict[bytes, State] = {}
-"""Decoded states of the entities this worker owns, so that each is decoded once, not once
-per batch; forgotten at every rebalance, when ownership can change."""
+entity_state = state_table(f"entity-state-v{STATE_VERSION}")
+_live: OrderedDict[bytes, State] = OrderedDict()
+"""Decoded states of the entities this worker owns, the most recently used last, so that
+each is decoded once, not once per batch; at most ``features.live_states`` (``keep_live``);
+forgotten at every rebalance, when ownership can change."""
+
+
+def keep_live(states: dict[bytes, State]) -> None:
+    """Hold ``states`` decoded, as the most recently used, and drop the least recently used
+    beyond ``features.live_states``: they are saved (a batch's states are written before
+    its records are acknowledged; the write-back cache keeps its own until it writes them),
+    and decoded again when their entity comes back."""
+    for key, state in states.items():
+        _live[key] = state
+        _live.move_to_end(key)
+    while len(_live) > settings.features.live_states:
+        _live.popitem(last=False)
 _online = None  # the OnlineWriter, built by online_writer()
 _online_lock = threading.Lock()
 SOURCE_TOPICS = {*settings.topics.inputs().values(), updates_topic_name(settings)}
@@ -139,7 +156,7 @@ def checked_updates(message: faust.types.Message) -> tuple[int, list[Update], se
     """The updates of one internal record, each checked (``scorers.update_checks``), and
     the source offsets they name, or an exception that is the record's own fault: a
     record is applied whole or not at all."""
-    ingested_ms, updates = decode_updates(message.value)
+    ingested_ms, updates = decode_updates(signer.verify(None, message.value))
     if not isinstance(ingested_ms, int) or isinstance(ingested_ms, bool):
         raise BadUpdate(f"ingestion time {ingested_ms!r} is not milliseconds")
     return ingested_ms, updates, {check_update(update, SOURCE_TOPICS) for update in updates}
@@ -220,7 +237,7 @@ async def handle(messages: list[faust.types.Message]) -> None:
         try:
             ingested_ms, updates, sources = checked_updates(message)
         except Exception as exc:  # noqa: BLE001 - forged or malformed: nothing applied
-            await dead_letter(message, "bad_update", repr(exc), exc)
+            await dead_letter(message, "unsigned" if isinstance(exc, Unsigned) else "bad_update", repr(exc), exc)
             continue
         try:
             await offsets_exist(sources)
@@ -246,7 +263,7 @@ async def handle(messages: list[faust.types.Message]) -> None:
         await retrying("offline", write_offline, rows)
     if follow_ups:
         await send_updates(follow_ups, oldest_ms)
-    _live.update(states)
+    keep_live(states)
     cache.changed(states, messages)
     if cache.due():
         await cache.flush()
@@ -282,6 +299,10 @@ class WriteBack:
         for message in messages:
             message.incref()
         self._held += messages
+
+    def unwritten(self, key: bytes) -> State | None:
+        """The changed state of ``key`` not yet on the changelog, if any."""
+        return self._dirty.get(key)
 
     def due(self) -> bool:
         """Whether the oldest change has waited ``interval_s``."""
@@ -324,17 +345,17 @@ class WriteBack:
         await expiry.sweep()
 
 cache = WriteBack(settings.features.state_flush_s)
-expiry = table_expiry(entity_state, updates_topic_name(settings), state_expiry, cache.lock,
-                      dropped=lambda key: _live.pop(key, None))
+expiry = table_expiry(entity_state, updates_topic_name(settings), lambda raw: state_expiry(raw, MAC_BYTES),
+                      cache.lock, dropped=lambda key: _live.pop(key, None))
 
 
 def live_state(key: bytes) -> State | None:
-    """The saved state of ``key``, decoded once."""
-    state = _live.get(key)
-    if state is None and (saved := entity_state.get(key)) is not None:
+    """The saved state of ``key``, decoded once while it stays in use."""
+    state = _live.get(key) or cache.unwritten(key)
+    if state is None and entity_state.get(key) is not None:
         try:
-            state = _live[key] = decode_state(saved)
-        except Exception as exc:  # noqa: BLE001 - a damaged changelog record: start afresh
+            state = _live[key] = decode_state(saved(entity_state, key))
+        except Exception as exc:  # noqa: BLE001 - a damaged or forged changelog record: start afresh
             log.warning("entity %r: unreadable saved state (%r); starting it afresh", key, exc)
             metrics.UNREADABLE_STATES.inc()
             return None
@@ -356,9 +377,34 @@ async def forget_live_states(app, revoked, **kwargs) -> None:
 @app.agent(updates_topic, name="feature_agent")
 async def feature_agent(stream: faust.StreamT) -> None:
     """Stage two: entity updates in, features out."""
+    set_limits(StateLimits(distinct=settings.features.max_distinct,
+                           cart_items=settings.features.max_cart_items))
+
     async def locked(messages: list[faust.types.Message]) -> None:
-        async with cache.lock:
-            await handle(messages)
+        for part in by_size(messages, settings.features.batch_update_bytes):
+            async with cache.lock:
+                await handle(part)
 
     await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms, locked,
                      "the feature agent")
+
+
+def by_size(messages: list, limit: int) -> list[list]:
+    """``messages`` in runs of at most ``limit`` value bytes (a longer message alone): the
+    entities one run touches are decoded at once, so the run's size bounds the states in
+    memory, whatever a batch of update records holds (each can carry thousands).
+
+    >>> from types import SimpleNamespace as M
+    >>> [len(run) for run in by_size([M(value=b"x" * n) for n in (5, 5, 5, 20, 1)], 10)]
+    [2, 1, 1, 1]
+    """
+    runs: list[list] = []
+    size = limit + 1
+    for message in messages:
+        length = len(message.value or b"")  # a record without a value is handled (refused) too
+        if size + length > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append(message)
+        size += length
+    return runs

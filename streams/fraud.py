@@ -25,6 +25,7 @@ share of users (``scorers.challenge``) get its score instead, ``variant``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -65,6 +66,19 @@ def reader():
 
 
 prepare("online_reader", reader)
+_decisions = None  # the Decisions, built by decisions()
+
+
+def decisions():
+    """The ``Decisions`` of this worker's orders, built once."""
+    global _decisions
+    with _reader_lock:
+        if _decisions is None:
+            from shopstream.decisions import Decisions
+
+            _decisions = Decisions(settings.redis.client(), f"shopstream:{settings.app_id}:decision:",
+                                   round(settings.scoring.decision_days * 86_400))
+    return _decisions
 
 
 def entity_keys(order: Order) -> dict[str, str | None]:
@@ -163,6 +177,20 @@ def challenged(current: FraudScorer, rival: tuple[Challenge, FraudScorer] | None
     return scores, []
 
 
+async def keep_served(table) -> None:
+    """Append the rows a batch was served to the offline log, tried once: a full disk, or
+    one out of inodes, must not stop scoring. Rows that cannot be written are counted
+    (``shopstream_served_rows_dropped_total``, alert ``ShopstreamServedRowsDropped``) and
+    the batch goes on; the trainers then lack them and fall back to the features the
+    offline views hold for those orders."""
+    try:
+        await asyncio.to_thread(offline_log.append, SERVED_FRAUD, table)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        metrics.SERVED_ROWS_DROPPED.inc(table.num_rows)
+        log.warning("could not keep %d served rows in the offline log (%r); scoring goes on",
+                    table.num_rows, exc)
+
+
 async def score_orders(records: list[faust.types.Message]) -> None:
     """Scores for one micro-batch of orders."""
     consumed = time.time()
@@ -183,6 +211,15 @@ async def score_orders(records: list[faust.types.Message]) -> None:
     read = time.perf_counter()
     scores, shadow = challenged(current, rival, orders, features, consumed)
     inferred = time.perf_counter()
+    # An order id decided before gets that decision again, and counts nowhere else.
+    decided = await retrying("online", decisions().decide, scores,
+                             [f"{m.topic}:{m.partition}:{m.offset}" for m in messages])
+    scores = [score for score, _ in decided]
+    first = [i for i, (_, repeat) in enumerate(decided) if not repeat]
+    if len(first) < len(scores):
+        metrics.REPEATED_ORDERS.inc(len(scores) - len(first))
+        shadow = [shadow[i] for i in first] if shadow else []
+        orders, features, messages = ([items[i] for i in first] for items in (orders, features, messages))
     metrics.SCORING_BATCH.observe(len(orders))
     metrics.SCORING_STAGE_SECONDS.labels("feature_read").observe(read - started)
     metrics.SCORING_STAGE_SECONDS.labels("inference").observe(inferred - read)
@@ -191,17 +228,21 @@ async def score_orders(records: list[faust.types.Message]) -> None:
         for score in answers:  # [FraudScore]
             sent.append(await topic.send(key=score.order_id.encode(), value=score.model_dump_json().encode(),
                                          force=True))
-            metrics.MODEL_PREDICTIONS.labels(MODEL, score.model_version, score.variant).inc()
-    for score in scores:
-        metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
-        metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
     await delivered(sent, "fraud scores")  # before the orders can be acknowledged (streams.app.save)
     metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
     if shadow:
         metrics.OUTPUTS.labels(settings.topics.fraud_shadow).inc(len(shadow))
+    scores = [scores[i] for i in first]  # from here on, the first decisions only
+    for score in [*scores, *shadow]:
+        metrics.MODEL_PREDICTIONS.labels(MODEL, score.model_version, score.variant).inc()
+    for score in scores:
+        metrics.PREDICTIONS.labels(MODEL, score.model_version, score.decision).inc()
+        metrics.SCORE_LATENCY.labels(MODEL).observe(score.latency_ms / 1000)
+    if not scores:
+        return
     if settings.features.offline:  # what was served, for training on it (trainers.offline)
-        await retrying("offline", offline_log.append, SERVED_FRAUD, served_table(
-            [o.order_id for o in orders], [o.ts for o in orders], features, current.version, now))
+        await keep_served(served_table([o.order_id for o in orders], [o.ts for o in orders], features,
+                                       current.version, now))
     if settings.drift.enabled and current.version != "rules":  # the rules have no reference to drift from
         from streams.drift import FRAUD, scored_record, send_watched
 

@@ -8,6 +8,9 @@ EVENTS_IN = Counter("shopstream_events_in", "Input records consumed.", ["topic"]
 EVENTS_OUT = Counter("shopstream_events_out", "Input events processed successfully.", ["topic"])
 DEAD_LETTERS = Counter("shopstream_dead_letters", "Input records sent to the dead-letter topic.",
                        ["topic", "reason"])
+UNSENT_LETTERS = Counter("shopstream_unsent_dead_letters",
+                         "Dead letters that Kafka refused, kept in the worker's local file of unsent "
+                         "letters (settings.home/unsent-dead-letters.jsonl) instead.", ["topic"])
 OUTPUTS = Counter("shopstream_outputs", "Records emitted on output topics.", ["topic"])
 CONSUMER_LAG = Gauge("shopstream_consumer_lag",
                      "Records between the committed offset and the end of the partition.",
@@ -35,8 +38,9 @@ WRITE_FAILURES = Counter("shopstream_write_failures",
 SINK_UP = Gauge("shopstream_sink_up", "Whether the last write to a sink succeeded (1) or not (0).",
                 ["sink"])
 RECORDS = Counter("shopstream_records",
-                  "Input records by outcome: processed or dead_lettered. For every input topic, "
-                  "processed + dead_lettered = shopstream_events_in once a batch is done.",
+                  "Input records by outcome: processed, dead_lettered or unsent_letter (a dead "
+                  "letter Kafka refused, kept in the worker's file of unsent letters). For every "
+                  "input topic, their sum = shopstream_events_in once a batch is done.",
                   ["topic", "outcome"])
 WRITE_SECONDS = Histogram("shopstream_write_seconds", "Time of one micro-batch write to a sink.",
                           ["sink"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
@@ -64,6 +68,12 @@ DUPLICATE_ORDERS = Counter("shopstream_duplicate_orders",
                            "counts in the features, these change nothing.")
 PENDING_LABELS = Counter("shopstream_pending_labels",
                          "Labels that arrived before their order and wait for it.")
+SERVED_ROWS_DROPPED = Counter("shopstream_served_rows_dropped",
+                              "Feature rows served to fraud scoring that the offline log could not "
+                              "keep (a full disk): scoring went on without them.")
+REPEATED_ORDERS = Counter("shopstream_repeated_orders",
+                          "Orders whose id had a decision already: sent that decision again, "
+                          "and counted in no prediction, drift input or served row.")
 PREDICTIONS = Counter("ml_model_predictions", "Fraud scores emitted.", ["model", "version", "decision"])
 CHALLENGER = Gauge("shopstream_challenger_share",
                    "The challenger a worker follows: its share of users or sessions (1 for a shadow, "

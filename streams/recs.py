@@ -39,14 +39,18 @@ from scorers.interleave import seeded_coin, team_draft
 from scorers.neighbours import Popularity, RecentPopularity, Session
 from scorers.recommend import Recommender, RecsSession
 from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, SessionRecs
+from shopstream.signing import MAC_BYTES, Unsigned
 from streams import metrics
-from streams.agents import decode_all, each_batch
+from streams.agents import dead_letter, decode_all, each_batch
 from streams.app import (
     app,
     delivered,
     save,
+    saved,
     session_orders_topic_name,
     settings,
+    signer,
+    state_table,
     table_expiry,
 )
 from streams.reload import Follower
@@ -62,8 +66,7 @@ recs_topic = app.topic(settings.topics.session_recs, value_type=bytes, key_type=
 shadow_topic = app.topic(settings.topics.recs_shadow, value_type=bytes, key_type=bytes)
 # Keyed by session id. use_partitioner: the changelog partition is the key's partition under
 # the app's partitioner, the CRC32 one that shop clients (librdkafka) use for the inputs.
-session_table = app.Table("session-recs-v1", default=None, partitions=settings.topics.partitions,
-                          use_partitioner=True, key_type=bytes, value_type=bytes)
+session_table = state_table("session-recs-v1")
 OPTIONS = {"k": settings.recs.k, "exclude_cart": settings.recs.exclude_cart,
            "exclude_bought": settings.recs.exclude_bought, "exclude_viewed": settings.recs.exclude_viewed}
 recent = RecentPopularity(settings.recs.rules_clicks, settings.recs.rules_refit_s, 2 * settings.recs.k)
@@ -71,18 +74,17 @@ recent = RecentPopularity(settings.recs.rules_clicks, settings.recs.rules_refit_
 
 
 def load_state(key: bytes) -> RecsSession:
-    saved = session_table.get(key)
-    if saved:
+    if session_table.get(key):
         try:
-            return RecsSession.from_json(saved, settings.recs.session_items)
-        except ValueError as exc:  # a damaged changelog record
+            return RecsSession.from_json(saved(session_table, key), settings.recs.session_items)
+        except ValueError as exc:  # a damaged or forged changelog record (Unsigned is one)
             log.warning("session %r: unreadable saved state (%r); starting it afresh", key, exc)
     return RecsSession(max_items=settings.recs.session_items)
 
 
 def session_expiry(raw: bytes) -> float:
     """The event time at which a saved session expires."""
-    last_ts = json.loads(raw).get("last_ts")
+    last_ts = json.loads(raw[MAC_BYTES:]).get("last_ts")  # past its signature
     return float("inf") if last_ts is None else last_ts + settings.recs.session_ttl_s
 
 
@@ -196,7 +198,14 @@ async def answer(records: list[faust.types.Message]) -> None:
     states: dict[bytes, RecsSession] = {}
     answers = []  # [(event, SessionView, origin)]
     for message in records:  # what the session's orders bought, before the clicks after them
-        if KIND[message.topic] == "bought" and (bought := decode_bought(message)) is not None:
+        if KIND[message.topic] != "bought":
+            continue
+        try:
+            bought = decode_bought(message)
+        except Unsigned as exc:  # forged: nothing applied
+            await dead_letter(message, "unsigned", repr(exc), exc)
+            continue
+        if bought is not None:
             key = bought["session_id"].encode()
             state = states.get(key) or load_state(key)
             if state.buy(bought["items"], f"{message.topic}:{message.partition}", message.offset):
@@ -262,9 +271,11 @@ async def answer(records: list[faust.types.Message]) -> None:
 
 def decode_bought(message: faust.types.Message) -> dict | None:
     """A record of ``{app_id}-session-orders``: session id, items and event time; None
-    (and a warning) for one this module did not write."""
+    (and a warning) for one of another layout; ``Unsigned`` for one without this
+    deployment's signature."""
+    data = signer.verify(message.key, message.value)  # Unsigned: the caller dead-letters it
     try:
-        data = json.loads(message.value)
+        data = json.loads(data)
         return {"session_id": str(data["session_id"]), "items": [str(i) for i in data["items"]],
                 "ts": float(data["ts"])}
     except (ValueError, TypeError, KeyError) as exc:
@@ -278,9 +289,11 @@ async def forward_bought(records: list[faust.types.Message]) -> None:
     topic, waited for before the orders are acknowledged. Orders without a session, and
     invalid ones (the input agents dead-letter those), send nothing."""
     orders = decode_all(["order"] * len(records), records, datetime.now(UTC))
-    sent = [await bought_topic.send(key=order.session_id.encode(), force=True, value=json.dumps({
-        "session_id": order.session_id, "items": [line.item_id for line in order.items],
-        "ts": order.ts.timestamp()}).encode()) for order in orders if isinstance(order, Order) and order.session_id]
+    sent = [await bought_topic.send(key=order.session_id.encode(), force=True, value=signer.sign(
+        order.session_id.encode(), json.dumps({"session_id": order.session_id,
+                                               "items": [line.item_id for line in order.items],
+                                               "ts": order.ts.timestamp()}).encode()))
+            for order in orders if isinstance(order, Order) and order.session_id]
     await delivered(sent, "bought items")
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from shopstream.settings import redact
 from streams import metrics
 from streams.app import app, models, settings, survives
 
@@ -87,8 +88,9 @@ class Follower(Generic[Model]):
             # The registry could not be read (away, or its database locked by a writer):
             # not a failure of any model, so no version is held back for it.
             metrics.MODEL_RELOADS.labels(self.model, "registry-unreadable").inc()
-            models[self.model] = {"version": self.current.version, "error": repr(exc)}
-            log.warning("cannot read the %s registry (%r); still %s with %s", self.model, exc, self.what,
+            error = redact(repr(exc), settings)  # an MLflow error quotes its URI, credentials and all
+            models[self.model] = {"version": self.current.version, "error": error}
+            log.warning("cannot read the %s registry (%s); still %s with %s", self.model, error, self.what,
                         self.current.version)
             return None
         if champion is None or champion.version == self.current.version or self.failed.skip(champion.version):
@@ -98,8 +100,9 @@ class Follower(Generic[Model]):
         except Exception as exc:  # noqa: BLE001 - a broken model must not stop the answers
             metrics.MODEL_RELOADS.labels(self.model, "failed").inc()
             self.failed.failed(champion.version)
-            models[self.model] = {"version": self.current.version, "error": repr(exc)}
-            log.warning("cannot load the %s champion (%r); still %s with %s", self.model, exc, self.what,
+            error = redact(repr(exc), settings)
+            models[self.model] = {"version": self.current.version, "error": error}
+            log.warning("cannot load the %s champion (%s); still %s with %s", self.model, error, self.what,
                         self.current.version)
             return registry
         if loaded is None:
@@ -121,7 +124,8 @@ async def follow_challenger(model: str, registry, current: tuple | None, load: C
     try:
         challenge = await asyncio.to_thread(registry.challenge)
     except Exception as exc:  # noqa: BLE001 - asked again at the next check
-        log.warning("cannot read the challenger of %s (%r); keeping what is loaded", model, exc)
+        log.warning("cannot read the challenger of %s (%s); keeping what is loaded", model,
+                    redact(repr(exc), settings))
         return current
     if challenge is None or failed.skip(challenge.version):
         if current is not None:
@@ -140,8 +144,8 @@ async def follow_challenger(model: str, registry, current: tuple | None, load: C
         metrics.MODEL_RELOADS.labels(model, "challenger-failed").inc()
         failed.failed(challenge.version)
         metrics.follow_challenge(model, None)
-        log.warning("cannot load the challenger %s of %s (%r); the champion answers alone", challenge.version,
-                    model, exc)
+        log.warning("cannot load the challenger %s of %s (%s); the champion answers alone", challenge.version,
+                    model, redact(repr(exc), settings))
         return None
     metrics.follow_challenge(model, challenge)
     metrics.MODEL_RELOADS.labels(model, "challenger-loaded").inc()

@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import generate_latest
 
-from shopstream.settings import group_id
+from shopstream.settings import group_id, redact
 from streams import metrics
 from streams.app import app, models, preparing, settings, sinks_down
 from streams.commits import consumer_state
@@ -46,17 +46,42 @@ def _redis_ping() -> None:
 @app.page("/health")
 async def health(web, request):
     """Liveness and readiness, checked now: Kafka answers for an assigned partition, Redis
-    answers a ping, no sink is failing its writes. 503 when any of those fails; the
-    registry is reported but does not count (scoring falls back without it)."""
-    assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+    answers a ping, no sink is failing its writes (``report``)."""
     checks = {"kafka": await _kafka_probe(), "redis": await _probe(asyncio.to_thread(_redis_ping))}
     checks.update({f"sink:{sink}": error for sink, error in sinks_down.items()})
+    body, status = report(checks, models, preparing, settings)
+    body.update({"app_id": settings.app_id, "group": group_id(settings), "roles": list(settings.roles),
+                 "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())})
+    return web.json(body, status=status)
+
+
+def report(checks: dict[str, str | None], models: dict, preparing: dict, settings) -> tuple[dict, int]:
+    """``/health``'s body and status from its checks (name: None or the error): 503 when
+    any fails. A model registry that cannot be read or a model that cannot be loaded makes
+    the worker ``degraded``, not unready: scoring goes on with the model in use (or the
+    rules). Every text is ``redact``-ed: errors quote URIs, credentials and all.
+
+    >>> body, status = report({"kafka": None}, {"fraud": {"version": "3", "error":
+    ...     "MlflowException('https://ops:tok@mlflow/api refused')"}}, {}, None)
+    >>> status, body["status"], body["models"]["fraud"]["error"]
+    (200, 'degraded', "MlflowException('https://***@mlflow/api refused')")
+    """
     ready = all(error is None for error in checks.values())
-    body = {"status": "ok" if ready else "unavailable", "ready": ready,
+    degraded = any(model.get("error") for model in models.values())
+    body = {"status": "unavailable" if not ready else "degraded" if degraded else "ok", "ready": ready,
             "checks": {name: error or "ok" for name, error in checks.items()},
-            "models": models, "preparing": preparing, "app_id": settings.app_id, "group": group_id(settings),
-            "roles": list(settings.roles), "assigned": assigned}
-    return web.json(body, status=200 if ready else 503)
+            "models": models, "preparing": preparing}
+    return _redacted(body, settings), 200 if ready else 503
+
+
+def _redacted(value, settings):
+    if isinstance(value, str):
+        return redact(value, settings)
+    if isinstance(value, dict):
+        return {key: _redacted(item, settings) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item, settings) for item in value]
+    return value
 
 
 def await_chain(task: asyncio.Task) -> list[str]:

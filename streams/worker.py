@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import sys
 
 import faust
 
@@ -52,6 +53,9 @@ def main() -> None:
     if problems := partition_problems(settings, keyed_topics(settings)):
         refuse_partitions(problems)
     register(settings.roles)
+    if settings.internal_key is None:
+        print("shopstream: internal records are signed with the development key; set "
+              "SHOPSTREAM_INTERNAL_KEY (docs/operations.md, \"Trust boundary\")", file=sys.stderr, flush=True)
     app.conf.datadir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     worker.execute_from_commandline()

@@ -25,7 +25,7 @@ def test_docker_compose_config_is_valid():
     command = compose_command()
     if command is None:
         pytest.skip("no docker compose client on this machine")
-    env = {**os.environ, "REDIS_PASSWORD": "only-for-the-check"}
+    env = {**os.environ, "REDIS_PASSWORD": "only-for-the-check", "INTERNAL_KEY": "only-for-the-check"}
     result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
                             capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
@@ -57,6 +57,8 @@ def test_compose_is_safe_by_default():
     assert "-a " not in " ".join(redis["healthcheck"]["test"])
     for name in ("worker", "scorer"):
         assert "ports" not in services[name]
+        # Internal records are signed with a key from .env, never a default (issue 32).
+        assert services[name]["environment"]["SHOPSTREAM_INTERNAL_KEY"].startswith("${INTERNAL_KEY:?")
 
 
 def test_the_image_runs_unprivileged_and_leaves_secrets_out():

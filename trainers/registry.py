@@ -222,7 +222,8 @@ class Registry:
         Each version gets one folder under ``home/models/<name>/``, reused while its file
         is intact; only the two newest versions' folders are kept, so a worker that keeps
         retrying a broken champion does not fill the disk. A file whose digest differs
-        raises ``CorruptModel``.
+        raises ``CorruptModel``, and so does a version registered without a digest unless
+        ``allow_undigested_models`` is set.
         """
         root = self.settings.home.resolve() / "models" / self.name
         folder = root / f"v{int(version.version)}"
@@ -243,8 +244,12 @@ class Registry:
         if not files:
             raise FileNotFoundError(f"{self.name} version {version.version} has no checkpoint")
         if expected is None:
-            log.warning("%s version %s was registered without a digest; loading it unchecked",
-                        self.name, version.version)
+            if not self.settings.allow_undigested_models:
+                raise CorruptModel(f"{self.name} version {version.version} was registered without a digest "
+                                   f"(tag {DIGEST_TAG!r}); refusing to load it unchecked. Register it again "
+                                   f"with shopstream, or set SHOPSTREAM_ALLOW_UNDIGESTED_MODELS=true")
+            log.warning("%s version %s was registered without a digest; loading it unchecked, as "
+                        "allow_undigested_models says", self.name, version.version)
         elif (found := file_digest(files[0])) != expected:
             raise CorruptModel(f"{self.name} version {version.version}: the file's SHA-256 is "
                                f"{found[:12]}…, not the {expected[:12]}… registered")

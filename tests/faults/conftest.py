@@ -17,3 +17,18 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if Path(item.fspath).parent == HERE:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def private_redis(settings, tmp_path):
+    """``settings`` on a Redis of this test's own and topics of its own (one partition), so
+    that the test may stop, continue or fill that Redis."""
+    from shopstream.services import redis
+    from tests.faults.test_stalled_redis import isolated
+
+    own = isolated(settings, tmp_path, "run")
+    redis.start(own)
+    try:
+        yield own
+    finally:
+        redis.stop(own)

@@ -27,7 +27,6 @@ from shopstream.client import ShopProducer
 from shopstream.events import Click
 from shopstream.featurestore import feature_store, offline_root
 from shopstream.offline import OfflineLog
-from shopstream.services import redis
 from shopstream.settings import Topics
 from shopstream.topics import ensure_topics
 from streams.app import updates_topic_name
@@ -83,17 +82,6 @@ def result(settings, clicks) -> tuple[dict, dict]:
         offline[view] = {tuple(sorted((k, str(v)) for k, v in row.items())) for row in rows}
     offline["raw_click"] = set(log.read("raw_click", columns=["payload"]).column("payload").to_pylist())
     return online, offline
-
-
-@pytest.fixture
-def private_redis(settings, tmp_path):
-    """A Redis of this test's own, so that it may stop and continue it."""
-    own = isolated(settings, tmp_path, "run")
-    redis.start(own)
-    try:
-        yield own
-    finally:
-        redis.stop(own)
 
 
 def test_kill_during_a_stalled_online_write_loses_no_row(private_redis, tmp_path):

@@ -70,6 +70,11 @@ GOOD = Update("user", "u1", "click", TS, "shop.clicks:0", (17, 0), ("d1", None))
         ({"source": "elsewhere:0"}, "source"),
         ({"source": "shop.clicks"}, "source"),
         ({"source": "shop.clicks:x"}, "source"),
+        ({"source": "shop.clicks:00"}, "source"),  # the same partition under a second name
+        ({"source": "shop.clicks:+1"}, "source"),
+        ({"source": "shop.clicks:\u0661"}, "source"),  # a digit, but not an ASCII one
+        ({"source": f"shop.clicks:{2 ** 31}"}, "source"),  # no partition id Kafka can have
+        ({"seq": (2 ** 63, 0)}, "seq"),  # no offset Kafka can have
     ],
 )
 def test_forged_or_malformed_updates_are_refused(changes, why):
@@ -87,6 +92,8 @@ def test_forged_or_malformed_updates_are_refused(changes, why):
         ({"source": "app-entity-updates:1/app-entity-updates:2"}, "source"),
         ({"source": "shop.orders:1/shop.orders:2"}, "source"),
         ({"source": "app-entity-updates:1/"}, "source"),
+        ({"source": "app-entity-updates:01/shop.orders:2"}, "source"),
+        ({"source": f"app-entity-updates:1/shop.orders:{2 ** 40}"}, "source"),
     ],
 )
 def test_forged_caused_updates_are_refused(changes, why):

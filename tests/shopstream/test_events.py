@@ -176,12 +176,37 @@ def test_a_dead_letter_too_large_for_kafka_keeps_its_origin_and_a_marked_head():
     payload = b"x" * (12 * 1024 * 1024)
     letter = DeadLetter.of(value=payload, key=b"k", topic="shop.orders", partition=1, offset=9,
                            reason="too_large", error="big", failed_at=NOW, worker="w@h",
-                           exception="InvalidEvent", max_payload_bytes=1024)
+                           exception="InvalidEvent", max_bytes=4096)
     again = DeadLetter.model_validate_json(letter.model_dump_json())
-    assert again.truncated and again.payload() == payload[:1023]  # the key counts too
+    assert again.truncated and again.payload() == payload[:len(again.payload())]
+    assert len(again.payload()) > 2048  # what the rest of the letter leaves
     assert (again.topic, again.partition, again.offset, again.payload_bytes) == ("shop.orders", 1, 9, len(payload))
     assert again.exception == "InvalidEvent" and len(again.payload_sha256) == 64
     assert len(letter.model_dump_json()) < 4096
+
+
+def test_a_dead_letter_fits_its_record_whatever_the_size_of_the_key():
+    key, payload = b"k" * (4 * 1024 * 1024), b"v" * (12 * 1024 * 1024)
+    letter = DeadLetter.of(value=payload, key=key, topic="shop.clicks", partition=0, offset=3,
+                           reason="too_large", error="\u0000" * 20_000, failed_at=NOW, worker="w@h",
+                           max_bytes=1024 * 1024)
+    value = letter.model_dump_json().encode()
+    assert len(value) + len(letter.record_key()) <= 1024 * 1024
+    again = DeadLetter.model_validate_json(value)
+    assert again.truncated and again.key_truncated and again.payload() == payload[:len(again.payload())]
+    assert (again.key_bytes, again.payload_bytes) == (len(key), len(payload))
+    assert again.key() == key[:len(again.key())] and len(again.key_sha256) == 64
+    assert len(again.payload()) > 700_000  # the value keeps what room is left
+
+
+def test_a_dead_letter_keeps_a_timestamp_that_no_datetime_can_hold():
+    letter = DeadLetter.of(value=b"x", key=None, topic="t", partition=0, offset=0, reason="schema",
+                           error="bad", failed_at=NOW, worker="w", record_ts_ms=2 ** 62)
+    again = DeadLetter.model_validate_json(letter.model_dump_json())
+    assert again.record_ts is None and again.record_ts_ms == 2 ** 62
+    assert DeadLetter.of(value=b"x", key=None, topic="t", partition=0, offset=0, reason="schema",
+                         error="bad", failed_at=NOW, worker="w", record_ts_ms=1_700_000_000_000
+                         ).record_ts == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
 
 HOSTILE = [b"\x00", b"{}", b"{" * 100_000, b"[" * 3000, b'{"ts": 1e400}', b'{"ts": "9999-12-31T23:59:59-01:00"}',

@@ -62,6 +62,27 @@ def test_compaction_merges_each_day_and_keeps_every_row(tmp_path):
     assert log.compact("user_orders").files_after == 2  # nothing left to merge
 
 
+def test_upkeep_removes_expired_days_and_merges_earlier_ones_but_not_today(tmp_path):
+    """Issue 32: the offline log grew without end unless someone ran a compaction."""
+    from datetime import UTC, datetime
+
+    log = OfflineLog(tmp_path)
+    folder = tmp_path / "user_orders"
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    for day, files in (("20261001", 3), ("20261120", 4), ("20261207", 5)):  # expired, earlier, today
+        for i in range(files):
+            written = log.append("user_orders", batch(i * 10, n=10))
+            os.rename(written, folder / (day + written.name[8:]))
+    log.append("served_fraud", pa.table({"order_id": ["o1"]}))
+    (served,) = log.files("served_fraud")
+    os.rename(served, served.with_name("20261001" + served.name[8:]))
+
+    done = {table: (removed, stats.files_after) for table, removed, stats in log.maintain(31, now)}
+    assert done == {"user_orders": (3, 1 + 5), "served_fraud": (1, 0)}
+    assert sorted({p.name[:8] for p in log.files("user_orders")}) == ["20261120", "20261207"]
+    assert log.read("user_orders").num_rows == 90  # every row of the days kept
+
+
 def test_feature_table_types_follow_the_view():
     table = batch(0, n=3)
     assert table.schema.field("order_amount_count_30d").type == pa.int64()

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from streams import drift, metrics
+from streams.app import signer
 
 
 @pytest.fixture(autouse=True)
@@ -17,8 +18,10 @@ def no_warm_up(monkeypatch):
     monkeypatch.setattr(drift, "warm_up", drift.WarmUp(0, None))
 
 
-def message(value: bytes, offset: int = 0):
-    return SimpleNamespace(value=value, topic="app-drift-inputs", partition=0, offset=offset)
+def message(value: bytes, offset: int = 0, key: bytes = drift.FRAUD):
+    """A drift input as a worker writes it: signed with the deployment's key."""
+    return SimpleNamespace(key=key, value=signer.sign(key, value), topic="app-drift-inputs", partition=0,
+                           offset=offset)
 
 
 def count(kind: str, outcome: str) -> float:
@@ -57,10 +60,10 @@ def test_a_starting_worker_warms_its_watches_up_from_the_records_before_its_firs
 
     def read(topic, partition, start, end):
         reads.append((topic, partition, start, end))
-        return earlier[start:end]
+        return [(drift.RECS, signer.sign(drift.RECS, record)) for record in earlier[start:end]]
 
     warm_up, warmed = drift.WarmUp(2, read), count("recs", "warm_up")
-    first = [message(drift.answered_record("rules", "s9", "i9", ["i9"], "popular", 9.0), offset=3)]
+    first = [message(drift.answered_record("rules", "s9", "i9", ["i9"], "popular", 9.0), offset=3, key=drift.RECS)]
     assert asyncio.run(warm_up.before(first)) == 2
     assert reads == [("app-drift-inputs", 0, 1, 3)]  # the two records before offset 3
     assert count("recs", "warm_up") == warmed + 2

@@ -19,7 +19,16 @@ from streams import agents, commits
 
 
 class Message:  # weak-referenceable, as Faust's messages are (its books are a WeakSet)
-    pass
+    """A message that counts the references its batch holds (``incref``, ``ack``)."""
+
+    def __init__(self) -> None:
+        self.refcount = 0
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+    def ack(self, consumer) -> None:
+        self.refcount -= 1
 
 
 class Stream:
@@ -126,3 +135,43 @@ def test_a_cancelled_wait_for_unacknowledged_messages_ends():
         return waiting.done() and waiting.cancelled()
 
     assert asyncio.run(main()), "the wait went on after it was cancelled"
+
+
+def test_a_batch_cancelled_mid_way_keeps_its_messages_unacknowledged(monkeypatch):
+    """Issue 32: a stop cancels the agent in the middle of a batch, and the take loop's
+    ``finally`` acknowledged the batch it handed out, so the consumer's last commit took
+    records that were never processed. Each message now holds one more reference until
+    its batch is handled; a handled batch lets go of it."""
+    monkeypatch.setattr(agents, "InOrder", Admit)
+    monkeypatch.setattr(agents, "IN_ORDER", [])
+    monkeypatch.setattr(agents, "app", SimpleNamespace(consumer=None))
+    started, messages = asyncio.Event(), []
+
+    async def stalled(batch: list) -> None:
+        messages.extend(batch)
+        started.set()
+        await asyncio.Event().wait()  # a sink that never answers
+
+    async def main() -> None:
+        loop = asyncio.create_task(agents.each_batch(Stream(batch_size=3), 10, 100.0, stalled, "a test agent"))
+        await started.wait()
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+    asyncio.run(main())
+    assert [m.refcount for m in messages] == [1, 1, 1]  # still held: Faust's own ack passes them by
+
+    handled = []
+
+    async def handle(batch: list) -> None:
+        handled.extend(batch)
+
+    async def once() -> None:
+        loop = asyncio.create_task(agents.each_batch(Stream(batch_size=2), 10, 100.0, handle, "a test agent"))
+        while not handled:
+            await asyncio.sleep(0.01)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+    asyncio.run(once())
+    assert [m.refcount for m in handled] == [0, 0]

@@ -91,3 +91,28 @@ def test_a_reload_loads_the_version_it_checked(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError):
         load_champion(SimpleNamespace(), registry, champion=SimpleNamespace(version="2"))
     assert downloaded == ["2"]
+
+
+@pytest.mark.parametrize("agent", [fraud, recs], ids=["fraud", "recs"])
+def test_a_registry_outage_keeps_the_challenger_and_shows_no_credentials(agent, monkeypatch):
+    """Issue 32: the error of an MLflow server that is away quotes its URI, and the URI
+    carries the token; ``/health`` showed it. The worker is degraded, not unready, and the
+    challenge in progress goes on."""
+    from streams import web
+    from streams.app import models
+
+    uri = "https://ops:t0ken@mlflow.shop.example/api/2.0/mlflow"
+
+    def away(*args, **kwargs):
+        raise ConnectionError(f"API request to {uri}/registered-models/get failed: connection refused")
+
+    monkeypatch.setattr(trainers.registry, "Registry", away)
+    challenge = (SimpleNamespace(version="7", mode="shadow", weight=0.5), object())
+    monkeypatch.setattr(agent.follower, "challenger", challenge)
+    monkeypatch.setattr(agent.follower, "_lock", asyncio.Lock())
+    asyncio.run(agent.follower.reload())
+    assert agent.follower.challenger is challenge
+
+    body, status = web.report({"kafka": None, "redis": None}, models, {}, None)
+    assert status == 200 and body["status"] == "degraded"
+    assert "t0ken" not in str(body) and "mlflow.shop.example" in body["models"][agent.MODEL]["error"]

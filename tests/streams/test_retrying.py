@@ -22,6 +22,11 @@ from streams.app import retryable, retrying
         (redis.exceptions.BusyLoadingError(), True),
         (redis.exceptions.AuthenticationError(), False),  # a ConnectionError, but it will not pass
         (redis.exceptions.ResponseError("WRONGTYPE"), False),
+        (redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."), True),
+        (redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's "
+                                        "currently unable to persist to disk."), True),
+        (redis.exceptions.ResponseError("Command # 1 (HSET k f v) of pipeline caused error: MISCONF "
+                                        "Redis is configured to save RDB snapshots"), True),
         (ValueError("bad row"), False),
         (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), False),
     ],

@@ -143,6 +143,22 @@ def test_a_corrupted_checkpoint_is_refused_before_torch_reads_it(settings, tmp_p
         registry.download(version)
 
 
+def test_a_version_without_a_digest_is_refused_unless_allowed(settings, tmp_path, monkeypatch):
+    """Issue 32: a version registered without a SHA-256 (by hand, or with its tag removed)
+    was loaded unchecked, so a file swapped in the artifact store reached torch's parser."""
+    from trainers.registry import CorruptModel
+
+    registry = Registry(settings)
+    number = register(registry, tmp_path, 0.5)
+    registry.client.delete_model_version_tag(registry.name, number, "sha256")
+    version = registry.get(number)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch parsed an unchecked file"))
+    with pytest.raises(CorruptModel, match="without a digest"):
+        registry.download(version)
+    allowed = Registry(settings.model_copy(update={"allow_undigested_models": True}))
+    assert allowed.download(version).suffix == ".pt"
+
+
 def test_downloads_reuse_one_folder_per_version_and_keep_two(settings, tmp_path):
     registry = Registry(settings)
     versions = [registry.get(register(registry, tmp_path, ap)) for ap in (0.5, 0.6, 0.7)]
