@@ -220,11 +220,12 @@ def write_offline(rows: dict[str, list[tuple]]) -> None:
 
 
 async def handle(messages: list[faust.types.Message]) -> None:
-    """Apply one micro-batch of update records and write what they changed.
+    """Apply one run of a micro-batch's update records and write what they changed.
 
     Sinks first, then state: the online and offline writes succeed before the changed
-    states go to the table (and so to its changelog), and Faust commits the offsets only
-    after the batch returns. A worker killed before the writes finish restores states
+    states go to the write-back cache, which writes them to the table (and so to its
+    changelog) before it acknowledges their records, and Faust commits the offsets only
+    after that. A worker killed before the writes finish restores states
     that do not include the batch, and reads the batch again, so no row is lost; one
     killed after them writes some rows twice, which later reads deduplicate.
     """
@@ -265,8 +266,6 @@ async def handle(messages: list[faust.types.Message]) -> None:
         await send_updates(follow_ups, oldest_ms)
     keep_live(states)
     cache.changed(states, messages)
-    if cache.due():
-        await cache.flush()
 
 
 class WriteBack:
@@ -284,25 +283,34 @@ class WriteBack:
     def __init__(self, interval_s: float):
         self.interval_s = interval_s
         self.lock = asyncio.Lock()
-        self._dirty: dict[bytes, State] = {}
+        self._dirty: dict[bytes, tuple[bytes, float, float]] = {}  # key: (encoded, watermark, expires)
         self._held: list[faust.types.Message] = []
         self._since = time.monotonic()
         self._flusher: asyncio.Task | None = None
 
     def changed(self, states: dict[bytes, State], messages: list[faust.types.Message]) -> None:
-        """Note a handled batch: its changed states, and its records, held from now."""
+        """Note a handled run of records: its changed states, encoded now, so that holding
+        them costs their encoded size and none stays decoded for the cache's sake (an
+        entity changed again before the flush is encoded again and written once), and its
+        records, held from now."""
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_when_due())
         if not self._dirty and not self._held:
             self._since = time.monotonic()
-        self._dirty.update(states)
+        changed = []
+        for key, state in states.items():
+            kind = key[:key.index(b":")].decode()
+            changed.append((kind, state, state.watermark + TTL_S[kind]))
+        for key, raw, (_, state, expires) in zip(states, encode_states(changed), changed, strict=True):
+            self._dirty[key] = (raw, state.watermark, expires)
         for message in messages:
             message.incref()
         self._held += messages
 
     def unwritten(self, key: bytes) -> State | None:
-        """The changed state of ``key`` not yet on the changelog, if any."""
-        return self._dirty.get(key)
+        """The changed state of ``key`` not yet on the changelog, if any, decoded."""
+        held = self._dirty.get(key)
+        return None if held is None else decode_state(held[0])
 
     def due(self) -> bool:
         """Whether the oldest change has waited ``interval_s``."""
@@ -330,13 +338,10 @@ class WriteBack:
         self._dirty, self._held = {}, []
         if not dirty and not held:
             return
-        changed = []
-        for key, state in dirty.items():
-            kind = key[:key.index(b":")].decode()
-            expires = state.watermark + TTL_S[kind]
-            changed.append((kind, state, expires))
-            expiry.saved(key, state.watermark, expires)
-        saved = dict(zip(dirty, encode_states(changed), strict=True))
+        saved = {}
+        for key, (raw, watermark, expires) in dirty.items():
+            expiry.saved(key, watermark, expires)
+            saved[key] = raw
         await save(entity_state, saved)
         metrics.STATE_FLUSHES.observe(len(saved))
         consumer = app.consumer
@@ -381,9 +386,11 @@ async def feature_agent(stream: faust.StreamT) -> None:
                            cart_items=settings.features.max_cart_items))
 
     async def locked(messages: list[faust.types.Message]) -> None:
-        for part in by_size(messages, settings.features.batch_update_bytes):
-            async with cache.lock:
-                await handle(part)
+        async with cache.lock:
+            for run in by_size(messages, settings.features.batch_update_bytes):
+                await handle(run)
+            if cache.due():  # the batch's states, written once however many runs changed them
+                await cache.flush()
 
     await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms, locked,
                      "the feature agent")
