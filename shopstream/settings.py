@@ -376,6 +376,11 @@ class FeatureSettings(BaseModel):
     max_cart_items: int = Field(200, ge=1, le=100_000)
     """Items that one session's cart keeps: past it, the item changed longest ago leaves
     the cart."""
+    state_flush_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Bytes of encoded states (a few hundred each, with their keys and the cache's own
+    cost) the feature agent holds unwritten: a
+    micro-batch's changed states are written once, after all its runs, or as soon as they
+    reach this size, which bounds the memory they hold whatever a batch holds."""
     state_flush_s: float = Field(0.0, ge=0)
     """0 (the default) writes the states a micro-batch changed before it is acknowledged.
     More holds them in a write-back cache for up to this many seconds, so that an entity

@@ -268,6 +268,11 @@ async def handle(messages: list[faust.types.Message]) -> None:
     cache.changed(states, messages)
 
 
+ENTRY_BYTES = 250
+"""What an unwritten state costs in the cache besides its encoded bytes and its key: the
+dict's slot, the tuple, two floats and the objects' headers."""
+
+
 class WriteBack:
     """The changed entity states not yet on their changelog, and the records that changed
     them, held unacknowledged until they are (a write-back cache, as Kafka Streams' record
@@ -280,10 +285,11 @@ class WriteBack:
     or on a timer) and never while a batch is being handled (``lock``).
     """
 
-    def __init__(self, interval_s: float):
-        self.interval_s = interval_s
+    def __init__(self, interval_s: float, max_bytes: int):
+        self.interval_s, self.max_bytes = interval_s, max_bytes
         self.lock = asyncio.Lock()
         self._dirty: dict[bytes, tuple[bytes, float, float]] = {}  # key: (encoded, watermark, expires)
+        self._bytes = 0  # of the encoded states in _dirty
         self._held: list[faust.types.Message] = []
         self._since = time.monotonic()
         self._flusher: asyncio.Task | None = None
@@ -302,7 +308,10 @@ class WriteBack:
             kind = key[:key.index(b":")].decode()
             changed.append((kind, state, state.watermark + TTL_S[kind]))
         for key, raw, (_, state, expires) in zip(states, encode_states(changed), changed, strict=True):
+            if (before := self._dirty.get(key)) is not None:
+                self._bytes -= len(before[0]) + len(key) + ENTRY_BYTES
             self._dirty[key] = (raw, state.watermark, expires)
+            self._bytes += len(raw) + len(key) + ENTRY_BYTES
         for message in messages:
             message.incref()
         self._held += messages
@@ -312,9 +321,13 @@ class WriteBack:
         held = self._dirty.get(key)
         return None if held is None else decode_state(held[0])
 
+    def full(self) -> bool:
+        """Whether the unwritten states hold ``max_bytes`` or more."""
+        return self._bytes >= self.max_bytes
+
     def due(self) -> bool:
-        """Whether the oldest change has waited ``interval_s``."""
-        return bool(self._held) and time.monotonic() - self._since >= self.interval_s
+        """Whether the oldest change has waited ``interval_s``, or the cache is full."""
+        return bool(self._held) and (time.monotonic() - self._since >= self.interval_s or self.full())
 
     async def _flush_when_due(self) -> None:
         """Flush when no batch comes to do it: the stream is quiet, or Faust has stopped
@@ -335,7 +348,7 @@ class WriteBack:
     async def flush(self) -> None:
         """Write the changed states, then acknowledge the records held for them."""
         dirty, held = self._dirty, self._held
-        self._dirty, self._held = {}, []
+        self._dirty, self._held, self._bytes = {}, [], 0
         if not dirty and not held:
             return
         saved = {}
@@ -349,7 +362,7 @@ class WriteBack:
             message.ack(consumer)
         await expiry.sweep()
 
-cache = WriteBack(settings.features.state_flush_s)
+cache = WriteBack(settings.features.state_flush_s, settings.features.state_flush_bytes)
 expiry = table_expiry(entity_state, updates_topic_name(settings), lambda raw: state_expiry(raw, MAC_BYTES),
                       cache.lock, dropped=lambda key: _live.pop(key, None))
 
@@ -385,15 +398,20 @@ async def feature_agent(stream: faust.StreamT) -> None:
     set_limits(StateLimits(distinct=settings.features.max_distinct,
                            cart_items=settings.features.max_cart_items))
 
-    async def locked(messages: list[faust.types.Message]) -> None:
-        async with cache.lock:
-            for run in by_size(messages, settings.features.batch_update_bytes):
-                await handle(run)
-            if cache.due():  # the batch's states, written once however many runs changed them
-                await cache.flush()
-
-    await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms, locked,
+    await each_batch(stream, settings.features.batch_rows, settings.features.batch_ms, apply_batch,
                      "the feature agent")
+
+
+async def apply_batch(messages: list[faust.types.Message]) -> None:
+    """Handle a micro-batch in runs of ``features.batch_update_bytes``, then write the states
+    it changed once, however many of its runs changed them (sooner if they fill the cache)."""
+    async with cache.lock:
+        for run in by_size(messages, settings.features.batch_update_bytes):
+            await handle(run)
+            if cache.full():
+                await cache.flush()
+        if cache.due():
+            await cache.flush()
 
 
 def by_size(messages: list, limit: int) -> list[list]:

@@ -1,0 +1,87 @@
+"""The feature agent's write-back of entity states: a micro-batch's changed states are
+written once, after all its runs, and sooner only when they fill the cache."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from scorers.states import new_state
+from streams import features
+from streams.codecs import decode_state, encode_states
+
+
+class Message(SimpleNamespace):
+    """A record as the agent holds it: a value, a reference count and an acknowledgement."""
+
+    def __init__(self, value: bytes):
+        super().__init__(value=value, refs=1, acked=0)
+
+    def incref(self) -> None:
+        self.refs += 1
+
+    def ack(self, consumer) -> None:
+        self.acked += 1
+
+
+@pytest.fixture
+def written(monkeypatch) -> list[dict]:
+    """Every ``save`` of the entity table, in order; each run changes the states named in
+    its records' values (``b"user:u1,user:u2|"`` and padding)."""
+    saves: list[dict] = []
+
+    async def save(table, changes):
+        saves.append(dict(changes))
+
+    async def handle(run):
+        states = {}
+        for message in run:
+            for key in message.value.split(b"|")[0].split(b","):
+                state = features.live_state(key) or new_state("user", key.decode())
+                state.watermark = max(state.watermark, 0.0) + 1.0
+                states[key] = state
+        features.keep_live(states)
+        features.cache.changed(states, run)
+
+    async def sweep():
+        return None
+
+    monkeypatch.setattr(features, "save", save)
+    monkeypatch.setattr(features, "handle", handle)
+    monkeypatch.setattr(features, "expiry", SimpleNamespace(saved=lambda *args: None, sweep=sweep))
+    monkeypatch.setattr(type(features.app), "consumer", None, raising=False)
+    monkeypatch.setattr(features, "cache", features.WriteBack(0.0, 1 << 20))
+    monkeypatch.setattr(features.settings.features, "batch_update_bytes", 1024)
+    features._live.clear()
+    return saves
+
+
+def test_a_state_changed_by_several_runs_of_a_batch_is_written_once(written):
+    batch = [Message(b"user:u1,user:u2|" + b" " * 1000), Message(b"user:u1|" + b" " * 1000),
+             Message(b"user:u1,user:u3|" + b" " * 1000)]
+    assert len(features.by_size(batch, 1024)) == 3  # three runs
+    asyncio.run(features.apply_batch(batch))
+    assert [sorted(save) for save in written] == [[b"user:u1", b"user:u2", b"user:u3"]]
+    assert decode_state(written[0][b"user:u1"]).watermark == 3.0  # the last run's state
+    assert all(message.acked == 1 for message in batch)
+
+
+def test_a_batch_whose_states_fill_the_cache_writes_them_as_they_do(written, monkeypatch):
+    state = new_state("user", "user:u0")
+    state.watermark = 1.0
+    one_state = len(encode_states([("user", state, 1.0)])[0]) + len(b"user:u0") + features.ENTRY_BYTES
+    monkeypatch.setattr(features, "cache", features.WriteBack(0.0, 2 * one_state))
+    batch = [Message(f"user:u{i}|".encode() + b" " * 1020) for i in range(5)]
+    asyncio.run(features.apply_batch(batch))
+    assert [len(save) for save in written] == [2, 2, 1]  # full after two, the rest at the end
+    assert all(message.acked == 1 for message in batch)
+
+
+def test_an_unwritten_state_is_read_back_from_the_cache(written, monkeypatch):
+    monkeypatch.setattr(features, "cache", features.WriteBack(3600.0, 1 << 20))  # due in an hour
+    asyncio.run(features.apply_batch([Message(b"user:u9")]))
+    features._live.clear()
+    assert written == []
+    assert features.live_state(b"user:u9").watermark == 1.0
