@@ -370,9 +370,11 @@ expiry = table_expiry(entity_state, updates_topic_name(settings), lambda raw: st
 def live_state(key: bytes) -> State | None:
     """The saved state of ``key``, decoded once while it stays in use."""
     state = _live.get(key) or cache.unwritten(key)
-    if state is None and entity_state.get(key) is not None:
+    if state is None:
         try:
-            state = _live[key] = decode_state(saved(entity_state, key))
+            raw = saved(entity_state, key)  # one read of the store, a miss for a new entity
+            if raw is not None:
+                state = _live[key] = decode_state(raw)
         except Exception as exc:  # noqa: BLE001 - a damaged or forged changelog record: start afresh
             log.warning("entity %r: unreadable saved state (%r); starting it afresh", key, exc)
             metrics.UNREADABLE_STATES.inc()
