@@ -219,15 +219,16 @@ def write_offline(rows: dict[str, list[tuple]]) -> None:
         offline_log.append(view, feature_table(view, view_rows))
 
 
-async def handle(messages: list[faust.types.Message]) -> None:
-    """Apply one run of a micro-batch's update records and write what they changed.
+async def handle(messages: list[faust.types.Message], sinks: Sinks) -> None:
+    """Apply one run of a micro-batch's update records; their rows go to ``sinks``.
 
-    Sinks first, then state: the online and offline writes succeed before the changed
-    states go to the write-back cache, which writes them to the table (and so to its
-    changelog) before it acknowledges their records, and Faust commits the offsets only
-    after that. A worker killed before the writes finish restores states
-    that do not include the batch, and reads the batch again, so no row is lost; one
-    killed after them writes some rows twice, which later reads deduplicate.
+    Sinks first, then state: ``apply_batch`` writes the rows online and offline before
+    the changed states it hands to the write-back cache are written, and the cache
+    writes them to the table (and so to its changelog) before it acknowledges their
+    records; Faust commits the offsets only after that. A worker killed before the
+    writes finish restores states that do not include the batch, and reads the batch
+    again, so no row is lost; one killed after them writes some rows twice, which later
+    reads deduplicate.
     """
     states: dict[bytes, State] = {}
     batch = Batch()
@@ -254,18 +255,55 @@ async def handle(messages: list[faust.types.Message]) -> None:
             continue
         oldest_ms = min(oldest_ms, ingested_ms)
         processed.append(message)
-    rows = batch.rows()  # view -> [(entity, ts, *features)], window counts settled at once
     count(metrics.RECORDS, processed, "processed")
-    if settings.features.online and rows:
-        written = await retrying("online", write_online, rows)
-        metrics.BATCH_ROWS.observe(written)
-        metrics.FRESHNESS.observe(max(time.time() - oldest_ms / 1000, 0.0))
-    if settings.features.offline and rows:
-        await retrying("offline", write_offline, rows)
+    sinks.add(batch.rows(), oldest_ms)  # view -> [(entity, ts, *features)], counts settled
     if follow_ups:
         await send_updates(follow_ups, oldest_ms)
     keep_live(states)
     cache.changed(states, messages)
+
+
+SINK_ROWS = 65_536
+"""How many rows ``Sinks`` holds before it writes them, whatever is left of the batch."""
+
+
+class Sinks:
+    """The feature rows of a micro-batch's runs, written online and offline together.
+
+    A batch is applied in runs to bound the states decoded at once (``by_size``), but a
+    write costs far more than a row (a Redis pipeline's round trip, an offline file), so
+    the rows of every run wait here and are written once for the batch, or once they
+    reach ``max_rows``. ``apply_batch`` writes them before the cache writes any state."""
+
+    def __init__(self, max_rows: int = SINK_ROWS):
+        self.max_rows = max_rows
+        self.rows: dict[str, list[tuple]] = {}
+        self.count = 0
+        self.oldest_ms: int | None = None  # the oldest input record time of the rows held
+
+    def add(self, rows: dict[str, list[tuple]], oldest_ms: int) -> None:
+        """Hold ``rows`` (per view) from records whose oldest input time is ``oldest_ms``."""
+        for view, view_rows in rows.items():
+            if view_rows:
+                self.rows.setdefault(view, []).extend(view_rows)
+                self.count += len(view_rows)
+                self.oldest_ms = oldest_ms if self.oldest_ms is None else min(self.oldest_ms, oldest_ms)
+
+    def full(self) -> bool:
+        return self.count >= self.max_rows
+
+    async def write(self) -> None:
+        """Write the rows held to the stores that are switched on, retrying until done."""
+        if not self.count:
+            return
+        rows, oldest_ms = self.rows, self.oldest_ms
+        if settings.features.online:
+            written = await retrying("online", write_online, rows)
+            metrics.BATCH_ROWS.observe(written)
+            metrics.FRESHNESS.observe(max(time.time() - oldest_ms / 1000, 0.0))
+        if settings.features.offline:
+            await retrying("offline", write_offline, rows)
+        self.rows, self.count, self.oldest_ms = {}, 0, None
 
 
 ENTRY_BYTES = 250
@@ -405,13 +443,19 @@ async def feature_agent(stream: faust.StreamT) -> None:
 
 
 async def apply_batch(messages: list[faust.types.Message]) -> None:
-    """Handle a micro-batch in runs of ``features.batch_update_bytes``, then write the states
-    it changed once, however many of its runs changed them (sooner if they fill the cache)."""
+    """Handle a micro-batch in runs of ``features.batch_update_bytes``, then write its rows
+    once (``Sinks``) and the states it changed once, however many of its runs changed
+    them (sooner if they fill the cache, and then the rows before them)."""
     async with cache.lock:
+        sinks = Sinks()
         for run in by_size(messages, settings.features.batch_update_bytes):
-            await handle(run)
+            await handle(run, sinks)
+            if sinks.full():
+                await sinks.write()
             if cache.full():
+                await sinks.write()  # a run's rows before its states
                 await cache.flush()
+        await sinks.write()
         if cache.due():
             await cache.flush()
 

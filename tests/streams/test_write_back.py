@@ -8,16 +8,18 @@ from types import SimpleNamespace
 
 import pytest
 
+from scorers.routing import route
 from scorers.states import new_state
+from shopstream.events import Click
 from streams import features
-from streams.codecs import decode_state, encode_states
+from streams.codecs import decode_state, encode_states, encode_updates
 
 
 class Message(SimpleNamespace):
     """A record as the agent holds it: a value, a reference count and an acknowledgement."""
 
-    def __init__(self, value: bytes):
-        super().__init__(value=value, refs=1, acked=0)
+    def __init__(self, value: bytes, offset: int = 0):
+        super().__init__(value=value, refs=1, acked=0, topic="entity-updates", partition=0, offset=offset)
 
     def incref(self) -> None:
         self.refs += 1
@@ -35,7 +37,7 @@ def written(monkeypatch) -> list[dict]:
     async def save(table, changes):
         saves.append(dict(changes))
 
-    async def handle(run):
+    async def handle(run, sinks):
         states = {}
         for message in run:
             for key in message.value.split(b"|")[0].split(b","):
@@ -85,3 +87,41 @@ def test_an_unwritten_state_is_read_back_from_the_cache(written, monkeypatch):
     features._live.clear()
     assert written == []
     assert features.live_state(b"user:u9").watermark == 1.0
+
+
+def test_the_rows_of_a_batch_are_written_once_for_all_its_runs(written, monkeypatch):
+    """The real ``handle`` on signed update records of clicks, a batch of three runs:
+    one online and one offline write, holding every run's rows, before the states."""
+    calls = []
+    monkeypatch.setattr(features, "handle", HANDLE)
+    monkeypatch.setattr(features, "write_online", lambda rows: calls.append(("online", count(rows))) or 0)
+    monkeypatch.setattr(features, "write_offline", lambda rows: calls.append(("offline", count(rows))))
+    monkeypatch.setattr(features, "offsets_exist", no_check)
+    monkeypatch.setattr(features.settings.features, "online", True)
+    monkeypatch.setattr(features.settings.features, "offline", True)
+    source = f"{features.settings.topics.clicks}:0"
+    batch = []
+    for offset in range(3):
+        click = Click(user_id=f"u{offset}", session_id="s1", item_id=f"i{offset}", device_id="d1",
+                      ts=1_800_000_000 + offset)
+        value = features.signer.sign(None, encode_updates(0, route(click, source, offset)))
+        batch.append(Message(value, offset))
+    monkeypatch.setattr(features.settings.features, "batch_update_bytes", min(len(m.value) for m in batch))
+    assert len(features.by_size(batch, features.settings.features.batch_update_bytes)) == 3
+    asyncio.run(features.apply_batch(batch))
+    rows = calls[0][1]
+    assert rows > 0
+    assert calls == [("online", rows), ("offline", rows)]
+    assert len(written) == 1  # the states, after the rows
+    assert all(message.acked == 1 for message in batch)
+
+
+HANDLE = features.handle
+
+
+async def no_check(sources) -> None:
+    return None
+
+
+def count(rows: dict) -> int:
+    return sum(len(view_rows) for view_rows in rows.values())
