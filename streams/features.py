@@ -331,6 +331,10 @@ class WriteBack:
         self._held: list[faust.types.Message] = []
         self._since = time.monotonic()
         self._flusher: asyncio.Task | None = None
+        # Since ``mark``: each changed key's entry before its first change, and how many
+        # records were held; what ``rollback`` restores.
+        self._undo: dict[bytes, tuple[bytes, float, float] | None] = {}
+        self._held_at_mark = 0
 
     def changed(self, states: dict[bytes, State], messages: list[faust.types.Message]) -> None:
         """Note a handled run of records: its changed states, encoded now, so that holding
@@ -346,13 +350,36 @@ class WriteBack:
             kind = key[:key.index(b":")].decode()
             changed.append((kind, state, state.watermark + TTL_S[kind]))
         for key, raw, (_, state, expires) in zip(states, encode_states(changed), changed, strict=True):
-            if (before := self._dirty.get(key)) is not None:
+            before = self._dirty.get(key)
+            self._undo.setdefault(key, before)
+            if before is not None:
                 self._bytes -= len(before[0]) + len(key) + ENTRY_BYTES
             self._dirty[key] = (raw, state.watermark, expires)
             self._bytes += len(raw) + len(key) + ENTRY_BYTES
         for message in messages:
             message.incref()
         self._held += messages
+
+    def mark(self) -> None:
+        """Note that the rows of every change so far are written: ``rollback`` undoes only
+        what comes after."""
+        self._undo = {}
+        self._held_at_mark = len(self._held)
+
+    def rollback(self) -> list[bytes]:
+        """Undo the changes since ``mark``, whose rows are not written, and return their
+        keys. Their records stay held by no one and are never acknowledged, so their
+        offsets are not committed and the batch is read again after a restart."""
+        for key, before in self._undo.items():
+            if (now := self._dirty.pop(key, None)) is not None:
+                self._bytes -= len(now[0]) + len(key) + ENTRY_BYTES
+            if before is not None:
+                self._dirty[key] = before
+                self._bytes += len(before[0]) + len(key) + ENTRY_BYTES
+        undone = list(self._undo)
+        del self._held[self._held_at_mark:]
+        self.mark()
+        return undone
 
     def unwritten(self, key: bytes) -> State | None:
         """The changed state of ``key`` not yet on the changelog, if any, decoded."""
@@ -387,6 +414,7 @@ class WriteBack:
         """Write the changed states, then acknowledge the records held for them."""
         dirty, held = self._dirty, self._held
         self._dirty, self._held, self._bytes = {}, [], 0
+        self.mark()
         if not dirty and not held:
             return
         saved = {}
@@ -448,14 +476,24 @@ async def apply_batch(messages: list[faust.types.Message]) -> None:
     them (sooner if they fill the cache, and then the rows before them)."""
     async with cache.lock:
         sinks = Sinks()
-        for run in by_size(messages, settings.features.batch_update_bytes):
-            await handle(run, sinks)
-            if sinks.full():
-                await sinks.write()
-            if cache.full():
-                await sinks.write()  # a run's rows before its states
-                await cache.flush()
-        await sinks.write()
+        cache.mark()
+        try:
+            for run in by_size(messages, settings.features.batch_update_bytes):
+                await handle(run, sinks)
+                if sinks.full() or cache.full():
+                    await sinks.write()  # a run's rows before its states
+                    cache.mark()
+                if cache.full():
+                    await cache.flush()
+            await sinks.write()
+            cache.mark()
+        except BaseException:
+            # Cancelled (a stop) or failing before the rows were written: the stop flushes
+            # the cache, and a saved state that counts records whose rows are not written
+            # would make the restarted worker skip them when it reads them again.
+            for key in cache.rollback():
+                _live.pop(key, None)
+            raise
         if cache.due():
             await cache.flush()
 

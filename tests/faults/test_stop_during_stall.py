@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -95,7 +96,12 @@ def test_sigterm_during_a_stalled_online_write_acknowledges_nothing_unwritten(tw
     restarted = start_worker(settings, tmp_path / "restarted.log")
     try:
         drain(settings)
-        wait_until(lambda: clicks_counted(settings, clicks) == FIRST + SECOND, 60,
-                   what=f"all {FIRST + SECOND} clicks to be counted after the restart")
+        counted = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not counted or counted[-1] != FIRST + SECOND):
+            counted.append(clicks_counted(settings, clicks))
+            time.sleep(0.5)
+        assert counted[-1] == FIRST + SECOND, f"clicks counted after the restart, last five reads: {counted[-5:]}"
     finally:
         workers.stop(restarted)
+        print("--- restarted worker:\n" + (tmp_path / "restarted.log").read_text()[-6000:])

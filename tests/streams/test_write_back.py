@@ -53,7 +53,7 @@ def written(monkeypatch) -> list[dict]:
     monkeypatch.setattr(features, "save", save)
     monkeypatch.setattr(features, "handle", handle)
     monkeypatch.setattr(features, "expiry", SimpleNamespace(saved=lambda *args: None, sweep=sweep))
-    monkeypatch.setattr(type(features.app), "consumer", None, raising=False)
+    monkeypatch.setattr(type(features.app), "consumer", SimpleNamespace(flow_active=True), raising=False)
     monkeypatch.setattr(features, "cache", features.WriteBack(0.0, 1 << 20))
     monkeypatch.setattr(features.settings.features, "batch_update_bytes", 1024)
     features._live.clear()
@@ -125,3 +125,56 @@ async def no_check(sources) -> None:
 
 def count(rows: dict) -> int:
     return sum(len(view_rows) for view_rows in rows.values())
+
+
+def signed_clicks(users: list[str], first_offset: int = 0) -> list[Message]:
+    """Signed update records of one click per user, one run each."""
+    source = f"{features.settings.topics.clicks}:0"
+    batch = []
+    for offset, user in enumerate(users, first_offset):
+        click = Click(user_id=user, session_id="s1", item_id=f"i{offset}", device_id="d1", ts=1_800_000_000 + offset)
+        batch.append(Message(features.signer.sign(None, encode_updates(0, route(click, source, offset))), offset))
+    return batch
+
+
+def test_a_stop_during_a_hanging_row_write_leaves_the_batch_out_of_the_states(written, monkeypatch):
+    """A stop (SIGTERM) cancels the feature agent while its online write retries on a
+    stopped Redis. The cache must then hold none of that batch's states nor its records:
+    the stop flushes the cache, and a state on the changelog that counts the batch would
+    make the restarted worker skip the batch it reads again, whose rows were never
+    written (tests/faults/test_stop_during_stall.py, seen in CI). The states of an earlier
+    batch, whose rows are written, are flushed as they were before the cancelled one."""
+    down = asyncio.Event()
+
+    def write_online(rows):
+        if down.is_set():
+            raise ConnectionError("Redis is stopped")
+        return 0
+
+    monkeypatch.setattr(features, "handle", HANDLE)
+    monkeypatch.setattr(features, "write_online", write_online)
+    monkeypatch.setattr(features, "offsets_exist", no_check)
+    monkeypatch.setattr(features.settings.features, "online", True)
+    monkeypatch.setattr(features.settings.features, "offline", False)
+    monkeypatch.setattr(features, "cache", features.WriteBack(3600.0, 1 << 20))  # flushed by the stop only
+    written_batch, stopped_batch = signed_clicks(["u1"]), signed_clicks(["u1", "u2"], first_offset=1)
+
+    async def run() -> None:
+        await features.apply_batch(written_batch)
+        down.set()
+        task = asyncio.create_task(features.apply_batch(stopped_batch))
+        await asyncio.sleep(0.5)  # retrying the online write
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with features.cache.lock:
+            await features.cache.flush()
+
+    asyncio.run(run())
+    assert len(written) == 1
+    users = {key.split(b":")[1]: decode_state(raw) for key, raw in written[0].items() if key.startswith(b"user:")}
+    assert set(users) == {b"u1"}, "a state of the batch whose rows were not written was saved"
+    assert users[b"u1"].watermark == 1_800_000_000  # as the written batch left it
+    assert [m.acked for m in written_batch] == [1]
+    assert [m.acked for m in stopped_batch] == [0, 0]
+    assert features.live_state(b"user:u2") is None
