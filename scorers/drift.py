@@ -464,6 +464,7 @@ class Seen:
     subject: str  # an input's name, "score", "error", "estimated_precision", "hit_rate", ...
     severity: str  # "warn" or "drift"
     window_end: float  # event time, seconds
+    signal_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -473,9 +474,11 @@ class RetrainPolicy:
     A retrain is due on a confirmed drift of the labelled error; on an estimated metric
     (precision or recall from scores, before labels) drifting in two windows running; or
     on the score drifting together with at least ``input_share`` of the ``top_inputs`` most
-    important inputs. Never on warnings alone, never when the offline data has grown by
-    less than ``data_growth`` since the champion was trained (the same data would give the
-    same model), and at most once per ``cooldown_s``.
+    important inputs. Signals count together only while their windows end within
+    ``recent_s`` of the newest: a score that drifted alone days ago, and was let pass, is
+    no ground for a retrain when inputs drift later. Never on warnings alone, never when
+    the offline data has grown by less than ``data_growth`` since the champion was trained
+    (the same data would give the same model), and at most once per ``cooldown_s``.
 
     >>> policy = RetrainPolicy()
     >>> policy.decide([Seen("fraud", "error", "drift", 100.0)], now=100.0, last_retrain=None,
@@ -487,23 +490,37 @@ class RetrainPolicy:
     data_growth: float = 0.10
     input_share: float = 0.3
     top_inputs: int = 10
+    recent_s: float = 86_400.0
 
     def decide(self, signals: Sequence[Seen], now: float, last_retrain: float | None, rows: int,
                champion_rows: int, important: Sequence[str]) -> str | None:
-        """The reason to retrain now, or ``None``. ``signals``: the recent ones, of one
-        model; ``important``: its inputs, most important first."""
+        """The reason to retrain now, or ``None``. ``signals``: those of one model;
+        ``important``: its inputs, most important first."""
         if last_retrain is not None and now - last_retrain < self.cooldown_s:
             return None
         if rows < champion_rows * (1 + self.data_growth):
             return None
-        drifted = [s for s in signals if s.severity == "drift"]
-        if any(s.subject == "error" for s in drifted):
-            return "the labelled error drifted"
-        estimated = {s.window_end for s in drifted if s.subject.startswith("estimated_")}
-        if len(estimated) >= 2:
-            return "an estimated metric drifted in two windows running"
+        found = self.grounds(signals, now, important)
+        return None if found is None else found[0]
+
+    def grounds(self, signals: Sequence[Seen], now: float, important: Sequence[str]) -> tuple[str, list[Seen]] | None:
+        """The reason the recent drifted ``signals`` give, with the signals it rests on,
+        whatever the cooldown and the data.
+
+        >>> old, new = Seen("fraud", "score", "drift", 0.0, "old"), Seen("fraud", "a", "drift", 90_000.0, "new")
+        >>> RetrainPolicy(input_share=1.0).grounds([old, new], now=90_000.0, important=["a"]) is None
+        True
+        """
+        drifted = [s for s in signals if s.severity == "drift" and now - s.window_end <= self.recent_s]
+        if error := [s for s in drifted if s.subject == "error"]:
+            return "the labelled error drifted", error
+        estimated = [s for s in drifted if s.subject.startswith("estimated_")]
+        if len({s.window_end for s in estimated}) >= 2:
+            return "an estimated metric drifted in two windows running", estimated
         top = list(important[:self.top_inputs])
-        inputs = {s.subject for s in drifted if s.subject in top}
-        if any(s.subject == "score" for s in drifted) and top and len(inputs) >= math.ceil(self.input_share * len(top)):
-            return f"the score drifted with {len(inputs)} of the {len(top)} most important inputs"
+        inputs = [s for s in drifted if s.subject in top]
+        scores = [s for s in drifted if s.subject == "score"]
+        count = len({s.subject for s in inputs})
+        if scores and top and count >= math.ceil(self.input_share * len(top)):
+            return f"the score drifted with {count} of the {len(top)} most important inputs", scores + inputs
         return None

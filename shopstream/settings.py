@@ -435,6 +435,9 @@ class DriftSettings(BaseModel):
     input_share: float = Field(0.3, gt=0, le=1)
     """Score drift triggers a retrain together with drift in this share of the most
     important inputs."""
+    recent_h: float = Field(24.0, gt=0)
+    """Drift signals call for a retrain together only while their windows end within this
+    many hours of event time of the newest."""
 
 
 Role = Literal["features", "fraud", "recs", "drift"]

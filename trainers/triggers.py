@@ -7,7 +7,7 @@ labelled error, an estimated metric drifting in two windows running, or the scor
 with a share of the most important inputs; never on warnings alone, only when the
 labelled data has grown since the champion's training, and at most once per cooldown of
 event time and of wall-clock time. A retrain goes through the same champion gate as a scheduled one, and the
-new version carries the reason and the signals that caused it as MLflow tags
+new version carries the reason and the signals it rests on as MLflow tags
 (``trigger.reason``, ``trigger.signals``, ``trigger.window_end``).
 """
 
@@ -45,7 +45,7 @@ def last_retrain(registry) -> tuple[float | None, float | None]:
 
 def policy_of(settings: Settings) -> RetrainPolicy:
     return RetrainPolicy(cooldown_s=settings.drift.cooldown_h * 3600, data_growth=settings.drift.data_growth,
-                         input_share=settings.drift.input_share)
+                         input_share=settings.drift.input_share, recent_s=settings.drift.recent_h * 3600)
 
 
 @dataclass
@@ -68,11 +68,12 @@ class SignalWatch:
 
     def add(self, signal: DriftSignal, champion: str) -> bool:
         """Keep ``signal`` if it is about ``champion`` (signals of an older version are
-        dropped with it)."""
+        dropped with it, and those too old to count with the newest, ``recent_s``)."""
         self.signals = [s for s in self.signals if s.model_version == champion]
         if signal.model != self.model or signal.model_version != champion:
             return False
         self.signals.append(signal)
+        self.signals = [s for s in self.signals if self.now - s.window_end.timestamp() <= self.policy.recent_s]
         return True
 
     @property
@@ -80,9 +81,17 @@ class SignalWatch:
         """Event time: the end of the newest signal's window."""
         return max((s.window_end.timestamp() for s in self.signals), default=0.0)
 
+    def _seen(self) -> list[Seen]:
+        return [Seen(s.stream, s.subject, s.severity, s.window_end.timestamp(), s.signal_id) for s in self.signals]
+
     def due(self, rows: int, champion_rows: int, last_retrain: float | None, important: list[str]) -> str | None:
-        seen = [Seen(s.stream, s.subject, s.severity, s.window_end.timestamp()) for s in self.signals]
-        return self.policy.decide(seen, self.now, last_retrain, rows, champion_rows, important)
+        return self.policy.decide(self._seen(), self.now, last_retrain, rows, champion_rows, important)
+
+    def grounds(self, important: list[str]) -> list[DriftSignal]:
+        """The signals that the policy's reason rests on (none if it gives none)."""
+        found = self.policy.grounds(self._seen(), self.now, important)
+        ids = {s.signal_id for s in found[1]} if found else set()
+        return [s for s in self.signals if s.signal_id in ids]
 
 
 def retrain_on_signals(settings: Settings, train: Callable[[dict[str, str]], object], *, once: bool = False,
@@ -127,12 +136,12 @@ def retrain_on_signals(settings: Settings, train: Callable[[dict[str, str]], obj
             if reason is None:
                 continue
             log.info("retraining %s: %s", registry.name, reason)
-            drifted = [s for s in watch.signals if s.drifted]
+            grounds = watch.grounds(important[champion.version])
             registry.client.set_registered_model_tag(registry.name, LAST_RETRAIN_TAG,
                                                      f"{watch.now:.0f},{time.time():.0f}")
             results.append(train({"trigger.reason": reason, "trigger.id": uuid.uuid4().hex,
                                   "trigger.window_end": f"{watch.now:.0f}",
-                                  "trigger.signals": ",".join(s.signal_id for s in drifted)[:4_000]}))
+                                  "trigger.signals": ",".join(s.signal_id for s in grounds)[:4_000]}))
             watch.signals.clear()
             if once:
                 break

@@ -98,8 +98,10 @@ def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_pat
     # minute later: a day is replayed in seconds, and an order that close behind would be
     # scored before the features of the first reach the online store (CI saw no drift of
     # them that way), where a day later they are there whatever the pace.
-    planted = []
-    for e in (e for e in events if e.ts >= planted_from):
+    # Two quiet days, more than the retrain policy's RECENT_H, separate the unchanged days
+    # from the plant: no signal of the unchanged days can then count with the plant's.
+    planted, gap = [], timedelta(days=2)
+    for e in (e.model_copy(update={"ts": e.ts + gap}) for e in events if e.ts >= planted_from):
         if isinstance(e, Order):
             e = e.model_copy(update={"amount": e.amount * 10})
             planted += [e, e.model_copy(update={"order_id": f"{e.order_id}-again", "user_id": f"{e.user_id}-ring",
@@ -137,11 +139,11 @@ def test_planted_change_signals_drift_and_triggers_one_retrain(settings, tmp_pat
         assert not [s for s in fraud if (s.subject, s.detector) != ("score", "calibrated_ks")], \
             "a drift of the fraud model's inputs or error on the unchanged days"
         watch = SignalWatch(settings.scoring.model_name, policy_of(settings))
-        for signal in fraud:
+        important = fraud_profile(settings, "1", Registry(settings)).important
+        for signal in sorted(fraud, key=lambda s: s.window_end):
             watch.add(signal, champion=signal.model_version)
-        assert watch.due(rows=10**9, champion_rows=1, last_retrain=None,
-                         important=fraud_profile(settings, "1", Registry(settings)).important) is None, \
-            "the unchanged days call for a retrain"
+            assert watch.due(rows=10**9, champion_rows=1, last_retrain=None, important=important) is None, \
+                f"the unchanged days call for a retrain at {signal.window_end}"
 
         send(settings, planted, topics)
         found = [s for s in signals(settings, expect=10**6, timeout=3) if s.window_end >= planted_from]

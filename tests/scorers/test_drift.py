@@ -177,8 +177,12 @@ def test_a_model_profile_survives_plain_data_and_sees_a_broken_relation():
     assert np.median(again.reconstruction_error(broken)) > 20 * np.median(again.reconstruction_error(x))
 
 
+NOW = 100_000.0
+
+
 def _seen(*specs):
-    return [Seen("fraud", subject, severity, ts) for subject, severity, ts in specs]
+    """Signals ``(subject, severity, seconds before NOW)``."""
+    return [Seen("fraud", subject, severity, NOW - ago, f"{subject}@{ago}") for subject, severity, ago in specs]
 
 
 TOP = [f"input_{i}" for i in range(10)]
@@ -201,12 +205,27 @@ TOP = [f"input_{i}" for i in range(10)]
         (_seen(("input_0", "drift", 1), ("input_1", "drift", 1), ("input_2", "drift", 1)), None, 2_000, None),
         (_seen(("score", "drift", 1), ("other", "drift", 1), ("input_1", "drift", 1), ("input_2", "drift", 1)),
          None, 2_000, None),  # an input outside the top ten does not count
+        (_seen(("score", "drift", 86_401), ("input_0", "drift", 1), ("input_1", "drift", 1), ("input_9", "drift", 1)),
+         None, 2_000, None),  # the score drifted more than a day before its inputs
+        (_seen(("estimated_recall", "drift", 90_000), ("estimated_recall", "drift", 1)), None, 2_000, None),
+        (_seen(("error", "drift", 86_400)), None, 1_100, "the labelled error drifted"),  # a day ago still counts
     ],
 )
 def test_retrain_policy(signals, last_retrain, rows, reason):
-    decided = RetrainPolicy().decide(signals, now=100_000.0, last_retrain=last_retrain, rows=rows,
+    decided = RetrainPolicy().decide(signals, now=NOW, last_retrain=last_retrain, rows=rows,
                                      champion_rows=1_000, important=TOP)
     assert decided == reason
+
+
+def test_a_retrain_rests_on_the_recent_signals_of_its_reason_only():
+    """Seen failing in CI before the grounds were kept apart: the retrain triggered by a
+    planted change cited, among its signals, a score drift of the unchanged days before it
+    that alone had called for nothing (tests/integration/test_drift.py)."""
+    signals = _seen(("score", "drift", 200_000), ("amount", "warn", 1), ("score", "drift", 2), ("input_0", "drift", 1),
+                    ("input_1", "drift", 1), ("input_2", "drift", 3), ("other", "drift", 1))
+    reason, grounds = RetrainPolicy().grounds(signals, now=NOW, important=TOP)
+    assert reason == "the score drifted with 3 of the 10 most important inputs"
+    assert sorted(s.signal_id for s in grounds) == ["input_0@1", "input_1@1", "input_2@3", "score@2"]
 
 
 def test_calibrated_ks_without_a_pool_keeps_its_run_time_against_a_small_reference():
