@@ -47,6 +47,12 @@ class KafkaSettings(BaseModel):
     """Largest record the broker, producers and the dead-letter topic accept. It is larger
     than ``limits.max_event_bytes`` so that an oversized event still fits, whole, in its
     dead letter."""
+    linger_ms: float = Field(2.0, ge=0)
+    """How long a worker's producer waits for more records before it sends a batch. An
+    agent sends a micro-batch's records at once and waits for them, so this adds to each
+    micro-batch's time and lets one request carry them all."""
+    batch_bytes: int = Field(1024 * 1024, ge=1024)
+    """Most bytes of records a worker's producer sends to one partition in one request."""
 
     # The local broker started by `shopstream services up`.
     version: str = "4.1.1"
@@ -425,9 +431,10 @@ class DriftSettings(BaseModel):
     """Seconds of event time a session's recommendation list waits for the session's next
     click to grade it; a session quiet that long has ended, and its list is forgotten."""
     warm_up: int = Field(5_000, ge=0)
-    """Records of the drift role's topic read again, without signals, before the first one
-    a starting worker takes from a partition: its watches then start where the last
-    worker's stood instead of empty (0: start empty)."""
+    """Inputs of the drift role's topic (scored orders, labels, answered lists) read again,
+    without signals, before the first record a starting worker takes from a partition:
+    its watches then start where the last worker's stood instead of empty (0: start
+    empty)."""
     cooldown_h: float = Field(24.0, ge=0)
     """At most one retrain triggered by drift per model in this many hours of event time."""
     data_growth: float = Field(0.10, ge=0)

@@ -19,8 +19,8 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+import confluent_kafka
 import faust
-from aiokafka import errors as aiokafka_errors
 from mode.utils.aiter import aiter
 
 from scorers.routing import Update, route
@@ -34,6 +34,7 @@ from streams.app import (
     offline_log,
     owner_partition,
     retrying,
+    send,
     settings,
     signer,
     survives,
@@ -72,17 +73,20 @@ async def dead_letter(message: faust.types.Message, reason: str, error: str,
         # Waited for: Faust's flush before a commit gives up after 100 ms (see
         # streams.app.save), and a dead letter lost that way would leave its record neither
         # processed nor lettered.
-        await delivered([await dlq_topic.send(key=letter.record_key(), value=letter.model_dump_json().encode(),
-                                              force=True)], "a dead letter")
-    except LETTER_REFUSED as exc:
+        await delivered([send(dlq_topic, letter.model_dump_json().encode(), letter.record_key())],
+                        "a dead letter")
+    except confluent_kafka.KafkaException as exc:
+        if exc.args[0].code() not in LETTER_REFUSED:
+            raise
         unsent_letter(letter, exc)
         return
     metrics.DEAD_LETTERS.labels(message.topic, reason).inc()
     metrics.RECORDS.labels(message.topic, "dead_lettered").inc()
 
 
-LETTER_REFUSED = (aiokafka_errors.MessageSizeTooLargeError, aiokafka_errors.RecordListTooLargeError,
-                  aiokafka_errors.CorruptRecordException, aiokafka_errors.InvalidTimestampError)
+LETTER_REFUSED = {confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE, confluent_kafka.KafkaError.RECORD_LIST_TOO_LARGE,
+                  confluent_kafka.KafkaError.INVALID_MSG, confluent_kafka.KafkaError.INVALID_TIMESTAMP,
+                  confluent_kafka.KafkaError.INVALID_RECORD}
 """What Kafka answers about a record itself (as against a broker that is away, which
 stops the worker without acknowledging): a letter refused so is refused again."""
 
@@ -153,8 +157,7 @@ async def send_updates(updates: list[Update], ingested_ms: int) -> None:
             # force: publish now rather than attached to the next commit, which would hold
             # the updates back for a whole commit interval. A resend after a crash is
             # ignored by the entity states.
-            pending.append(await updates_topic.send(value=signer.sign(None, value), partition=partition,
-                                                    force=True))
+            pending.append(send(updates_topic, signer.sign(None, value), None, partition))
     # Return only once Kafka has them: Faust's flush before a commit gives up after 100 ms
     # (see streams.app.save), so without this wait an input offset could commit while its
     # updates were still in the producer's buffer, and a worker killed then lost them

@@ -28,6 +28,7 @@ from shopstream.signing import Signer
 from streams import metrics
 from streams.commits import note_log_starts, repair_commits
 from streams.expiry import TableExpiry
+from streams.producer import Producer
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,24 @@ async def save(table: faust.Table, changes: dict[bytes, bytes | None]) -> None:
     acknowledged, keeps the order: sinks, then state, then offsets.
     """
     pending = []
+    changelog = table.changelog_topic.get_topic_name()
     for key, value in changes.items():
         if value is None:
             table.data.pop(key, None)
         else:
             value = table.data[key] = signer.sign(key, value)  # verified where it is read
-        pending.append(await table.changelog_topic.send(
-            key=key, value=value, partition=owner_partition(key, table.partitions), force=True))
+        pending.append(send(changelog, value, key, owner_partition(key, table.partitions)))
     await delivered(pending, f"the changelog of {table.name}")
+
+
+def send(topic: faust.types.TopicT | str, value: bytes | None, key: bytes | None = None,
+         partition: int | None = None) -> asyncio.Future:
+    """Queue one record through the worker's librdkafka producer (``streams.producer``),
+    keyed records to the partition ``partitioner`` would choose; the future settles when
+    Kafka has it. Callers pass their futures to ``delivered`` before they acknowledge the
+    records that caused them."""
+    name = topic if isinstance(topic, str) else topic.get_topic_name()
+    return producer.send(name, value, key, partition)
 
 
 def saved(table: faust.Table, key: bytes) -> bytes | None:
@@ -93,16 +104,14 @@ DELIVERY_WARN_S = 15.0
 
 async def delivered(pending: list, what: str) -> None:
     """Return once Kafka has acknowledged every send of ``pending`` (the futures of
-    ``topic.send(..., force=True)``): agents call it before the records behind those sends
-    can be acknowledged.
+    ``send``): agents call it before the records behind those sends can be acknowledged.
 
     The wait is watched, not bounded by a guess: every ``DELIVERY_WARN_S`` it says how
     many records of ``what`` are unconfirmed, readiness fails meanwhile (``sinks_down``),
     and once Kafka has confirmed nothing for ``SHOPSTREAM_SINK_RETRY_S`` the worker exits
-    as for any sink that stays down (``give_up``), its records unacknowledged. A future
-    that never settles (aiokafka's open issue #1101: a producer waiting forever across a
-    broker's absence) then ends in a restart, not in an agent that waits forever and
-    holds every commit of its partitions without a word."""
+    as for any sink that stays down (``give_up``), its records unacknowledged: a broker
+    away for good ends in a restart, not in an agent that waits forever and holds every
+    commit of its partitions without a word."""
     if not pending:
         return
     waiting = asyncio.ensure_future(asyncio.gather(*pending))
@@ -230,8 +239,31 @@ def survives(fun: Callable) -> Callable:
     return surviving
 
 
+def kafka_producer(settings: Settings) -> Producer:
+    """The librdkafka producer of every record a worker sends (``send``)."""
+    return Producer({
+        **settings.kafka.client_config(),
+        "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_OVERHEAD,
+        "linger.ms": settings.kafka.linger_ms,
+        "batch.size": settings.kafka.batch_bytes,
+        "compression.type": "lz4",
+    })
+
+
+PRODUCER_OVERHEAD = 64 * 1024
+"""Room over ``kafka.max_message_bytes`` for a record's framing in librdkafka's own count
+(its ``message.max.bytes`` measures the whole batch a record travels in)."""
+
 settings = get_settings()
 app = create_app(settings)
+producer = kafka_producer(settings)
+
+
+@app.on_before_shutdown.connect
+async def flush_producer(app, **kwargs) -> None:
+    """Deliver what the producer still holds before the worker exits (every send that
+    mattered was already waited for; this is for the rest, such as drift signals)."""
+    await asyncio.to_thread(producer.flush, 10.0)
 
 dlq_topic = app.topic(settings.topics.dlq, value_type=bytes, key_type=bytes)
 # Internal: entity updates, each on the partition that owns its entity (streams.agents).

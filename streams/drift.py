@@ -34,7 +34,7 @@ from shopstream.signing import Unsigned
 from shopstream.topics import read_range
 from streams import metrics
 from streams.agents import dead_letter, decode_all, each_batch
-from streams.app import app, delivered, drift_inputs_topic_name, settings, signer
+from streams.app import app, delivered, drift_inputs_topic_name, send, settings, signer
 from streams.reload import FailedVersions
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,39 @@ def answered_record(version: str, session: str, clicked: str | None, items: list
 
 
 async def send_watched(key: bytes, records: list[bytes]) -> None:
-    """Send records to the drift role (waited for, before their inputs are acknowledged)."""
-    await delivered([await inputs_topic.send(key=key, value=signer.sign(key, r), force=True) for r in records],
-                    "drift inputs")
+    """Send records to the drift role in as few Kafka records as fit (``packed``), waited
+    for before their inputs are acknowledged."""
+    await delivered([send(inputs_topic, signer.sign(key, value), key) for value in packed(records)], "drift inputs")
+
+
+PACK_BYTES = 512 * 1024
+"""Most bytes of drift inputs packed into one Kafka record."""
+
+
+def packed(records: list[bytes], limit: int = PACK_BYTES) -> list[bytes]:
+    """``records`` (JSON objects) as JSON arrays of at most about ``limit`` bytes each: one
+    Kafka record per micro-batch, not one per answer.
+
+    >>> packed([b'{"a":1}', b'{"b":2}', b'{"c":3}'], limit=16)
+    [b'[{"a":1},{"b":2}]', b'[{"c":3}]']
+    """
+    values, chunk, size = [], [], 0
+    for record in records:
+        if chunk and size + len(record) > limit:
+            values.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 0
+        chunk.append(record)
+        size += len(record) + 1
+    if chunk:
+        values.append(b"[" + b",".join(chunk) + b"]")
+    return values
+
+
+def unpacked(value: bytes) -> list[dict]:
+    """The drift inputs in one record's value: an array of them, or one alone (as workers
+    before packing sent them)."""
+    items = orjson.loads(value)
+    return items if isinstance(items, list) else [items]
 
 
 class Watch:
@@ -147,10 +177,9 @@ async def drift_labels(stream: faust.StreamT) -> None:
 
 async def forward_labels(records: list[faust.types.Message]) -> None:
     labels = decode_all(["order_label"] * len(records), records, datetime.now(UTC))
-    sent = [await inputs_topic.send(key=FRAUD, force=True, value=signer.sign(FRAUD, orjson.dumps(
-        {"k": "label", "id": label.order_id, "f": label.is_fraud, "t": label.ts.timestamp()})))
-        for label in labels if isinstance(label, OrderLabel)]  # an InvalidEvent is the feature role's
-    await delivered(sent, "drift inputs")
+    await send_watched(FRAUD, [orjson.dumps(
+        {"k": "label", "id": label.order_id, "f": label.is_fraud, "t": label.ts.timestamp()})
+        for label in labels if isinstance(label, OrderLabel)])  # an InvalidEvent is the feature role's
 
 
 @app.agent(inputs_topic, name="drift_agent")
@@ -163,9 +192,10 @@ class WarmUp:
     """Rebuilds the watches of a starting worker from the records before where it starts.
 
     The watches are windows and detectors over the most recent traffic, so the last few
-    windows of records rebuild them. ``before`` reads, for each partition first seen in a
-    micro-batch, the ``records`` before its first record (the committed offset: agents
-    take records in order) with ``read(topic, partition, start, end)``, and feeds them to
+    windows of inputs rebuild them. ``before`` reads, for each partition first seen in a
+    micro-batch, the last ``records`` inputs before its first record (the committed
+    offset: agents take records in order) with ``read(topic, partition, start, end)``,
+    and feeds them to
     the watches with no signal sent: the worker that read them first sent those. A
     partition is warmed up once per process, so a rebalance that hands it back does not
     count its records twice.
@@ -176,7 +206,7 @@ class WarmUp:
         self._seen: set[tuple[str, int]] = set()
 
     async def before(self, messages) -> int:
-        """Warm up for the partitions first seen in ``messages``; return the records read."""
+        """Warm up for the partitions first seen in ``messages``; return the inputs read."""
         firsts: dict[tuple[str, int], int] = {}
         for message in messages:
             key = (message.topic, message.partition)
@@ -185,27 +215,41 @@ class WarmUp:
         read = 0
         for (topic, partition), first in firsts.items():
             self._seen.add((topic, partition))
-            start = max(first - self.records, 0)
-            if first <= start:
-                continue
             try:
-                values = await asyncio.to_thread(self.read, topic, partition, start, first)
+                inputs = await asyncio.to_thread(self._inputs_before, topic, partition, first)
             except Exception as exc:  # noqa: BLE001 - the watches start empty instead
                 log.warning("drift: could not read %s:%s back to warm up (%r); starting empty",
                             topic, partition, exc)
                 continue
-            for key, value in values:
+            for item in inputs:
                 try:
-                    item = orjson.loads(signer.verify(key, value))
                     kind = item["k"]
                     await watch_one(kind, item, live=False)  # signalled and counted the first time
                 except Exception:  # noqa: BLE001 - counted when it was first read
                     continue
                 metrics.DRIFT_INPUTS.labels(kind, "warm_up").inc()
-            read += len(values)
-            log.info("drift: warmed up with %d records of %s:%s before offset %d",
-                     len(values), topic, partition, first)
+            read += len(inputs)
+            log.info("drift: warmed up with %d inputs of %s:%s before offset %d",
+                     len(inputs), topic, partition, first)
         return read
+
+    def _inputs_before(self, topic: str, partition: int, first: int) -> list[dict]:
+        """The last ``records`` inputs before offset ``first``, oldest first: records are
+        read back in spans that double until they hold enough (one record packs a
+        micro-batch's inputs, or holds one from a worker before packing)."""
+        inputs: list[dict] = []
+        end, span = first, 16
+        while len(inputs) < self.records and end > 0:
+            start = max(end - span, 0)
+            earlier = []
+            for key, value in self.read(topic, partition, start, end):
+                try:
+                    earlier += unpacked(signer.verify(key, value))
+                except Exception:  # noqa: BLE001 - counted when it was first read
+                    continue
+            inputs = earlier + inputs
+            end, span = start, span * 2
+        return inputs[max(len(inputs) - self.records, 0):]
 
 
 warm_up = WarmUp(settings.drift.warm_up, lambda *span: read_range(settings, *span, keys=True))
@@ -222,16 +266,23 @@ async def watch_records(records: list[faust.types.Message]) -> None:
             metrics.DRIFT_INPUTS.labels("unknown", "unsigned").inc()
             continue
         try:
-            item = orjson.loads(value)
-            kind = item["k"]
-            source, found = await watch_one(kind, item)
+            items = unpacked(value)
         except Exception as exc:  # noqa: BLE001 - a record the watch cannot take must not stop it
-            log.warning("drift: skipping %s:%s:%s (%r)", message.topic, message.partition, message.offset, exc)
-            metrics.DRIFT_INPUTS.labels("unknown", "unreadable").inc()
-            continue  # written by shopstream itself: counted, as a bug to look into
-        metrics.DRIFT_INPUTS.labels(kind, "watched" if source is not None else found).inc()
-        if source is not None:
-            sent += [await send_signal(f, source) for f in found]
+            items = [exc]
+        for item in items:
+            try:
+                if isinstance(item, Exception):
+                    raise item
+                kind = item["k"]
+                source, found = await watch_one(kind, item)
+            except Exception as exc:  # noqa: BLE001 - an input the watch cannot take must not stop it
+                log.warning("drift: skipping an input of %s:%s:%s (%r)", message.topic, message.partition,
+                            message.offset, exc)
+                metrics.DRIFT_INPUTS.labels("unknown", "unreadable").inc()
+                continue  # written by shopstream itself: counted, as a bug to look into
+            metrics.DRIFT_INPUTS.labels(kind, "watched" if source is not None else found).inc()
+            if source is not None:
+                sent += [send_signal(f, source) for f in found]
     await delivered(sent, "drift signals")
     if sent:
         metrics.OUTPUTS.labels(settings.topics.drift).inc(len(sent))
@@ -272,11 +323,11 @@ async def watch_one(kind: str, item: dict, live: bool = True):
     raise ValueError(f"unknown kind {kind!r}")
 
 
-async def send_signal(found, source: Watch):
+def send_signal(found, source: Watch):
     """Send the signal of a finding; return the send's future."""
     signal = signal_of(found, source.model, source.version, source.stream)
     if found.finding.threshold:
         metrics.DRIFT_SCORE.labels(source.model, source.stream, found.subject).set(
             found.finding.value / found.finding.threshold)
     metrics.DRIFT_SIGNALS.labels(source.model, source.stream, signal.severity).inc()
-    return await signals_topic.send(key=signal.key().encode(), force=True, value=signal.model_dump_json().encode())
+    return send(signals_topic, signal.model_dump_json().encode(), signal.key().encode())

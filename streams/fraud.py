@@ -40,7 +40,16 @@ from shopstream.events import InvalidEvent, Order
 from shopstream.offline import SERVED_FRAUD, served_table
 from streams import metrics
 from streams.agents import READ_FIRST, decode_all, each_batch, send_updates
-from streams.app import app, delivered, offline_log, prepare, registered_store, retrying, settings
+from streams.app import (
+    app,
+    delivered,
+    offline_log,
+    prepare,
+    registered_store,
+    retrying,
+    send,
+    settings,
+)
 from streams.reload import Follower
 
 log = logging.getLogger(__name__)
@@ -226,8 +235,7 @@ async def score_orders(records: list[faust.types.Message]) -> None:
     sent = []
     for topic, answers in ((scores_topic, scores), (shadow_topic, shadow)):
         for score in answers:  # [FraudScore]
-            sent.append(await topic.send(key=score.order_id.encode(), value=score.model_dump_json().encode(),
-                                         force=True))
+            sent.append(send(topic, score.model_dump_json().encode(), score.order_id.encode()))
     await delivered(sent, "fraud scores")  # before the orders can be acknowledged (streams.app.save)
     metrics.OUTPUTS.labels(settings.topics.fraud_scores).inc(len(scores))
     if shadow:

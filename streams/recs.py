@@ -47,6 +47,7 @@ from streams.app import (
     delivered,
     save,
     saved,
+    send,
     session_orders_topic_name,
     settings,
     signer,
@@ -245,8 +246,7 @@ async def answer(records: list[faust.types.Message]) -> None:
                                    trigger=view.trigger, session_length=len(view.items), origin=origin,
                                    model_version=version, variant=variant, teams=teams,
                                    latency_ms=max(done - consumed, 0.0) * 1000, ts=datetime.now(UTC))
-                sent.append(await topic.send(key=event.session_id.encode(),
-                                             value=recs.model_dump_json().encode(), force=True))
+                sent.append(send(topic, recs.model_dump_json().encode(), event.session_id.encode()))
                 metrics.MODEL_PREDICTIONS.labels(MODEL, version, variant).inc()
                 if topic is recs_topic:
                     metrics.PREDICTIONS.labels(MODEL, version, strategy.split("+")[0]).inc()
@@ -289,10 +289,9 @@ async def forward_bought(records: list[faust.types.Message]) -> None:
     topic, waited for before the orders are acknowledged. Orders without a session, and
     invalid ones (the input agents dead-letter those), send nothing."""
     orders = decode_all(["order"] * len(records), records, datetime.now(UTC))
-    sent = [await bought_topic.send(key=order.session_id.encode(), force=True, value=signer.sign(
-        order.session_id.encode(), json.dumps({"session_id": order.session_id,
-                                               "items": [line.item_id for line in order.items],
-                                               "ts": order.ts.timestamp()}).encode()))
+    sent = [send(bought_topic, signer.sign(order.session_id.encode(), json.dumps({
+        "session_id": order.session_id, "items": [line.item_id for line in order.items],
+        "ts": order.ts.timestamp()}).encode()), order.session_id.encode())
             for order in orders if isinstance(order, Order) and order.session_id]
     await delivered(sent, "bought items")
 

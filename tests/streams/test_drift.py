@@ -65,10 +65,30 @@ def test_a_starting_worker_warms_its_watches_up_from_the_records_before_its_firs
     warm_up, warmed = drift.WarmUp(2, read), count("recs", "warm_up")
     first = [message(drift.answered_record("rules", "s9", "i9", ["i9"], "popular", 9.0), offset=3, key=drift.RECS)]
     assert asyncio.run(warm_up.before(first)) == 2
-    assert reads == [("app-drift-inputs", 0, 1, 3)]  # the two records before offset 3
+    assert reads == [("app-drift-inputs", 0, 0, 3)]  # back 16 records or to the start; the last 2 kept
     assert count("recs", "warm_up") == warmed + 2
     assert {("w1", "champion"), ("w2", "champion")} <= set(drift.grades._lists)  # noqa: SLF001 - the sessions shown
     assert asyncio.run(warm_up.before([message(b"{}", offset=4)])) == 0 and len(reads) == 1  # once
+
+
+def test_inputs_travel_packed_and_a_warm_up_reads_back_until_it_has_enough():
+    answers = [drift.answered_record("rules", f"p{i}", "a", ["b"], "popular", float(i)) for i in range(10)]
+    values = drift.packed(answers, limit=(len(answers[0]) + 1) * 3)
+    assert len(values) == 4 and [a for v in values for a in drift.unpacked(v)] == [orjson.loads(a) for a in answers]
+    log = [(drift.RECS, signer.sign(drift.RECS, v)) for v in values] * 10  # 40 records, 100 inputs
+    reads = []
+
+    def read(topic, partition, start, end):
+        reads.append((start, end))
+        return log[start:end]
+
+    warmed = count("recs", "warm_up")
+    assert asyncio.run(drift.WarmUp(70, read).before([message(b"[]", offset=40, key=drift.RECS)])) == 70
+    assert reads == [(24, 40), (0, 24)]  # 16 records held 40 inputs: 32 more were read back
+    assert count("recs", "warm_up") == warmed + 70
+    before = count("recs", "watched")
+    asyncio.run(drift.watch_records([message(values[0], offset=41, key=drift.RECS)]))
+    assert count("recs", "watched") == before + 3  # one record, three inputs
 
 
 def test_a_warm_up_that_cannot_read_starts_empty():
