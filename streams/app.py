@@ -246,7 +246,8 @@ def kafka_producer(settings: Settings) -> Producer:
         "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_OVERHEAD,
         "linger.ms": settings.kafka.linger_ms,
         "batch.size": settings.kafka.batch_bytes,
-        "compression.type": "lz4",
+        # No compression: Faust's consumer (aiokafka) reads lz4, snappy and zstd only
+        # with codec libraries it does not install, and a worker reads what workers send.
     })
 
 
