@@ -216,11 +216,15 @@ def shopstream_drain(settings: Settings, events: list[Event], log: Path, process
             time.sleep(0.25)
         elapsed = time.perf_counter() - started
         cpu_after = cpu_seconds(settings, worker)
-    records, size = produced(settings)
+    by_topic = produced(settings)
+    records, size = (sum(counts[i] for counts in by_topic.values()) for i in (0, 1))
     return {"eps": len(events) / elapsed, "peak_rss_mb": worker.peak_rss / 2**20,
             "cpu_us_per_event": {name: (cpu_after[name] - cpu_before[name]) / len(events) * 1e6
                                  for name in cpu_after if name in cpu_before},
-            "kafka_records_per_event": records / len(events), "kafka_bytes_per_event": size / len(events)}
+            "kafka_records_per_event": records / len(events), "kafka_bytes_per_event": size / len(events),
+            "kafka_per_event_by_topic": {topic.removeprefix(settings.app_id).lstrip(".-"):
+                                         {"records": n / len(events), "bytes": b / len(events)}
+                                         for topic, (n, b) in sorted(by_topic.items()) if n}}
 
 
 def correctness(settings: Settings, events: list[Event], sample: int = 200, seed: int = 3) -> dict:
@@ -280,9 +284,9 @@ def cpu_seconds(settings: Settings, worker: Worker) -> dict[str, float]:
     return seconds
 
 
-def produced(settings: Settings) -> tuple[int, int]:
-    """Records and bytes (as stored by the broker) in the app's own topics, its inputs
-    excepted: updates, changelogs, scores, recommendations and dead letters."""
+def produced(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Records and bytes (as stored by the broker) in each of the app's own topics, its
+    inputs excepted: updates, changelogs, scores, recommendations and dead letters."""
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient
 
@@ -291,13 +295,12 @@ def produced(settings: Settings) -> tuple[int, int]:
     ours = {name: len(meta.partitions) for name, meta in topics.items()
             if name.startswith(settings.app_id) and name not in inputs}
     consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{settings.app_id}-count"})
-    records = sum(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                  for t, n in ours.items() for p in range(n))
-    consumer.close()
     data = Path(settings.home) / "kafka" / "data"
-    size = sum(f.stat().st_size for t, n in ours.items() for p in range(n)
-               for f in (data / f"{t}-{p}").glob("*.log"))
-    return records, size
+    counts = {t: (sum(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1] for p in range(n)),
+                  sum(f.stat().st_size for p in range(n) for f in (data / f"{t}-{p}").glob("*.log")))
+              for t, n in ours.items()}
+    consumer.close()
+    return counts
 
 
 def freshness(settings: Settings, rate: float, seconds: float, log: Path, warmup_s: float = 5.0) -> dict:
@@ -436,7 +439,8 @@ def main() -> None:
                 "eps_runs": values, "peak_rss_mb": max(d["peak_rss_mb"] for d in drains[name]),
                 "cpu_us_per_event": first["cpu_us_per_event"],
                 "kafka_records_per_event": first["kafka_records_per_event"],
-                "kafka_bytes_per_event": first["kafka_bytes_per_event"]}
+                "kafka_bytes_per_event": first["kafka_bytes_per_event"],
+                "kafka_per_event_by_topic": first["kafka_per_event_by_topic"]}
 
     result = {
         "time": datetime.now(UTC).isoformat(), "events": len(events), "runs": args.runs,
@@ -477,6 +481,12 @@ def main() -> None:
                       ", ".join(f"{cpu.get(k, float('nan')):,.0f}" for k in ("worker", "kafka", "redis", "bench")),
                       f"{d['kafka_records_per_event']:.2f}, {d['kafka_bytes_per_event']:,.0f}")
     console.print(table)
+    topics = Table("drain", "topic", "records per event", "bytes per event",
+                   title="Kafka records the worker produced per input event, by topic")
+    for name in drains:
+        for topic, counts in result["drains"][name]["kafka_per_event_by_topic"].items():
+            topics.add_row(name, topic, f"{counts['records']:.3f}", f"{counts['bytes']:,.0f}")
+    console.print(topics)
     fresh_table = Table("offered", "events/s", "probes", "never read", "p50 ms", "p99 ms", "max ms",
                         title="freshness: produce to readable through Feast, warm-up excluded")
     for label, r in result["freshness"].items():
