@@ -88,7 +88,7 @@ def send(topic: faust.types.TopicT | str, value: bytes | None, key: bytes | None
     Kafka has it. Callers pass their futures to ``delivered`` before they acknowledge the
     records that caused them."""
     name = topic if isinstance(topic, str) else topic.get_topic_name()
-    return producer.send(name, value, key, partition)
+    return worker_producer().send(name, value, key, partition)
 
 
 def saved(table: faust.Table, key: bytes) -> bytes | None:
@@ -257,14 +257,25 @@ PRODUCER_OVERHEAD = 64 * 1024
 
 settings = get_settings()
 app = create_app(settings)
-producer = kafka_producer(settings)
+_producer: Producer | None = None
+
+
+def worker_producer() -> Producer:
+    """The worker's producer, built by its first send: librdkafka connects to the brokers
+    as soon as a producer is built, which a process that only imports the agents (a test,
+    a tool) must not do."""
+    global _producer
+    if _producer is None:
+        _producer = kafka_producer(settings)
+    return _producer
 
 
 @app.on_before_shutdown.connect
 async def flush_producer(app, **kwargs) -> None:
     """Deliver what the producer still holds before the worker exits (every send that
     mattered was already waited for; this is for the rest, such as drift signals)."""
-    await asyncio.to_thread(producer.flush, 10.0)
+    if _producer is not None:
+        await asyncio.to_thread(_producer.flush, 10.0)
 
 dlq_topic = app.topic(settings.topics.dlq, value_type=bytes, key_type=bytes)
 # Internal: entity updates, each on the partition that owns its entity (streams.agents).
