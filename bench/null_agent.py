@@ -5,8 +5,10 @@ the environment below, once per transport and mode, and reads the one line it pr
 
 - ``BENCH_TRANSPORT``: ``kafka`` (aiokafka, what shopstream uses) or ``confluent``
   (confluent-kafka, which faust-streaming also ships);
-- ``BENCH_MODE``: ``take`` (read each record and drop it) or ``forward`` (send each record
-  on to another topic, as shopstream's input agents send updates);
+- ``BENCH_MODE``: ``take`` (read each record and drop it), ``forward`` (send each record
+  on to another topic through Faust's producer, ``topic.send``) or ``forward_rdkafka``
+  (through the workers' librdkafka producer, ``streams.producer``, each batch's sends
+  awaited before the next batch, as shopstream's agents wait for theirs);
 - ``BENCH_TOPICS`` (comma-separated), ``BENCH_OUT``, ``BENCH_EVENTS``, ``BENCH_GROUP``,
   ``BENCH_BROKERS``, ``BENCH_PORT``.
 
@@ -16,6 +18,7 @@ It prints ``NULL_AGENT events=<n> seconds=<s>``, timed from the first record rea
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -36,6 +39,7 @@ app = faust.App(
 source = app.topic(*os.environ.get("BENCH_TOPICS", "bench-in").split(","), value_type=bytes, key_type=bytes)
 out = app.topic(os.environ.get("BENCH_OUT", "bench-null-out"), value_type=bytes, key_type=bytes)
 seen = {"n": 0, "first": 0.0}
+rdkafka = []  # the librdkafka producer of forward_rdkafka, built by the first batch
 
 
 def done() -> None:
@@ -52,6 +56,15 @@ async def null(stream: faust.StreamT) -> None:
         if MODE == "forward":
             for record in records:
                 await out.send(key=record.message.key, value=record.message.value)
+        elif MODE == "forward_rdkafka":
+            if not rdkafka:
+                from streams.producer import Producer
+
+                rdkafka.append(Producer({"bootstrap.servers": os.environ.get("BENCH_BROKERS", "127.0.0.1:9092"),
+                                         "linger.ms": 2}))
+            name = out.get_topic_name()
+            await asyncio.gather(*(rdkafka[0].send(name, record.message.value, record.message.key)
+                                   for record in records))
         seen["n"] += len(records)
         if seen["n"] >= EVENTS:
             done()

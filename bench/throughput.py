@@ -382,7 +382,7 @@ def main() -> None:
     console.print(f"   {raw_eps:,.0f} events/s")
     floors = {}
     for transport in ("kafka", "confluent"):
-        for mode in ("take", "forward"):
+        for mode in ("take", "forward", "forward_rdkafka") if transport == "kafka" else ("take", "forward"):
             console.print(f"a. Faust null agent, {transport}://, {mode} ...")
             floors[f"{transport}_{mode}"] = eps = null_agent(raw, len(events), transport, mode)
             console.print("   did not finish in 120 s" if eps is None else f"   {eps:,.0f} events/s")
