@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,6 +295,22 @@ def next_to_stop(children, signalled: set[int], web_port: int, since: float,
     return waiting[0] if settled or not signalled else None
 
 
+def stop_with_parent(parent: int) -> Callable[[], None]:
+    """What a child runs before it starts: on Linux, ask for SIGTERM when ``parent`` dies
+    (``prctl(PR_SET_PDEATHSIG)``), so that a supervisor killed outright (SIGKILL after a
+    stop timeout, the OOM killer) leaves no worker behind, still in its consumer group."""
+    def arm() -> None:
+        if sys.platform != "linux":
+            return
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before the request
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
+
+
 def supervise(settings, processes: int) -> int:
     """Run ``processes`` workers of ``settings`` side by side until one stops or a signal
     comes; then stop the others and return the first exit status that is not 0.
@@ -311,7 +328,8 @@ def supervise(settings, processes: int) -> int:
     children = []
     for i in range(processes):
         env = {**os.environ, **to_env(settings.model_copy(update={"web_port": settings.web_port + i}))}
-        children.append(subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env,
+                                         preexec_fn=stop_with_parent(os.getpid())))
     stopping: list[int] = []
     signalled: set[int] = set()
 
