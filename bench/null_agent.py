@@ -3,12 +3,16 @@
 ``python -m bench.null_agent`` runs one such worker; ``bench.throughput`` starts it with
 the environment below, once per transport and mode, and reads the one line it prints:
 
-- ``BENCH_TRANSPORT``: ``kafka`` (aiokafka, what shopstream uses) or ``confluent``
-  (confluent-kafka, which faust-streaming also ships);
+- ``BENCH_TRANSPORT``: ``kafka`` (aiokafka, what shopstream uses), ``confluent``
+  (confluent-kafka, which faust-streaming also ships) or ``rdkafka`` (that driver with its
+  group join fixed, ``bench.rdkafka_driver``);
 - ``BENCH_MODE``: ``take`` (read each record and drop it), ``forward`` (send each record
   on to another topic through Faust's producer, ``topic.send``) or ``forward_rdkafka``
   (through the workers' librdkafka producer, ``streams.producer``, each batch's sends
   awaited before the next batch, as shopstream's agents wait for theirs);
+- ``BENCH_LOOP``: ``aio`` (asyncio, the default) or ``uvloop``; ``BENCH_MAX_POLL``
+  (Faust's ``broker_max_poll_records``) and ``BENCH_BUFFER`` (``stream_buffer_maxsize``),
+  Faust's defaults when unset;
 - ``BENCH_TOPICS`` (comma-separated), ``BENCH_OUT``, ``BENCH_EVENTS``, ``BENCH_GROUP``,
   ``BENCH_BROKERS``, ``BENCH_PORT``.
 
@@ -26,6 +30,9 @@ import time
 
 import faust
 
+from bench.rdkafka_driver import register
+
+register()
 EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
 MODE = os.environ.get("BENCH_MODE", "take")
 app = faust.App(
@@ -35,6 +42,8 @@ app = faust.App(
     web_port=int(os.environ.get("BENCH_PORT", "6170")), web_host="127.0.0.1",
     broker_commit_interval=1.0, topic_disable_leader=True,
     datadir=tempfile.mkdtemp(prefix="bench-null-"),  # not the working directory
+    **({"broker_max_poll_records": int(os.environ["BENCH_MAX_POLL"])} if os.environ.get("BENCH_MAX_POLL") else {}),
+    **({"stream_buffer_maxsize": int(os.environ["BENCH_BUFFER"])} if os.environ.get("BENCH_BUFFER") else {}),
 )
 source = app.topic(*os.environ.get("BENCH_TOPICS", "bench-in").split(","), value_type=bytes, key_type=bytes)
 out = app.topic(os.environ.get("BENCH_OUT", "bench-null-out"), value_type=bytes, key_type=bytes)
@@ -71,5 +80,6 @@ async def null(stream: faust.StreamT) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warn"), "--without-web"]
+    sys.argv = [sys.argv[0], "--loop", os.environ.get("BENCH_LOOP", "aio"), "worker",
+                "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warn"), "--without-web"]
     app.main()
