@@ -12,6 +12,7 @@ import struct
 
 import lz4.block
 import msgpack
+import orjson
 
 from scorers import states
 from scorers.routing import Update
@@ -140,3 +141,33 @@ def state_expiry(raw: bytes, offset: int = 0) -> float:
     """The event time at which the state in a changelog value (from ``offset`` on: past a
     signature) expires."""
     return _EXPIRY.unpack_from(raw, offset)[0]
+
+
+PACK_BYTES = 512 * 1024
+"""Most bytes of JSON objects packed into one Kafka record."""
+
+
+def packed(records: list[bytes], limit: int = PACK_BYTES) -> list[bytes]:
+    """``records`` (JSON objects) as JSON arrays of at most about ``limit`` bytes each: one
+    Kafka record per micro-batch and partition, not one per drift input or session order.
+
+    >>> packed([b'{"a":1}', b'{"b":2}', b'{"c":3}'], limit=16)
+    [b'[{"a":1},{"b":2}]', b'[{"c":3}]']
+    """
+    values, chunk, size = [], [], 0
+    for record in records:
+        if chunk and size + len(record) > limit:
+            values.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 0
+        chunk.append(record)
+        size += len(record) + 1
+    if chunk:
+        values.append(b"[" + b",".join(chunk) + b"]")
+    return values
+
+
+def unpacked(value: bytes) -> list[dict]:
+    """The JSON objects in one record's value: an array of them (``packed``), or one alone
+    (as workers before packing sent them)."""
+    items = orjson.loads(value)
+    return items if isinstance(items, list) else [items]

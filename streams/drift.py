@@ -35,6 +35,7 @@ from shopstream.topics import read_range
 from streams import metrics
 from streams.agents import dead_letter, decode_all, each_batch
 from streams.app import app, delivered, drift_inputs_topic_name, send, settings, signer
+from streams.codecs import packed, unpacked
 from streams.reload import FailedVersions
 
 log = logging.getLogger(__name__)
@@ -69,34 +70,6 @@ async def send_watched(key: bytes, records: list[bytes]) -> None:
     await delivered([send(inputs_topic, signer.sign(key, value), key) for value in packed(records)], "drift inputs")
 
 
-PACK_BYTES = 512 * 1024
-"""Most bytes of drift inputs packed into one Kafka record."""
-
-
-def packed(records: list[bytes], limit: int = PACK_BYTES) -> list[bytes]:
-    """``records`` (JSON objects) as JSON arrays of at most about ``limit`` bytes each: one
-    Kafka record per micro-batch, not one per answer.
-
-    >>> packed([b'{"a":1}', b'{"b":2}', b'{"c":3}'], limit=16)
-    [b'[{"a":1},{"b":2}]', b'[{"c":3}]']
-    """
-    values, chunk, size = [], [], 0
-    for record in records:
-        if chunk and size + len(record) > limit:
-            values.append(b"[" + b",".join(chunk) + b"]")
-            chunk, size = [], 0
-        chunk.append(record)
-        size += len(record) + 1
-    if chunk:
-        values.append(b"[" + b",".join(chunk) + b"]")
-    return values
-
-
-def unpacked(value: bytes) -> list[dict]:
-    """The drift inputs in one record's value: an array of them, or one alone (as workers
-    before packing sent them)."""
-    items = orjson.loads(value)
-    return items if isinstance(items, list) else [items]
 
 
 class Watch:

@@ -29,10 +29,12 @@ import asyncio
 import json
 import logging
 import time
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 import faust
+import orjson
 
 from scorers.challenge import Challenge
 from scorers.interleave import seeded_coin, team_draft
@@ -42,9 +44,11 @@ from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, S
 from shopstream.signing import MAC_BYTES, Unsigned
 from streams import metrics
 from streams.agents import dead_letter, decode_all, each_batch
+from streams.agents import handle as handle_inputs
 from streams.app import (
     app,
     delivered,
+    owner_partition,
     save,
     saved,
     send,
@@ -54,6 +58,7 @@ from streams.app import (
     state_table,
     table_expiry,
 )
+from streams.codecs import packed, unpacked
 from streams.reload import Follower
 
 log = logging.getLogger(__name__)
@@ -188,10 +193,11 @@ def challenged(current: Recommender, rival: tuple[Challenge, Recommender] | None
     return [answers[i] for i in everyone], []
 
 
-async def answer(records: list[faust.types.Message]) -> None:
+async def answer(records: list[faust.types.Message], events: list | None = None) -> None:
     """Recommendations for one micro-batch of clicks and cart changes. A session's state
     is saved only after its recommendations are sent: a worker killed in between reads
-    the events again and answers them again (at-least-once), rather than never."""
+    the events again and answers them again (at-least-once), rather than never.
+    ``events``: the clicks and cart changes of ``records`` already decoded, in order."""
     consumed = time.time()
     current, rival = follower.current, follower.challenger  # one of each for the whole batch
     now = datetime.now(UTC)
@@ -206,15 +212,17 @@ async def answer(records: list[faust.types.Message]) -> None:
         except Unsigned as exc:  # forged: nothing applied
             await dead_letter(message, "unsigned", repr(exc), exc)
             continue
-        if bought is not None:
-            key = bought["session_id"].encode()
+        for session_id, (items, ts) in bought.items():
+            key = session_id.encode()
             state = states.get(key) or load_state(key)
-            if state.buy(bought["items"], f"{message.topic}:{message.partition}", message.offset):
-                state.last_ts = max(state.last_ts or bought["ts"], bought["ts"])
+            if state.buy(items, f"{message.topic}:{message.partition}", message.offset):
+                state.last_ts = max(state.last_ts or ts, ts)
                 states[key] = state
     records = [message for message in records if KIND[message.topic] != "bought"]
     kinds = [KIND[message.topic] for message in records]
-    for message, kind, event in zip(records, kinds, decode_all(kinds, records, now), strict=True):
+    if events is None:
+        events = decode_all(kinds, records, now)
+    for message, kind, event in zip(records, kinds, events, strict=True):
         if isinstance(event, InvalidEvent):
             continue  # the input agents dead-letter it
         if not event.session_id:
@@ -269,31 +277,45 @@ async def answer(records: list[faust.types.Message]) -> None:
     await expiry.sweep()
 
 
-def decode_bought(message: faust.types.Message) -> dict | None:
-    """A record of ``{app_id}-session-orders``: session id, items and event time; None
-    (and a warning) for one of another layout; ``Unsigned`` for one without this
-    deployment's signature."""
+def decode_bought(message: faust.types.Message) -> dict[str, tuple[list[str], float]]:
+    """What the orders of one record of ``{app_id}-session-orders`` bought, by session:
+    the items and the newest event time (one record holds the orders of a batch for one
+    partition, ``forward_bought``); a warning and nothing for an entry of another layout;
+    ``Unsigned`` for a record without this deployment's signature."""
     data = signer.verify(message.key, message.value)  # Unsigned: the caller dead-letters it
+    bought: dict[str, tuple[list[str], float]] = {}
     try:
-        data = json.loads(data)
-        return {"session_id": str(data["session_id"]), "items": [str(i) for i in data["items"]],
-                "ts": float(data["ts"])}
-    except (ValueError, TypeError, KeyError) as exc:
+        entries = unpacked(data)
+    except ValueError as exc:
         log.warning("%s:%d@%d is no session order (%r); skipped", message.topic, message.partition,
                     message.offset, exc)
-        return None
+        return bought
+    for entry in entries:
+        try:
+            session, items, ts = str(entry["session_id"]), [str(i) for i in entry["items"]], float(entry["ts"])
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s:%d@%d holds no session order (%r); skipped", message.topic, message.partition,
+                        message.offset, exc)
+            continue
+        before, newest = bought.get(session, ([], ts))
+        bought[session] = ([*before, *items], max(newest, ts))
+    return bought
 
 
 async def forward_bought(records: list[faust.types.Message]) -> None:
-    """Send each valid order's items to its session's partition of the session-orders
-    topic, waited for before the orders are acknowledged. Orders without a session, and
-    invalid ones (the input agents dead-letter those), send nothing."""
+    """Send what the batch's valid orders bought to the partitions of their sessions in the
+    session-orders topic, one record per partition (``packed``), waited for before the
+    orders are acknowledged. Orders without a session, and invalid ones (the input
+    agents dead-letter those), send nothing."""
     orders = decode_all(["order"] * len(records), records, datetime.now(UTC))
-    sent = [send(bought_topic, signer.sign(order.session_id.encode(), json.dumps({
-        "session_id": order.session_id, "items": [line.item_id for line in order.items],
-        "ts": order.ts.timestamp()}).encode()), order.session_id.encode())
-            for order in orders if isinstance(order, Order) and order.session_id]
-    await delivered(sent, "bought items")
+    by_partition: dict[int, list[bytes]] = defaultdict(list)
+    for order in orders:
+        if isinstance(order, Order) and order.session_id:
+            by_partition[owner_partition(order.session_id.encode(), settings.topics.partitions)].append(
+                orjson.dumps({"session_id": order.session_id, "items": [line.item_id for line in order.items],
+                              "ts": order.ts.timestamp()}))
+    await delivered([send(bought_topic, signer.sign(None, value), None, partition)
+                     for partition, bought in by_partition.items() for value in packed(bought)], "bought items")
 
 
 @app.agent(orders_topic, name="order_items_agent")
@@ -303,12 +325,37 @@ async def order_items_agent(stream: faust.StreamT) -> None:
                      "the order items agent", lambda: settings.recs.enabled and settings.recs.exclude_bought)
 
 
-@app.agent(inputs, name="recs_agent")
-async def recs_agent(stream: faust.StreamT) -> None:
+async def recommend_for(records: list[faust.types.Message]) -> None:
     """Clicks and cart changes in, session recommendations out."""
-    async def locked(records: list[faust.types.Message]) -> None:
+    if settings.recs.enabled:
         async with answering:
             await answer(records)
 
-    await each_batch(stream, settings.recs.batch_rows, settings.recs.batch_ms, locked,
-                     "the recs agent", lambda: settings.recs.enabled, arrival=True)
+
+async def features_and_recommend_for(records: list[faust.types.Message]) -> None:
+    """Clicks and cart changes in, read once for both roles: their entity updates and raw
+    log (``streams.agents.handle``, each record processed or dead-lettered), then their
+    recommendations, each record decoded once for both."""
+    events = iter(decode_all([KIND[m.topic] for m in records if KIND[m.topic] != "bought"],
+                             [m for m in records if KIND[m.topic] != "bought"], datetime.now(UTC)))
+    decoded = [(m, None if KIND[m.topic] == "bought" else next(events)) for m in records]
+    for kind in ("click", "cart"):
+        mine = [(m, e) for m, e in decoded if KIND[m.topic] == kind]
+        if mine:
+            await handle_inputs(kind, [m for m, _ in mine], [e for _, e in mine])
+    if settings.recs.enabled:
+        async with answering:
+            await answer(records, [e for m, e in decoded if KIND[m.topic] != "bought"])
+
+
+def register(features: bool) -> None:
+    """Register the agent of clicks, cart changes and bought items; with ``features``, the
+    same agent also does the feature role's work on clicks and cart changes, so a worker
+    with both roles reads each of them once."""
+    async def session_agent(stream: faust.StreamT) -> None:
+        rows = max(settings.recs.batch_rows, settings.features.batch_rows) if features else settings.recs.batch_rows
+        await each_batch(stream, rows, settings.recs.batch_ms,
+                         features_and_recommend_for if features else recommend_for,
+                         "the session agent", arrival=True)
+
+    app.agent(inputs, name="session_agent")(session_agent)

@@ -20,16 +20,19 @@ from streams.app import app, internal_topics, keyed_topics, prepare, refuse_part
 
 
 def register(roles) -> None:
-    """Register the agents of ``roles`` with the app."""
+    """Register the agents of ``roles`` with the app. With both ``features`` and ``recs``,
+    one agent reads the clicks and cart changes for both (``streams.recs.register``)."""
     if "features" in roles:
-        agents.register()
+        agents.register(skip=frozenset({"click", "cart"}) if "recs" in roles else frozenset())
         from streams.features import online_writer
 
         if settings.features.online:
             prepare("online_writer", online_writer)
     for role in ("fraud", "recs", "drift"):
         if role in roles:
-            importlib.import_module(f"streams.{role}")  # its agents register on import
+            module = importlib.import_module(f"streams.{role}")  # its agents register on import
+            if role == "recs":
+                module.register(features="features" in roles)
 
 
 def tune_gc(threshold: int) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from streams import drift, metrics
 from streams.app import signer
+from streams.codecs import packed, unpacked
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +74,8 @@ def test_a_starting_worker_warms_its_watches_up_from_the_records_before_its_firs
 
 def test_inputs_travel_packed_and_a_warm_up_reads_back_until_it_has_enough():
     answers = [drift.answered_record("rules", f"p{i}", "a", ["b"], "popular", float(i)) for i in range(10)]
-    values = drift.packed(answers, limit=(len(answers[0]) + 1) * 3)
-    assert len(values) == 4 and [a for v in values for a in drift.unpacked(v)] == [orjson.loads(a) for a in answers]
+    values = packed(answers, limit=(len(answers[0]) + 1) * 3)
+    assert len(values) == 4 and [a for v in values for a in unpacked(v)] == [orjson.loads(a) for a in answers]
     log = [(drift.RECS, signer.sign(drift.RECS, v)) for v in values] * 10  # 40 records, 100 inputs
     reads = []
 
