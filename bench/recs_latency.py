@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.latency import RESULTS, echo, measure, stage_times
-from bench.throughput import isolated
+from bench.throughput import isolated, recs_cost_per_answer
 from models.configs import SequenceConfig
 from models.sequence import SequenceRecommender
 from scorers.neighbours import CoVisitation, Popularity, Session, SessionKNN
@@ -175,6 +175,7 @@ def main() -> None:
         served = measure(settings, settings.topics.session_recs, args.seconds, 0, args.clicks, driver=drive,
                          key_of=recs_key)
         stages = {k: v for k, v in stage_times(settings.web_port).items() if k.startswith("recs_")}
+        per_answer = recs_cost_per_answer([settings.web_port], settings.topics.session_recs)
     finally:
         workers.stop(process)
 
@@ -188,11 +189,14 @@ def main() -> None:
     console.print(table)
     console.print("worker, mean per micro-batch: " + ", ".join(f"{s.removeprefix('recs_')} {ms:.2f} ms"
                                                                for s, ms in sorted(stages.items())))
+    console.print("worker, µs per answered click (the cost budget): "
+                  + ", ".join(f"{stage} {us:,.0f}" for stage, us in per_answer.items())
+                  + f"; total {sum(per_answer.values()):,.0f}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"recs-latency-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps({"clicks_per_s": args.clicks, "items": args.items, "seconds": args.seconds,
                                 "index_sizes": sizes, "kafka_round_trip": floor, "shopstream": served,
-                                "stage_ms_per_batch": stages}, indent=2))
+                                "stage_ms_per_batch": stages, "us_per_answer": per_answer}, indent=2))
     console.print(f"wrote {path}")
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -228,15 +229,36 @@ def shopstream_drain(settings: Settings, events: list[Event], log: Path, process
             time.sleep(0.25)
         elapsed = time.perf_counter() - started
         cpu_after = cpu_seconds(settings, worker)
+        recs_costs = recs_cost_per_answer(ports, settings.topics.session_recs) if "recs" in settings.roles else {}
     by_topic = produced(settings)
     records, size = (sum(counts[i] for counts in by_topic.values()) for i in (0, 1))
     return {"eps": len(events) / elapsed, "peak_rss_mb": worker.peak_rss / 2**20,
             "cpu_us_per_event": {name: (cpu_after[name] - cpu_before[name]) / len(events) * 1e6
                                  for name in cpu_after if name in cpu_before},
+            "recs_us_per_answer": recs_costs,
             "kafka_records_per_event": records / len(events), "kafka_bytes_per_event": size / len(events),
             "kafka_per_event_by_topic": {topic.removeprefix(settings.app_id).lstrip(".-"):
                                          {"records": n / len(events), "bytes": b / len(events)}
                                          for topic, (n, b) in sorted(by_topic.items()) if n}}
+
+
+def recs_cost_per_answer(ports: list[int], recs_topic: str) -> dict[str, float]:
+    """The recommendation agent's cost budget: µs per answered click or cart change in
+    each stage (session state, model, index, blend), summed over the workers on ``ports``,
+    from their histograms and their count of lists sent on ``recs_topic``."""
+    import httpx
+
+    spent: dict[str, float] = {}
+    answered = 0.0
+    for port in ports:
+        for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics").text):
+            for sample in family.samples:
+                if sample.name == "shopstream_scoring_stage_seconds_sum" and sample.labels["stage"].startswith("recs_"):
+                    stage = sample.labels["stage"].removeprefix("recs_")
+                    spent[stage] = spent.get(stage, 0.0) + sample.value
+                elif sample.name == "shopstream_outputs_total" and sample.labels["topic"] == recs_topic:
+                    answered += sample.value
+    return {stage: seconds / answered * 1e6 for stage, seconds in sorted(spent.items())} if answered else {}
 
 
 def correctness(settings: Settings, events: list[Event], sample: int = 200, seed: int = 3) -> dict:
@@ -375,7 +397,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events for a and c")
     parser.add_argument("--naive-events", type=int, default=2_000, help="events for b")
-    parser.add_argument("--rates", default="5000",
+    parser.add_argument("--rates", default="1000,3000",
                         help="events/s of freshness runs besides those at 25, 50, 75 and 90 %% of capacity")
     parser.add_argument("--seconds", type=float, default=20, help="length of each freshness run")
     parser.add_argument("--runs", type=int, default=3, help="runs of each single-process drain, for the spread")
@@ -417,6 +439,10 @@ def main() -> None:
             console.print("c. sampled online features against the pure core ...")
             check = correctness(ours, events)
             console.print("   " + ", ".join(f"{v}: {r['differ']}/{r['compared']} differ" for v, r in check.items()))
+    console.print("c. shopstream worker, every role, 2 processes, draining the same events ...")
+    ours = isolated(base, "worker2").model_copy(update={"web_port": 6166})
+    drains["every role, 2 process(es)"] = [shopstream_drain(ours, events, logs / "bench-drain-2.log", 2)]
+    console.print(f"   {drains['every role, 2 process(es)'][-1]['eps']:,.0f} events/s")
     for processes in (1, 2, 4):
         for _ in range(args.runs if processes == 1 else 1):
             console.print(f"c. the features role alone, {processes} process(es), draining the same events ...")
@@ -453,7 +479,8 @@ def main() -> None:
                 "cpu_us_per_event": first["cpu_us_per_event"],
                 "kafka_records_per_event": first["kafka_records_per_event"],
                 "kafka_bytes_per_event": first["kafka_bytes_per_event"],
-                "kafka_per_event_by_topic": first["kafka_per_event_by_topic"]}
+                "kafka_per_event_by_topic": first["kafka_per_event_by_topic"],
+                "recs_us_per_answer": first.get("recs_us_per_answer", {})}
 
     result = {
         "time": datetime.now(UTC).isoformat(), "events": len(events), "runs": args.runs,
@@ -500,6 +527,11 @@ def main() -> None:
         for topic, counts in result["drains"][name]["kafka_per_event_by_topic"].items():
             topics.add_row(name, topic, f"{counts['records']:.3f}", f"{counts['bytes']:,.0f}")
     console.print(topics)
+    budget = Table("drain", "stage", "µs per answered click", title="the recommendation agent's cost budget")
+    for name in drains:
+        for stage, us in result["drains"][name]["recs_us_per_answer"].items():
+            budget.add_row(name, stage, f"{us:,.0f}")
+    console.print(budget)
     fresh_table = Table("offered", "events/s", "probes", "never read", "p50 ms", "p99 ms", "max ms",
                         title="freshness: produce to readable through Feast, warm-up excluded")
     for label, r in result["freshness"].items():
