@@ -584,6 +584,10 @@ class Settings(BaseSettings):
     entity states, and with the default every few hundred new objects trigger a
     collection that, as they pile up, scans more and more of them (docs/benchmarks.md,
     ``bench/profile_core.py --gc``). 0 keeps Python's default."""
+    allow_untested_faust: bool = False
+    """Run a worker on a faust-streaming release that shopstream's consumer is not tested
+    with (``streams.commits.TESTED_FAUST``). It overrides Faust's commit bookkeeping, which
+    a release may change; without this a worker on another release refuses to start."""
 
 
 def registry_uri(settings: Settings) -> str:

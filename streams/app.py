@@ -189,12 +189,20 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 
 class App(faust.App):
-    """Faust's app, with its own producer (``IdempotentProducer``). Its wait for the
-    messages in hand at a rebalance or a stop is bounded (``streams.commits.
-    bound_wait_empty``)."""
+    """Faust's app, with its own producer (``IdempotentProducer``) and, once the worker's
+    runtime sets ``consumer_class`` (``streams.runtime``), its own consumer."""
+
+    consumer_class: type | None = None
 
     def _new_producer(self):
         return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+    def _new_consumer(self):
+        if self.consumer_class is None:
+            return super()._new_consumer()
+        return self.consumer_class(self.transport, callback=self.topics.on_message, loop=self.transport.loop,
+                                   on_partitions_revoked=self._on_partitions_revoked,
+                                   on_partitions_assigned=self._on_partitions_assigned, beacon=self.beacon)
 
 
 def create_app(settings: Settings) -> App:

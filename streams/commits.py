@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 from faust.transport.consumer import Consumer as FaustConsumer
-from faust.transport.consumer import ThreadDelegateConsumer
+from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
 from faust.types import TP
 from faust.types.tuples import ack_lock
 from intervaltree import IntervalTree
@@ -29,24 +29,61 @@ from streams import metrics
 log = logging.getLogger(__name__)
 
 
-def hold_commits_at_gaps(consumer_class: type = FaustConsumer) -> None:
-    """Make Faust's commits wait at an offset that no agent acknowledged.
+TESTED_FAUST = ("0.15.3",)
+"""The faust-streaming versions whose consumer internals ``Consumer`` is tested against
+(``tests/streams/test_app.py``, ``test_each_batch.py`` and the fault suite)."""
 
-    Faust computes the offset to commit from the acknowledged ones, and gives up only
-    when the lowest of them is more than one past the committed offset: a gap of exactly
-    one offset slips through, and the commit jumps past a record that was never
-    processed (faust-streaming#606). With this, the lowest acknowledged offset (or the
-    start of a gap Faust knows of, such as a compacted record) must be the committed
-    offset itself; ``repair_commits`` reads a gap that stays again. Idempotent.
+REBALANCE_WAIT_S = 15.0
+"""How long a rebalance (or a stop) waits for the messages handed out to be acknowledged."""
 
-    A partition that its group has never committed starts where its log starts
-    (``committed_or_start``): Faust would otherwise commit from whatever offset was
-    acknowledged first, and a worker killed at startup lost the first records of a
-    partition (seen in ``tests/integration/test_recovery.py`` as a user's first cart).
+
+class UntestedFaust(RuntimeError):
+    """The installed faust-streaming is not one ``Consumer`` was tested against."""
+
+
+def check_faust_version(version: str | None = None, allow_untested: bool = False) -> str:
+    """The installed faust-streaming version; ``UntestedFaust`` if it is not one of
+    ``TESTED_FAUST`` and ``allow_untested`` is not set: ``Consumer`` overrides internals
+    that a release may change without notice, and a commit past an unprocessed record is
+    silent data loss, not an error.
+
+    >>> check_faust_version("0.15.3")
+    '0.15.3'
+    >>> check_faust_version("0.16.0", allow_untested=True)
+    '0.16.0'
     """
-    original = getattr(consumer_class._new_offset, "__wrapped__", consumer_class._new_offset)
+    if version is None:
+        from importlib.metadata import version as installed
 
-    def _new_offset(self, tp):
+        version = installed("faust-streaming")
+    if version not in TESTED_FAUST and not allow_untested:
+        raise UntestedFaust(
+            f"faust-streaming {version} is installed, and shopstream's consumer is tested with "
+            f"{', '.join(TESTED_FAUST)} only: install a tested version (uv sync with the lock file), or "
+            "set SHOPSTREAM_ALLOW_UNTESTED_FAUST=true to run anyway and run the fault suite")
+    return version
+
+
+class Consumer(AiokafkaConsumer):
+    """Faust's aiokafka consumer with commits that never pass a record no agent finished
+    (faust-streaming#596, #606), seeks in the fetcher's thread and a bounded wait for the
+    messages in hand. The worker's runtime (``streams.runtime``) makes the app build this
+    consumer, after ``check_faust_version``."""
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Commits wait at an offset that no agent acknowledged.
+
+        Faust computes the offset to commit from the acknowledged ones, and gives up only
+        when the lowest of them is more than one past the committed offset: a gap of
+        exactly one offset slips through, and the commit jumps past a record that was
+        never processed (faust-streaming#606). Here the lowest acknowledged offset (or the
+        start of a gap Faust knows of, such as a compacted record) must be the committed
+        offset itself; ``repair_commits`` reads a gap that stays again.
+
+        A partition that its group has never committed starts where its log starts
+        (``committed_or_start``): Faust would otherwise commit from whatever offset was
+        acknowledged first, so a worker killed at start-up would lose the first records
+        of a partition."""
         acked, committed = self._acked.get(tp), committed_or_start(self, tp)
         if acked:
             if committed is None:  # nothing committed, and where the log starts is not known yet
@@ -55,108 +92,46 @@ def hold_commits_at_gaps(consumer_class: type = FaustConsumer) -> None:
             lowest = min(min(acked), min((i.begin for i in known), default=math.inf) if known else math.inf)
             if lowest > committed:
                 return None
-        return original(self, tp)
+        return FaustConsumer._new_offset(self, tp)
 
-    _new_offset.__wrapped__ = original
-    consumer_class._new_offset = _new_offset
-
-
-def committed_or_start(consumer, tp: TP) -> int | None:
-    """The committed offset of ``tp``, or for a partition its group has never committed,
-    the offset its log starts at (``note_log_starts``); None while neither is known."""
-    committed = consumer._committed_offset.get(tp)
-    if committed is None:
-        committed = getattr(consumer, "_shopstream_log_start", {}).get(tp)
-    return committed
-
-
-async def note_log_starts(consumer, tps: set[TP]) -> None:
-    """Remember where the logs of newly assigned partitions start."""
-    if tps:
-        starts = await consumer.earliest_offsets(*tps)
-        consumer.__dict__.setdefault("_shopstream_log_start", {}).update(starts)
-
-
-hold_commits_at_gaps()
-
-
-def gaps_only_when_confirmed(consumer_class: type = FaustConsumer) -> None:
-    """Stop Faust from marking offsets as a gap on its own. Faust notes a gap whenever a
-    fetched offset is more than one past the last one read, and lets commits pass it;
-    but a fetch that races a seek, or records Faust marked read and never delivered
-    (faust-streaming#596), look just the same, and those offsets were never processed.
-    ``InOrder`` reads such a gap again and notes it (``confirm_gap``) only when the log
-    has nothing there. Idempotent."""
-    original = getattr(consumer_class._add_gap, "__wrapped__", consumer_class._add_gap)
-
-    async def _add_gap(self, tp, offset_from, offset_to):
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Faust marks no gap on its own. It notes one whenever a fetched offset is more
+        than one past the last one read, and lets commits pass it; but a fetch that races
+        a seek, or records Faust marked read and never delivered (faust-streaming#596),
+        look just the same, and those offsets were never processed. ``InOrder`` reads such
+        a gap again and notes it (``confirm_gap``) only when the log has nothing there."""
         return None
 
-    _add_gap.__wrapped__ = original
-    consumer_class._add_gap = _add_gap
-
-
-async def confirm_gap(consumer, tp: TP, first: int, last: int) -> None:
-    """Note offsets ``first..last`` of ``tp`` as a gap the log really has (compaction,
-    transaction markers, retention), so that commits may pass them."""
-    await FaustConsumer._add_gap.__wrapped__(consumer, tp, first, last)
-
-
-def note_seeks(consumer_class: type = FaustConsumer) -> None:
-    """Mark a consumer as sought (``_shopstream_sought``) once Faust has moved its
-    partitions to their committed offsets after an assignment: records delivered before
-    that come from wherever the fetcher stood. Idempotent."""
-    original = getattr(consumer_class.perform_seek, "__wrapped__", consumer_class.perform_seek)
-
-    async def perform_seek(self):
+    async def perform_seek(self) -> None:
+        """Mark the consumer as sought (``_shopstream_sought``) once Faust has moved its
+        partitions to their committed offsets after an assignment: records delivered
+        before that come from wherever the fetcher stood."""
         self._shopstream_sought = False
-        await original(self)
+        await super().perform_seek()
         self._shopstream_sought = True
 
-    perform_seek.__wrapped__ = original
-    consumer_class.perform_seek = perform_seek
-
-
-def seek_in_the_consumer_thread(consumer_class: type = ThreadDelegateConsumer) -> None:
-    """Run a seek in the thread where aiokafka fetches. Faust's ``seek`` calls aiokafka's
-    from the worker's own thread, and aiokafka's ``seek_to`` deletes the partition's
-    buffered records while its fetcher, in the consumer thread, may be reading them:
-    CI saw ``KeyError`` in ``Fetcher.fetched_records`` for the partition just sought,
-    which crashed Faust's fetcher and with it the worker (2026-12-03, the restart test,
-    which reads partitions again right after a restart). Idempotent."""
-    original = getattr(consumer_class._seek, "__wrapped__", consumer_class._seek)
-
-    async def _seek(self, partition, offset):
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Seek in the thread where aiokafka fetches. Faust's ``seek`` calls aiokafka's from
+        the worker's own thread, and aiokafka's ``seek_to`` deletes the partition's
+        buffered records while its fetcher, in the consumer thread, may be reading them
+        (``KeyError`` in ``Fetcher.fetched_records``, which ends Faust's fetcher and with
+        it the worker)."""
         await self._thread.call_thread(self._thread.seek, partition, offset)
 
-    _seek.__wrapped__ = original
-    consumer_class._seek = _seek
-
-
-REBALANCE_WAIT_S = 15.0
-"""How long a rebalance (or a stop) waits for the messages handed out to be acknowledged."""
-
-
-def bound_wait_empty(consumer_class: type = FaustConsumer) -> None:
-    """Make Faust's wait for the messages in hand end after ``REBALANCE_WAIT_S``.
-
-    At a rebalance (and at a stop) Faust suspends the flow of messages, drops those still
-    queued for agents, and waits until every message it handed out is acknowledged or
-    garbage (``Consumer.wait_empty``; its books are a weak set), with no bound. A click
-    is read by two agents; when one has acknowledged it and the other's copy was dropped
-    from its queue, anything still holding it keeps it unacknowledged, and the wait
-    never ends. It cannot be cut from outside either: its inner wait
-    (``Consumer._wait_for_ack``) swallows ``CancelledError``, so a cancelled wait goes on
-    looping, a full garbage collection and a commit a second, one more loop at every
-    rebalance, until the worker has no CPU left for its records.
-
-    Here the wait is the same loop with a deadline, and a cancel ends it. What it leaves
-    is logged and counted. Nothing is lost: a message not acknowledged is not committed
-    past, so whoever owns its partition next reads it again (at least once; states
-    ignore what they applied). Idempotent."""
-    original = getattr(consumer_class.wait_empty, "__wrapped__", consumer_class.wait_empty)
-
     async def wait_empty(self) -> None:
+        """Faust's wait for the messages in hand, ended after ``REBALANCE_WAIT_S``.
+
+        At a rebalance (and at a stop) Faust suspends the flow of messages, drops those
+        still queued for agents, and waits until every message it handed out is
+        acknowledged or garbage (its books are a weak set), with no bound: anything that
+        still holds a message whose copy was dropped from an agent's queue keeps it
+        unacknowledged, and the wait never ends. It cannot be cut from outside either:
+        its inner wait (``Consumer._wait_for_ack``) swallows ``CancelledError``.
+
+        Here the wait is the same loop with a deadline, and a cancel ends it. What it
+        leaves is logged and counted. Nothing is lost: a message not acknowledged is not
+        committed past, so whoever owns its partition next reads it again (at least once;
+        states ignore what they applied)."""
         deadline = time.monotonic() + REBALANCE_WAIT_S
         while not self.should_stop and self._unacked_messages:
             gc.collect()  # messages nobody holds leave the weak set once collected
@@ -176,8 +151,27 @@ def bound_wait_empty(consumer_class: type = FaustConsumer) -> None:
                 self._waiting_for_ack = None
         await self.commit_and_end_transactions()
 
-    wait_empty.__wrapped__ = original
-    consumer_class.wait_empty = wait_empty
+
+def committed_or_start(consumer, tp: TP) -> int | None:
+    """The committed offset of ``tp``, or for a partition its group has never committed,
+    the offset its log starts at (``note_log_starts``); None while neither is known."""
+    committed = consumer._committed_offset.get(tp)
+    if committed is None:
+        committed = getattr(consumer, "_shopstream_log_start", {}).get(tp)
+    return committed
+
+
+async def note_log_starts(consumer, tps: set[TP]) -> None:
+    """Remember where the logs of newly assigned partitions start."""
+    if tps:
+        starts = await consumer.earliest_offsets(*tps)
+        consumer.__dict__.setdefault("_shopstream_log_start", {}).update(starts)
+
+
+async def confirm_gap(consumer, tp: TP, first: int, last: int) -> None:
+    """Note offsets ``first..last`` of ``tp`` as a gap the log really has (compaction,
+    transaction markers, retention), so that commits may pass them."""
+    await FaustConsumer._add_gap(consumer, tp, first, last)
 
 
 def cut_wait(unacked) -> None:
@@ -187,12 +181,6 @@ def cut_wait(unacked) -> None:
                 "without them: they are read again from the committed offsets", len(left),
                 REBALANCE_WAIT_S, ", ".join(left[:10]) + (" ..." if len(left) > 10 else ""))
     metrics.REBALANCE_WAITS_CUT.inc()
-
-
-gaps_only_when_confirmed()
-note_seeks()
-seek_in_the_consumer_thread()
-bound_wait_empty()
 
 
 def broker_lacks(settings):
@@ -518,7 +506,7 @@ def consumer_state(consumer) -> dict:
                                 _committed_offset=committed)
         state[f"{tp.topic}:{tp.partition}"] = {
             "committed": committed[tp],
-            "would_commit": FaustConsumer._new_offset(books, tp),
+            "would_commit": Consumer._new_offset(books, tp),
             "acked_duplicates": len(acked) - len(set(acked)),
             "read": consumer._read_offset.get(tp),
             "highwater": consumer.highwater(tp),

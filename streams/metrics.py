@@ -26,7 +26,7 @@ COMMIT_REPAIRS = Counter("shopstream_commit_repairs",
 REBALANCE_WAITS_CUT = Counter(
     "shopstream_rebalance_waits_cut",
     "Rebalances (or stops) that went on with messages still unacknowledged after "
-    "REBALANCE_WAIT_S: they are read again (streams.commits.bound_wait_empty).")
+    "REBALANCE_WAIT_S: they are read again (streams.commits.Consumer.wait_empty).")
 READ_FIRST_TIMEOUTS = Counter(
     "shopstream_read_first_timeouts",
     "Batches of orders whose own feature updates were routed before the fraud agent had "

@@ -16,7 +16,17 @@ import faust
 
 from shopstream.topics import ensure_topics, partition_problems
 from streams import agents
-from streams.app import app, internal_topics, keyed_topics, prepare, refuse_partitions, settings
+from streams.app import (
+    EXIT_PARTITIONS,
+    app,
+    internal_topics,
+    keyed_topics,
+    prepare,
+    refuse_partitions,
+    settings,
+)
+from streams.commits import UntestedFaust
+from streams.runtime import Runtime
 
 
 def register(roles) -> None:
@@ -56,6 +66,11 @@ def main() -> None:
     if problems := partition_problems(settings, keyed_topics(settings)):
         refuse_partitions(problems)
     register(settings.roles)
+    try:
+        Runtime(settings, app).start()
+    except UntestedFaust as exc:
+        print(f"refusing to run: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_PARTITIONS) from exc
     if settings.internal_key is None:
         print("shopstream: internal records are signed with the development key; set "
               "SHOPSTREAM_INTERNAL_KEY (docs/operations.md, \"Trust boundary\")", file=sys.stderr, flush=True)

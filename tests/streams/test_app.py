@@ -13,6 +13,7 @@ from intervaltree import IntervalTree
 
 from streams.commits import (
     CommitBlock,
+    Consumer,
     InOrder,
     commit_block,
     confirm_gap,
@@ -89,7 +90,7 @@ def test_a_commit_block_counts_acks_below_the_commit_and_repeated_ones():
 
 def test_one_missing_offset_is_a_commit_block_too():
     # Faust's own check let a gap of one offset through and committed past it
-    # (faust-streaming#606); with hold_commits_at_gaps it holds, so the repair sees it.
+    # (faust-streaming#606); with commits.Consumer._new_offset it holds, so the repair sees it.
     assert commit_block([12, 13], committed=11, in_flight=set()) == CommitBlock(0, (11, 11))
 
 
@@ -105,26 +106,22 @@ def test_one_missing_offset_is_a_commit_block_too():
     ],
 )
 def test_faust_commits_never_pass_an_offset_that_was_not_acknowledged(acked, committed, gap, expected):
-    from faust.transport.consumer import Consumer as FaustConsumer
-
     tp = TP("shop.clicks", 0)
     books = SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
                             _gap=defaultdict(IntervalTree, {tp: IntervalTree.from_tuples(gap)}),
                             _committed_offset=defaultdict(lambda: None, {tp: committed}))
-    assert FaustConsumer._new_offset(books, tp) == expected
+    assert Consumer._new_offset(books, tp) == expected
 
 
 @pytest.mark.parametrize(("acked", "start", "expected"), [([5, 6], 0, None), ([0, 1], 0, 2), ([5, 6], 5, 7)])
 def test_a_partition_never_committed_commits_from_where_its_log_starts(acked, start, expected):
     """Seen failing before: Faust committed 7 for [5, 6], and a worker killed at startup
     lost the first records of a partition."""
-    from faust.transport.consumer import Consumer as FaustConsumer
-
     tp = TP("shop.carts", 0)
     books = SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
                             _gap=defaultdict(IntervalTree), _committed_offset=defaultdict(lambda: None),
                             _shopstream_log_start={tp: start})
-    assert FaustConsumer._new_offset(books, tp) == expected
+    assert Consumer._new_offset(books, tp) == expected
 
 
 def test_a_gap_at_the_start_of_a_log_is_a_commit_block():
@@ -397,8 +394,6 @@ def test_admit_never_acknowledges_a_dropped_record_and_reads_its_partition_again
 
 
 def test_faust_marks_no_gap_of_its_own_and_a_confirmed_one_is_noted():
-    from faust.transport.consumer import Consumer
-
     a = TP("t", 0)
     consumer = _Consumer([a], {a: None})
     asyncio.run(Consumer._add_gap(consumer, a, 3, 5))  # what Faust calls on a jump in offsets
@@ -441,8 +436,6 @@ def test_a_partition_whose_missing_record_never_comes_is_read_again_in_time():
 def test_a_seek_runs_in_the_consumer_thread_where_aiokafka_fetches():
     """aiokafka's seek deletes the partition's buffered records; run from the worker's
     thread it raced the fetcher in the consumer thread (KeyError, the worker crashed)."""
-    from faust.transport.consumer import ThreadDelegateConsumer
-
     class Thread:
         inside, seeks = False, []
 
@@ -458,5 +451,28 @@ def test_a_seek_runs_in_the_consumer_thread_where_aiokafka_fetches():
 
     consumer = SimpleNamespace(_thread=Thread())
     tp = TP("shop.carts", 0)
-    asyncio.run(ThreadDelegateConsumer._seek(consumer, tp, 136))  # what Faust's seek calls
+    asyncio.run(Consumer._seek(consumer, tp, 136))  # what Faust's seek calls
     assert consumer._thread.seeks == [(tp, 136, "consumer thread")]
+
+
+def test_the_worker_consumer_is_the_guarded_one_on_a_tested_faust_only():
+    """A worker refuses an untested faust-streaming release (``Runtime.start``) and, on a
+    tested one, builds ``commits.Consumer``, not Faust's, whose commits pass an
+    unacknowledged offset (the case of ``test_faust_commits_never_pass...``)."""
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    from streams.app import create_app, settings
+    from streams.commits import UntestedFaust, check_faust_version
+    from streams.runtime import Runtime
+
+    with pytest.raises(UntestedFaust, match="SHOPSTREAM_ALLOW_UNTESTED_FAUST"):
+        check_faust_version("0.99.0")
+    app = create_app(settings)
+    assert type(app.consumer) is not Consumer  # an app that no runtime started: Faust's own
+    app = create_app(settings)
+    Runtime(settings, app).start()
+    assert type(app.consumer) is Consumer
+    tp = TP("shop.clicks", 0)
+    books = SimpleNamespace(_acked={tp: [12, 13]}, _acked_index={tp: {12, 13}}, _gap=defaultdict(IntervalTree),
+                            _committed_offset=defaultdict(lambda: None, {tp: 11}))
+    assert FaustConsumer._new_offset(books, tp) == 14 and app.consumer._new_offset.__func__(books, tp) is None

@@ -3,7 +3,7 @@ handled: at a rebalance Faust waits until every message it handed out is acknowl
 garbage, so a finished batch still held by the loop while it waits for the next one held
 the rebalance, and with it every commit of the worker, for ever. Faust's own stream loop
 holds its last message the same way, so the wait is bounded too
-(``streams.commits.bound_wait_empty``)."""
+(``streams.commits.Consumer.wait_empty``)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class NeverEmpty:
 
     _clean_unacked_messages = FaustConsumer._clean_unacked_messages
     _wait_for_ack = FaustConsumer._wait_for_ack
-    wait_empty = FaustConsumer.wait_empty
+    wait_empty = commits.Consumer.wait_empty
 
     def __init__(self) -> None:
         self.held = Held("shop.clicks", 1, 1527)
