@@ -120,7 +120,7 @@ def null_agent(settings: Settings, n: int, transport: str, mode: str, timeout: f
     ensure_topics(settings, [f"{settings.app_id}.null-out"])
     env = {**os.environ, **tuning, "BENCH_TRANSPORT": transport, "BENCH_MODE": mode, "BENCH_EVENTS": str(n),
            "BENCH_TOPICS": ",".join(settings.topics.inputs().values()),
-           "BENCH_OUT": f"{settings.app_id}.null-out", "BENCH_GROUP": f"{settings.app_id}-{transport}-{mode}",
+           "BENCH_OUT": f"{settings.app_id}.null-out", "BENCH_GROUP": "-".join([settings.app_id, transport, mode, *tuning.values()]),
            "BENCH_BROKERS": settings.kafka.brokers.split(",")[0], "BENCH_PORT": "6171"}
     try:
         done = subprocess.run([sys.executable, "-m", "bench.null_agent"], env=env, capture_output=True,

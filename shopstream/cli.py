@@ -141,12 +141,17 @@ def worker(
     roles: Annotated[str | None, typer.Option(
         help="What this worker does, comma-separated: features, fraud, recs (default: all; "
              "or SHOPSTREAM_ROLES).")] = None,
-    processes: Annotated[int, typer.Option(
+    processes: Annotated[int | None, typer.Option(
         min=1, help="Worker processes to run, sharing the partitions (one Python process "
-                    "uses one core); process i serves its web pages on SHOPSTREAM_WEB_PORT + i.")] = 1,
+                    "uses one core); process i serves its web pages on SHOPSTREAM_WEB_PORT + i. "
+                    "Default: 2 on a machine with two cores or more, else 1.")] = None,
 ) -> None:
     """Run a stream worker in the foreground (Ctrl-C stops it)."""
     import os
+
+    from shopstream.workers import default_processes
+
+    processes = processes or default_processes()
 
     if roles is not None:
         os.environ["SHOPSTREAM_ROLES"] = roles  # read when the worker's settings load

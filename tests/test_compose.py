@@ -40,6 +40,8 @@ def test_compose_worker_can_be_scaled():
     assert services["kafka"]["image"].startswith("apache/kafka:4")
     # The drift role runs in the default worker; the drift-triggered trainer is a job.
     assert "drift" in services["worker"]["environment"]["SHOPSTREAM_ROLES"]
+    # one process per container: Prometheus scrapes port 6066 of each, not 6067
+    assert all(services[name]["command"][-2:] == ["--processes", "1"] for name in ("worker", "scorer"))
     assert services["trainer-drift"]["command"][-1] == "--on-signal"
 
 
