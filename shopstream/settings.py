@@ -387,12 +387,13 @@ class FeatureSettings(BaseModel):
     cost) the feature agent holds unwritten: a
     micro-batch's changed states are written once, after all its runs, or as soon as they
     reach this size, which bounds the memory they hold whatever a batch holds."""
-    state_flush_s: float = Field(1.0, ge=0)
-    """The feature agent holds the entity states it changed in a write-back cache for up to
-    this many seconds, so that an entity changed by many batches is written to the
-    changelog once, and acknowledges their records only once they are written. 0 writes
-    the states a micro-batch changed before it is acknowledged (docs/operations.md, "The
-    write-back cache")."""
+    state_flush_s: float = Field(0.0, ge=0)
+    """0 (the default) writes the states a micro-batch changed before it is acknowledged.
+    More holds them in a write-back cache for up to this many seconds, so that an entity
+    changed by many batches is written to the changelog once, and acknowledges their
+    records only once they are written. It saves changelog records where entities change
+    many times a second, and costs feature freshness (docs/operations.md, "The write-back
+    cache")."""
 
 
 def _comma_list(value: object) -> object:

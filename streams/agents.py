@@ -177,14 +177,11 @@ def fatal(what: str, exc: BaseException) -> None:
     os._exit(70)
 
 
-async def handle(kind: str, messages: list[faust.types.Message],
-                 events: list[Event | InvalidEvent] | None = None) -> None:
-    """Process one micro-batch of input records: each ends processed or dead-lettered.
-    ``events``: the records already decoded (``decode_all``), by an agent that shares them."""
+async def handle(kind: str, messages: list[faust.types.Message]) -> None:
+    """Process one micro-batch of input records: each ends processed or dead-lettered."""
     count(metrics.EVENTS_IN, messages)
     valid: list[tuple[Event, faust.types.Message, list[Update]]] = []
-    if events is None:
-        events = decode_all([kind] * len(messages), messages, datetime.now(UTC))
+    events = decode_all([kind] * len(messages), messages, datetime.now(UTC))
     for message, event in zip(messages, events, strict=True):
         if isinstance(event, InvalidEvent):
             await dead_letter(message, event.reason, event.detail, event)
@@ -427,9 +424,7 @@ def _input_agent(kind: str, topic_name: str) -> None:
     app.agent(topic, name=f"{kind}_agent")(agent)
 
 
-def register(skip: frozenset[str] = frozenset()) -> None:
-    """Register an input agent for every input topic (the ``features`` role) but those of
-    ``skip``, whose records another agent of this worker hands to ``handle``."""
+def register() -> None:
+    """Register an input agent for every input topic (the ``features`` role)."""
     for kind, topic in settings.topics.inputs().items():
-        if kind not in skip:
-            _input_agent(kind, topic)
+        _input_agent(kind, topic)

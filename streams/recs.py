@@ -44,7 +44,6 @@ from shopstream.events import CartEvent, InvalidEvent, Order, RecommendedItem, S
 from shopstream.signing import MAC_BYTES, Unsigned
 from streams import metrics
 from streams.agents import dead_letter, decode_all, each_batch
-from streams.agents import handle as handle_inputs
 from streams.app import (
     app,
     delivered,
@@ -193,11 +192,10 @@ def challenged(current: Recommender, rival: tuple[Challenge, Recommender] | None
     return [answers[i] for i in everyone], []
 
 
-async def answer(records: list[faust.types.Message], events: list | None = None) -> None:
+async def answer(records: list[faust.types.Message]) -> None:
     """Recommendations for one micro-batch of clicks and cart changes. A session's state
     is saved only after its recommendations are sent: a worker killed in between reads
-    the events again and answers them again (at-least-once), rather than never.
-    ``events``: the clicks and cart changes of ``records`` already decoded, in order."""
+    the events again and answers them again (at-least-once), rather than never."""
     consumed = time.time()
     current, rival = follower.current, follower.challenger  # one of each for the whole batch
     now = datetime.now(UTC)
@@ -220,9 +218,7 @@ async def answer(records: list[faust.types.Message], events: list | None = None)
                 states[key] = state
     records = [message for message in records if KIND[message.topic] != "bought"]
     kinds = [KIND[message.topic] for message in records]
-    if events is None:
-        events = decode_all(kinds, records, now)
-    for message, kind, event in zip(records, kinds, events, strict=True):
+    for message, kind, event in zip(records, kinds, decode_all(kinds, records, now), strict=True):
         if isinstance(event, InvalidEvent):
             continue  # the input agents dead-letter it
         if not event.session_id:
@@ -325,37 +321,12 @@ async def order_items_agent(stream: faust.StreamT) -> None:
                      "the order items agent", lambda: settings.recs.enabled and settings.recs.exclude_bought)
 
 
-async def recommend_for(records: list[faust.types.Message]) -> None:
+@app.agent(inputs, name="recs_agent")
+async def recs_agent(stream: faust.StreamT) -> None:
     """Clicks and cart changes in, session recommendations out."""
-    if settings.recs.enabled:
+    async def locked(records: list[faust.types.Message]) -> None:
         async with answering:
             await answer(records)
 
-
-async def features_and_recommend_for(records: list[faust.types.Message]) -> None:
-    """Clicks and cart changes in, read once for both roles: their entity updates and raw
-    log (``streams.agents.handle``, each record processed or dead-lettered), then their
-    recommendations, each record decoded once for both."""
-    events = iter(decode_all([KIND[m.topic] for m in records if KIND[m.topic] != "bought"],
-                             [m for m in records if KIND[m.topic] != "bought"], datetime.now(UTC)))
-    decoded = [(m, None if KIND[m.topic] == "bought" else next(events)) for m in records]
-    for kind in ("click", "cart"):
-        mine = [(m, e) for m, e in decoded if KIND[m.topic] == kind]
-        if mine:
-            await handle_inputs(kind, [m for m, _ in mine], [e for _, e in mine])
-    if settings.recs.enabled:
-        async with answering:
-            await answer(records, [e for m, e in decoded if KIND[m.topic] != "bought"])
-
-
-def register(features: bool) -> None:
-    """Register the agent of clicks, cart changes and bought items; with ``features``, the
-    same agent also does the feature role's work on clicks and cart changes, so a worker
-    with both roles reads each of them once."""
-    async def session_agent(stream: faust.StreamT) -> None:
-        rows = max(settings.recs.batch_rows, settings.features.batch_rows) if features else settings.recs.batch_rows
-        await each_batch(stream, rows, settings.recs.batch_ms,
-                         features_and_recommend_for if features else recommend_for,
-                         "the session agent", arrival=True)
-
-    app.agent(inputs, name="session_agent")(session_agent)
+    await each_batch(stream, settings.recs.batch_rows, settings.recs.batch_ms, locked,
+                     "the recs agent", lambda: settings.recs.enabled, arrival=True)

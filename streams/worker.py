@@ -30,19 +30,16 @@ from streams.runtime import Runtime
 
 
 def register(roles) -> None:
-    """Register the agents of ``roles`` with the app. With both ``features`` and ``recs``,
-    one agent reads the clicks and cart changes for both (``streams.recs.register``)."""
+    """Register the agents of ``roles`` with the app."""
     if "features" in roles:
-        agents.register(skip=frozenset({"click", "cart"}) if "recs" in roles else frozenset())
+        agents.register()
         from streams.features import online_writer
 
         if settings.features.online:
             prepare("online_writer", online_writer)
     for role in ("fraud", "recs", "drift"):
         if role in roles:
-            module = importlib.import_module(f"streams.{role}")  # its agents register on import
-            if role == "recs":
-                module.register(features="features" in roles)
+            importlib.import_module(f"streams.{role}")  # its agents register on import
 
 
 def tune_gc(threshold: int) -> None:
