@@ -38,12 +38,22 @@ class WorkerMetrics:
     labelled: dict[str, float] = field(default_factory=dict)  # tp, fp, fn, tn of labelled scores
     answers: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (model, version, variant)
 
-    def freshness_quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding quantile ``q`` of feature freshness, seconds."""
-        if not self.freshness or self.freshness[-1][1] == 0:
+    def freshness_quantile(self, q: float, since: WorkerMetrics | None = None) -> float | None:
+        """Upper bound of the bucket holding quantile ``q`` of feature freshness, seconds:
+        of every batch the worker wrote, or of those after ``since``, an earlier snapshot
+        of the same worker (the histogram counts from the worker's start).
+
+        >>> before = WorkerMetrics(freshness=[(0.5, 0), (1.0, 0), (30.0, 90), (float("inf"), 100)])
+        >>> now = WorkerMetrics(freshness=[(0.5, 80), (1.0, 100), (30.0, 190), (float("inf"), 200)])
+        >>> now.freshness_quantile(0.99), now.freshness_quantile(0.99, since=before)
+        (inf, 1.0)
+        """
+        earlier = dict(since.freshness) if since is not None else {}
+        counts = [(le, count - earlier.get(le, 0.0)) for le, count in self.freshness]
+        if not counts or counts[-1][1] <= 0:
             return None
-        total = self.freshness[-1][1]
-        return next(le for le, count in self.freshness if count >= q * total)
+        total = counts[-1][1]
+        return next(le for le, count in counts if count >= q * total)
 
     @property
     def total_in(self) -> float:

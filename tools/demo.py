@@ -233,8 +233,9 @@ def fraud_view(m: workers.WorkerMetrics | None, flagged: deque) -> Group:
 
 
 def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Progress,
-         flagged: deque | None = None, recs: deque | None = None, drift: Group | None = None) -> Group:
-    """The live screen."""
+         flagged: deque | None = None, recs: deque | None = None, drift: Group | None = None,
+         since: workers.WorkerMetrics | None = None) -> Group:
+    """The live screen; freshness of the batches written after ``since`` (this act's)."""
     table = Table(expand=True, title="worker, by input topic")
     for column in ("topic", "events/s", "consumed", "processed"):
         table.add_column(column, justify="left" if column == "topic" else "right")
@@ -247,7 +248,7 @@ def view(m: workers.WorkerMetrics | None, rates: dict[str, float], progress: Pro
         dead = ", ".join(f"{r} {n:,.0f}" for r, n in sorted(m.dead_letters.items())) or "none"
         batch = m.online_rows / m.online_batches if m.online_batches else 0
         write_ms = 1000 * m.online_write_s / m.online_batches if m.online_batches else 0
-        p50, p99 = m.freshness_quantile(0.5), m.freshness_quantile(0.99)
+        p50, p99 = m.freshness_quantile(0.5, since), m.freshness_quantile(0.99, since)
         summary.add_row(f"[bold]{sum(rates.values()):,.0f}[/] events/s",
                         f"lag [bold]{m.lag:,.0f}[/]", f"late events [bold]{m.late:,.0f}[/]")
         summary.add_row(f"online batches [bold]{m.online_batches:,.0f}[/]",
@@ -322,7 +323,7 @@ def stream(settings: Settings, title: str, total: int, sender: threading.Thread,
             handled = (m.total_in - before.total_in) if m else 0
             progress.update(task, completed=sent.records)
             live.update(view(m, rates.update(m.events_in if m else {}), progress, flagged, recs,
-                             drift() if drift else None))
+                             drift() if drift else None, since=before))
             if not sender.is_alive() and handled >= total and m is not None and m.lag == 0:
                 return m
             if handled != last_seen:
