@@ -455,7 +455,7 @@ def test_a_seek_runs_in_the_consumer_thread_where_aiokafka_fetches():
     assert consumer._thread.seeks == [(tp, 136, "consumer thread")]
 
 
-def test_the_worker_consumer_is_the_guarded_one_on_a_tested_faust_only():
+def test_the_worker_consumer_is_the_guarded_one_on_a_tested_faust_only(monkeypatch):
     """A worker refuses an untested faust-streaming release (``Runtime.start``) and, on a
     tested one, builds ``commits.Consumer``, not Faust's, whose commits pass an
     unacknowledged offset (the case of ``test_faust_commits_never_pass...``)."""
@@ -467,6 +467,8 @@ def test_the_worker_consumer_is_the_guarded_one_on_a_tested_faust_only():
 
     with pytest.raises(UntestedFaust, match="SHOPSTREAM_ALLOW_UNTESTED_FAUST"):
         check_faust_version("0.99.0")
+    # the worker's producer connects when built: this test has no broker to give it
+    monkeypatch.setattr("streams.app.worker_producer", lambda: "the producer")
     app = create_app(settings)
     assert type(app.consumer) is not Consumer  # an app that no runtime started: Faust's own
     app = create_app(settings)
