@@ -70,8 +70,6 @@ async def send_watched(key: bytes, records: list[bytes]) -> None:
     await delivered([send(inputs_topic, signer.sign(key, value), key) for value in packed(records)], "drift inputs")
 
 
-
-
 class Watch:
     """The drift watch of one model: the monitor of the version being served (built from
     its profile on first sight, off the event loop, by ``build``), and for fraud the

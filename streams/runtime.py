@@ -26,14 +26,13 @@ class Runtime:
 
     settings: Settings
     app: faust.App
-    faust_version: str = ""
     producer: Producer | None = None
 
     def start(self) -> Runtime:
         """Check the Faust release (``commits.UntestedFaust`` if untested), make the app
         build the guarded consumer, and build the producer (librdkafka connects now, so
         a broker that is away shows before the worker says it is ready)."""
-        self.faust_version = commits.check_faust_version(allow_untested=self.settings.allow_untested_faust)
+        commits.check_faust_version(allow_untested=self.settings.allow_untested_faust)
         self.app.consumer_class = commits.Consumer
         from streams.app import worker_producer
 
